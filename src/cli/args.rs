@@ -1,0 +1,133 @@
+//! Command-line arguments (clap derive). Lowered into each command's own settings before
+//! any work starts.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::config::SchemaKind;
+use crate::plan::PlanFormat;
+
+const AFTER_HELP: &str = "\
+Examples:
+  git diff | orc invoke review.yaml              run an ensemble file on piped input
+  orc invoke review \"is this safe?\"              find review.yaml in .orc/ensembles or ~/.config/orc/ensembles
+  orc invoke review.yaml --output json | jq .agents
+  cat topics.txt | orc invoke explore.yaml --each-line --output jsonl
+  orc plan review.yaml --format mermaid
+  orc validate                                   check every ensemble on the search path
+
+Exit codes:
+  0    every agent succeeded
+  1    some agent failed, was skipped or was cancelled (including --timeout and budget stops)
+  2    invalid usage, configuration or ensemble
+  130  interrupted (Ctrl-C); completed results are still printed";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "orc",
+    version,
+    about = "Run YAML-declared LLM ensembles: agents, model profiles and depends_on edges",
+    after_help = AFTER_HELP,
+    propagate_version = true
+)]
+pub struct Cli {
+    /// When to use colors on stderr (`NO_COLOR` is honoured by `auto`).
+    #[arg(long, value_enum, default_value_t = ColorChoice::Auto, global = true, env = "ORC_COLOR")]
+    pub color: ColorChoice,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ColorChoice {
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run an ensemble on input from the argument, --input, --input-file or stdin.
+    #[command(after_help = AFTER_HELP)]
+    Invoke(InvokeArgs),
+    /// Check ensemble and profile files; all ensembles on the search path when none given.
+    Validate {
+        /// Files or directories to check.
+        paths: Vec<PathBuf>,
+    },
+    /// Show the phases of an ensemble, or export its graph.
+    Plan {
+        /// Ensemble file, or the name of one in `.orc/ensembles` or `~/.config/orc/ensembles`.
+        ensemble: String,
+        /// Output format.
+        #[arg(long, short, value_enum, default_value_t = PlanFormat::Text)]
+        format: PlanFormat,
+    },
+    /// List the ensembles on the search path and where each comes from.
+    List,
+    /// List the model profiles in effect (built-in, user, project) and their origin.
+    Profiles,
+    /// Print the JSON Schema of ensemble or profile files (for editors).
+    Schema {
+        /// Which file format.
+        #[arg(value_enum, default_value_t = SchemaKind::Ensemble)]
+        kind: SchemaKind,
+    },
+    /// Create `.orc/` in the current directory with a config and an example ensemble.
+    Init {
+        /// Overwrite files that already exist.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// The output of the final agent(s).
+    Text,
+    /// One JSON document with every agent's status, output, usage and cost.
+    Json,
+    /// A stream of JSON events (with --each-line: one JSON line per input).
+    Jsonl,
+}
+
+#[derive(Debug, Args)]
+pub struct InvokeArgs {
+    /// Ensemble file, or the name of one in `.orc/ensembles` or `~/.config/orc/ensembles`.
+    pub ensemble: String,
+    /// Input text (else --input, --input-file, or stdin when it is not a terminal).
+    #[arg(conflicts_with_all = ["input", "input_file"])]
+    pub input_arg: Option<String>,
+    /// Input text.
+    #[arg(long, short, conflicts_with = "input_file")]
+    pub input: Option<String>,
+    /// Read the input from this file.
+    #[arg(long)]
+    pub input_file: Option<PathBuf>,
+    /// Output format on stdout.
+    #[arg(long, short, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+    /// Treat every line of stdin as one run; runs go concurrently within the limits.
+    #[arg(long, conflicts_with_all = ["input_arg", "input", "input_file"])]
+    pub each_line: bool,
+    /// Most provider calls in flight at once, across all agents (and all runs of --each-line).
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..), env = "ORC_MAX_CONCURRENCY")]
+    pub max_concurrency: u32,
+    /// Stop the run after this many seconds; completed results are kept.
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
+    pub timeout: Option<f64>,
+    /// Seed for the mock provider and retry jitter; the same seed gives the same run.
+    #[arg(long, default_value_t = 0, env = "ORC_SEED")]
+    pub seed: u64,
+    /// No progress or summary on stderr (errors are still shown).
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+fn parse_seconds(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v > 0.0 && v.is_finite() => Ok(v),
+        _ => Err(format!("`{s}` is not a positive number of seconds")),
+    }
+}

@@ -1,0 +1,204 @@
+//! The small commands: validate, plan, list, profiles, schema, init.
+
+use std::path::{Path, PathBuf};
+
+use super::Context;
+use crate::config::{self, SchemaKind};
+use crate::diagnostics::Exit;
+use crate::plan::{Plan, PlanFormat, render};
+
+pub(crate) fn validate(ctx: &Context, paths: &[PathBuf]) -> Exit {
+    let files: Vec<PathBuf> = if paths.is_empty() {
+        let found: Vec<PathBuf> = ctx.dirs.list_ensembles().into_iter().map(|f| f.path).collect();
+        if found.is_empty() {
+            ctx.error("no ensembles found on the search path");
+            eprintln!("  help: pass files to check, or run `orc init` to create .orc/ensembles");
+            return Exit::Invalid;
+        }
+        found
+    } else {
+        let mut files = Vec::new();
+        for path in paths {
+            if path.is_dir() {
+                let mut inside: Vec<PathBuf> = std::fs::read_dir(path)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Result::ok)
+                    .map(|e| e.path())
+                    .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
+                    .collect();
+                inside.sort();
+                files.extend(inside);
+            } else {
+                files.push(path.clone());
+            }
+        }
+        files
+    };
+    let profiles = match ctx.profiles() {
+        Ok(p) => p,
+        Err(exit) => return exit,
+    };
+    let mut failed = 0usize;
+    for file in &files {
+        let (summary, report) = if is_profiles_file(file) {
+            let report = config::check_profiles_file(file);
+            ("profiles".to_string(), report)
+        } else {
+            let (ensemble, report) = config::load_ensemble(file, &profiles);
+            let summary = ensemble.map_or_else(String::new, |e| {
+                format!("ensemble `{}`, {} agent{}", e.name, e.agents.len(), if e.agents.len() == 1 { "" } else { "s" })
+            });
+            (summary, report)
+        };
+        ctx.print_report(&report);
+        if report.has_errors() {
+            failed += 1;
+        } else {
+            println!("ok  {}  ({summary})", file.display());
+        }
+    }
+    if failed > 0 {
+        eprintln!("{failed} of {} file{} invalid", files.len(), if files.len() == 1 { "" } else { "s" });
+        Exit::Invalid
+    } else {
+        Exit::Ok
+    }
+}
+
+/// A profiles file has `model_profiles:` and no `agents:`.
+fn is_profiles_file(path: &Path) -> bool {
+    let Ok(text) = std::fs::read_to_string(path) else { return false };
+    let has_top = |key: &str| text.lines().any(|l| l.starts_with(key) && l[key.len()..].trim_start().starts_with(':'));
+    has_top("model_profiles") && !has_top("agents")
+}
+
+pub(crate) fn plan(ctx: &Context, ensemble: &str, format: PlanFormat) -> Exit {
+    match ctx.load(ensemble) {
+        Ok((ensemble, _)) => {
+            let plan = Plan::new(ensemble);
+            super::output::write_stdout(&render(&plan, format))
+        }
+        Err(exit) => exit,
+    }
+}
+
+pub(crate) fn list(ctx: &Context) -> Exit {
+    let found = ctx.dirs.list_ensembles();
+    if found.is_empty() {
+        eprintln!("no ensembles found");
+        let dirs: Vec<String> = ctx.dirs.ensemble_dirs().iter().map(|(d, _)| d.display().to_string()).collect();
+        eprintln!("  looked in: {}", if dirs.is_empty() { "(no .orc directory and no HOME)".into() } else { dirs.join(", ") });
+        eprintln!("  help: run `orc init` to create .orc/ensembles with an example");
+        return Exit::Ok;
+    }
+    let width = found.iter().map(|f| f.name.len()).max().unwrap_or(4).max(4);
+    let mut out = format!("{:<width$}  {:<7}  {}\n", "NAME", "SCOPE", "PATH");
+    for f in &found {
+        let description = ensemble_description(&f.path).map(|d| format!("  {d}")).unwrap_or_default();
+        let shadowed = if f.shadowed { "  (shadowed by the project's)" } else { "" };
+        out.push_str(&format!(
+            "{:<width$}  {:<7}  {}{}{}\n",
+            f.name,
+            f.scope.to_string(),
+            f.path.display(),
+            shadowed,
+            description
+        ));
+    }
+    super::output::write_stdout(&out)
+}
+
+fn ensemble_description(path: &Path) -> Option<String> {
+    let file = config::read_source(path).ok()?;
+    let value: serde_yaml::Value = serde_yaml::from_str(&file.text).ok()?;
+    let d = value.get("description")?.as_str()?;
+    Some(d.lines().next().unwrap_or(d).to_string())
+}
+
+pub(crate) fn profiles(ctx: &Context) -> Exit {
+    let profiles = match ctx.profiles() {
+        Ok(p) => p,
+        Err(exit) => return exit,
+    };
+    let width = profiles.names().map(str::len).max().unwrap_or(4).max(4);
+    let mut out = format!("{:<width$}  {:<17}  {:<24}  {}\n", "NAME", "PROVIDER", "MODEL", "ORIGIN");
+    for p in profiles.iter() {
+        out.push_str(&format!(
+            "{:<width$}  {:<17}  {:<24}  {}\n",
+            p.name,
+            p.provider.as_str(),
+            p.model,
+            p.origin
+        ));
+    }
+    super::output::write_stdout(&out)
+}
+
+pub(crate) fn schema(kind: SchemaKind) -> Exit {
+    super::output::write_stdout(&config::schema_text(kind))
+}
+
+const INIT_CONFIG: &str = "\
+# yaml-language-server: $schema=schemas/profiles.schema.json
+# Project configuration for orc. Profiles defined here (and in .orc/profiles/*.yaml)
+# override the user's (~/.config/orc) and the built-in ones; `orc profiles` lists them.
+#
+# model_profiles:
+#   claude-fast:
+#     provider: anthropic
+#     model: claude-haiku-4-5
+#     api_key_env: ANTHROPIC_API_KEY
+model_profiles: {}
+";
+
+const INIT_ENSEMBLE: &str = "\
+# yaml-language-server: $schema=../schemas/ensemble.schema.json
+# Try it: echo 'fn add(a: i32, b: i32) -> i32 { a - b }' | orc invoke example
+name: example
+description: two reviewers and a synthesizer, on the offline mock model
+defaults:
+  model_profile: mock
+agents:
+  - name: correctness
+    system_prompt: Find correctness bugs. Be specific.
+  - name: clarity
+    system_prompt: Suggest how to make this clearer.
+  - name: summary
+    depends_on: [correctness, clarity]
+    system_prompt: Merge the reviews into three short bullet points.
+";
+
+pub(crate) fn init(ctx: &Context, force: bool) -> Exit {
+    let root = ctx.cwd.join(".orc");
+    let ensemble_schema = config::schema_text(SchemaKind::Ensemble);
+    let profiles_schema = config::schema_text(SchemaKind::Profiles);
+    let files = [
+        (root.join("config.yaml"), INIT_CONFIG),
+        (root.join("ensembles/example.yaml"), INIT_ENSEMBLE),
+        (root.join("schemas/ensemble.schema.json"), ensemble_schema.as_str()),
+        (root.join("schemas/profiles.schema.json"), profiles_schema.as_str()),
+    ];
+    if !force {
+        if let Some((existing, _)) = files.iter().find(|(p, _)| p.exists()) {
+            ctx.error(&format!("`{}` already exists", existing.display()));
+            eprintln!("  help: use `orc init --force` to overwrite it");
+            return Exit::Invalid;
+        }
+    }
+    for dir in [root.join("ensembles"), root.join("profiles"), root.join("schemas")] {
+        if let Err(e) = std::fs::create_dir_all(&dir) {
+            ctx.error(&format!("cannot create `{}`: {e}", dir.display()));
+            return Exit::Invalid;
+        }
+    }
+    for (path, text) in &files {
+        if let Err(e) = std::fs::write(path, text) {
+            ctx.error(&format!("cannot write `{}`: {e}", path.display()));
+            return Exit::Invalid;
+        }
+    }
+    eprintln!("created {}/ with config.yaml, ensembles/example.yaml, profiles/ and schemas/", root.display());
+    eprintln!("try: echo 'fn add(a: i32, b: i32) -> i32 {{ a - b }}' | orc invoke example");
+    Exit::Ok
+}

@@ -1,0 +1,358 @@
+//! `orc invoke`: input in, ensemble run, results out.
+
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Read};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use super::Context;
+use super::args::{InvokeArgs, OutputFormat};
+use super::output::{JsonLines, json_result, text_result, write_stdout};
+use crate::config::{ConfigErrorKind, Ensemble};
+use crate::diagnostics::Exit;
+use crate::exec::{self, AgentStatus, Event, EventSink, ProviderRegistry, RunOptions, RunOutcome, RunStatus};
+use crate::plan::Plan;
+use crate::progress::ProgressView;
+
+pub(crate) fn invoke(ctx: &Context, args: InvokeArgs) -> Exit {
+    let (ensemble, report) = match ctx.load(&args.ensemble) {
+        Ok(loaded) => loaded,
+        Err(exit) => return exit,
+    };
+    let unsupported: Vec<&str> = report
+        .diagnostics
+        .iter()
+        .filter_map(|d| match &d.kind {
+            ConfigErrorKind::NotYetSupported { key, .. } => Some(key.as_str()),
+            _ => None,
+        })
+        .collect();
+    if !unsupported.is_empty() {
+        ctx.error(&format!(
+            "ensemble `{}` uses {} that this version of orc validates but cannot run yet",
+            ensemble.name,
+            unsupported.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ")
+        ));
+        eprintln!("  help: remove those keys to run the rest, or check `orc --version` for a newer release");
+        return Exit::Invalid;
+    }
+    let plan = Arc::new(Plan::new(ensemble));
+    let providers = match ProviderRegistry::for_plan(&plan) {
+        Ok(p) => p,
+        Err((profile, error)) => {
+            ctx.error(&format!("profile `{profile}`: {error}"));
+            eprintln!("  help: this version runs the offline `mock` provider only; use `model_profile: mock` (see `orc profiles`)");
+            return Exit::Invalid;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            ctx.error(&format!("cannot start the async runtime: {e}"));
+            return Exit::Failed;
+        }
+    };
+    let options = RunOptions {
+        run_id: String::new(),
+        seed: args.seed,
+        timeout: args.timeout.map(Duration::from_secs_f64),
+        interrupt: CancellationToken::new(),
+        slots: Arc::new(Semaphore::new(args.max_concurrency as usize)),
+        providers,
+    };
+    if args.each_line {
+        let lines = match read_lines(ctx) {
+            Ok(lines) => lines,
+            Err(exit) => return exit,
+        };
+        runtime.block_on(async {
+            watch_interrupt(options.interrupt.clone());
+            each_line(ctx, &args, plan, lines, options).await
+        })
+    } else {
+        let input = match read_input(ctx, &args, &plan.ensemble) {
+            Ok(input) => input,
+            Err(exit) => return exit,
+        };
+        runtime.block_on(async {
+            watch_interrupt(options.interrupt.clone());
+            single(ctx, &args, plan, input, options).await
+        })
+    }
+}
+
+/// First Ctrl-C: stop new calls, cancel running ones, keep results. Second: exit now.
+fn watch_interrupt(token: CancellationToken) {
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            token.cancel();
+            if tokio::signal::ctrl_c().await.is_ok() {
+                std::process::exit(Exit::Interrupted as i32);
+            }
+        }
+    });
+}
+
+fn run_id() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("run-{:x}-{:04x}", nanos / 1_000_000, std::process::id() & 0xffff)
+}
+
+/// Strips exactly one final newline (`\n` or `\r\n`).
+fn strip_final_newline(mut s: String) -> String {
+    if s.ends_with('\n') {
+        s.pop();
+        if s.ends_with('\r') {
+            s.pop();
+        }
+    }
+    s
+}
+
+fn read_input(ctx: &Context, args: &InvokeArgs, ensemble: &Ensemble) -> Result<String, Exit> {
+    if let Some(text) = args.input_arg.clone().or_else(|| args.input.clone()) {
+        return Ok(text);
+    }
+    if let Some(path) = &args.input_file {
+        return match std::fs::read(path) {
+            Ok(bytes) => match String::from_utf8(bytes) {
+                Ok(s) => Ok(strip_final_newline(s)),
+                Err(_) => {
+                    ctx.error(&format!("`{}` is not UTF-8 text", path.display()));
+                    Err(Exit::Invalid)
+                }
+            },
+            Err(e) => {
+                ctx.error(&format!("cannot read `{}`: {e}", path.display()));
+                Err(Exit::Invalid)
+            }
+        };
+    }
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        let mut bytes = Vec::new();
+        if let Err(e) = stdin.lock().read_to_end(&mut bytes) {
+            ctx.error(&format!("cannot read stdin: {e}"));
+            return Err(Exit::Invalid);
+        }
+        let Ok(text) = String::from_utf8(bytes) else {
+            ctx.error("stdin is not UTF-8 text");
+            return Err(Exit::Invalid);
+        };
+        if !text.is_empty() || ensemble.default_task.is_none() {
+            return Ok(strip_final_newline(text));
+        }
+    }
+    if let Some(task) = &ensemble.default_task {
+        return Ok(task.clone());
+    }
+    ctx.error("no input given");
+    eprintln!("  help: pipe text on stdin, pass it as an argument, or use --input/--input-file");
+    Err(Exit::Invalid)
+}
+
+fn read_lines(ctx: &Context) -> Result<Vec<String>, Exit> {
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        ctx.error("--each-line reads its inputs from stdin");
+        eprintln!("  help: pipe one input per line, e.g. `cat topics.txt | orc invoke FILE --each-line`");
+        return Err(Exit::Invalid);
+    }
+    let mut text = String::new();
+    if let Err(e) = stdin.lock().read_to_string(&mut text) {
+        ctx.error(&format!("cannot read stdin as UTF-8 text: {e}"));
+        return Err(Exit::Invalid);
+    }
+    Ok(text
+        .lines()
+        .map(|l| l.trim_end_matches('\r'))
+        .filter(|l| !l.trim().is_empty())
+        .map(String::from)
+        .collect())
+}
+
+/// The sinks of a single run: the progress view and/or JSON lines.
+struct InvokeSink {
+    progress: Option<ProgressView>,
+    jsonl: Option<JsonLines>,
+}
+
+impl EventSink for InvokeSink {
+    fn emit(&mut self, event: &Event) {
+        if let Some(p) = &mut self.progress {
+            p.emit(event);
+        }
+        if let Some(j) = &mut self.jsonl {
+            j.emit(event);
+        }
+    }
+}
+
+async fn single(ctx: &Context, args: &InvokeArgs, plan: Arc<Plan>, input: String, mut options: RunOptions) -> Exit {
+    options.run_id = run_id();
+    let show_progress = !args.quiet && std::io::stderr().is_terminal();
+    let mut sink = InvokeSink {
+        progress: show_progress.then(|| ProgressView::new(plan.len() as u64, ctx.color)),
+        jsonl: (args.output == OutputFormat::Jsonl).then(JsonLines::new),
+    };
+    let outcome = exec::run(Arc::clone(&plan), input, options, &mut sink).await;
+    if let Some(p) = &sink.progress {
+        p.finish();
+    }
+    if !args.quiet {
+        report_run(ctx, &outcome);
+    }
+    let written = match args.output {
+        OutputFormat::Text => write_stdout(&text_result(&outcome, &plan.sinks)),
+        OutputFormat::Json => write_stdout(&json_result(&outcome)),
+        OutputFormat::Jsonl => Exit::Ok,
+    };
+    if written != Exit::Ok {
+        return written;
+    }
+    exit_for(outcome.status)
+}
+
+fn exit_for(status: RunStatus) -> Exit {
+    match status {
+        RunStatus::Succeeded => Exit::Ok,
+        RunStatus::Interrupted => Exit::Interrupted,
+        RunStatus::Failed | RunStatus::TimedOut | RunStatus::BudgetExceeded => Exit::Failed,
+    }
+}
+
+/// Failures and a one-line summary on stderr.
+fn report_run(ctx: &Context, outcome: &RunOutcome) {
+    for agent in &outcome.agents {
+        match agent.status {
+            AgentStatus::Failed => ctx.error(&format!(
+                "agent `{}` failed after {} attempt{}: {}",
+                agent.name,
+                agent.attempts,
+                if agent.attempts == 1 { "" } else { "s" },
+                agent.error.as_deref().unwrap_or("unknown error")
+            )),
+            AgentStatus::Skipped => eprintln!(
+                "skipped: agent `{}` ({})",
+                agent.name,
+                agent.error.as_deref().unwrap_or("a dependency did not succeed")
+            ),
+            _ => {}
+        }
+    }
+    let t = &outcome.totals;
+    let headline = match outcome.status {
+        RunStatus::Succeeded => "done".to_string(),
+        RunStatus::Failed => "finished with failures".to_string(),
+        RunStatus::TimedOut => "timed out (--timeout)".to_string(),
+        RunStatus::BudgetExceeded => "stopped: budget.max_cost_usd reached".to_string(),
+        RunStatus::Interrupted => "interrupted".to_string(),
+    };
+    let mut parts = vec![format!("{} succeeded", t.succeeded)];
+    for (n, what) in [(t.failed, "failed"), (t.skipped, "skipped"), (t.cancelled, "cancelled")] {
+        if n > 0 {
+            parts.push(format!("{n} {what}"));
+        }
+    }
+    let cost = t.cost_usd.map_or_else(|| "cost unknown".to_string(), |c| format!("${c:.4}"));
+    eprintln!(
+        "orc: {headline}: {} · {} tokens in, {} out · {} · {:.2}s",
+        parts.join(", "),
+        t.usage.input_tokens,
+        t.usage.output_tokens,
+        cost,
+        t.wall_ms as f64 / 1000.0
+    );
+}
+
+async fn each_line(ctx: &Context, args: &InvokeArgs, plan: Arc<Plan>, lines: Vec<String>, options: RunOptions) -> Exit {
+    let total = lines.len();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(usize, RunOutcome)>();
+    for (index, line) in lines.into_iter().enumerate() {
+        let mut run_options = options.clone();
+        run_options.run_id = format!("{}-{}", run_id(), index + 1);
+        let plan = Arc::clone(&plan);
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let outcome = exec::run(plan, line, run_options, &mut exec_no_sink()).await;
+            let _ = tx.send((index, outcome));
+        });
+    }
+    drop(tx);
+    let show_progress = !args.quiet && std::io::stderr().is_terminal();
+    let bar = show_progress.then(|| {
+        let bar = indicatif::ProgressBar::new(total as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} {pos}/{len} inputs {elapsed:>4}").expect("valid template"),
+        );
+        bar.enable_steady_tick(Duration::from_millis(100));
+        bar
+    });
+    let mut pending: BTreeMap<usize, RunOutcome> = BTreeMap::new();
+    let mut next = 0usize;
+    let mut all: Vec<RunOutcome> = Vec::with_capacity(total);
+    let (mut failed, mut interrupted) = (0usize, false);
+    while let Some((index, outcome)) = rx.recv().await {
+        if let Some(bar) = &bar {
+            bar.inc(1);
+        }
+        match outcome.status {
+            RunStatus::Succeeded => {}
+            RunStatus::Interrupted => interrupted = true,
+            _ => failed += 1,
+        }
+        match args.output {
+            OutputFormat::Jsonl => {
+                let mut line = serde_json::to_string(&outcome).expect("outcomes serialize");
+                line.push('\n');
+                if write_stdout(&line) != Exit::Ok {
+                    return Exit::Failed;
+                }
+            }
+            OutputFormat::Text => {
+                pending.insert(index, outcome);
+                // Text keeps input order: print every result whose predecessors are out.
+                while let Some(o) = pending.remove(&next) {
+                    let text = text_result(&o, &plan.sinks);
+                    if write_stdout(&text) != Exit::Ok {
+                        return Exit::Failed;
+                    }
+                    next += 1;
+                }
+            }
+            OutputFormat::Json => all.push(outcome),
+        }
+        let _ = index;
+    }
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    if args.output == OutputFormat::Json {
+        all.sort_by_key(|o| o.run_id.clone());
+        let mut s = serde_json::to_string_pretty(&all).expect("outcomes serialize");
+        s.push('\n');
+        if write_stdout(&s) != Exit::Ok {
+            return Exit::Failed;
+        }
+    }
+    if !args.quiet {
+        eprintln!("orc: {total} input{}: {} succeeded, {failed} failed{}", if total == 1 { "" } else { "s" }, total - failed - usize::from(interrupted).min(total), if interrupted { ", interrupted" } else { "" });
+    }
+    let _ = ctx;
+    if interrupted {
+        Exit::Interrupted
+    } else if failed > 0 {
+        Exit::Failed
+    } else {
+        Exit::Ok
+    }
+}
+
+fn exec_no_sink() -> exec::NoSink {
+    exec::NoSink
+}

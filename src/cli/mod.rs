@@ -1,0 +1,149 @@
+//! The command line: parses arguments, runs one command, maps the result to an exit code.
+//! The only module that prints. `run` can be called more than once in a process.
+
+mod args;
+mod commands;
+mod invoke;
+mod output;
+
+use std::ffi::OsString;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+use clap::Parser;
+
+pub use args::{Cli, ColorChoice, Command, InvokeArgs, OutputFormat};
+
+use crate::config::{self, ConfigReport, Dirs, Ensemble, ProfileSet};
+use crate::diagnostics::{Exit, Renderer};
+use crate::suggest::closest;
+
+/// Runs orc with these arguments (the first is the program name) and returns the exit code.
+pub fn run<I, T>(args: I) -> std::process::ExitCode
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return match e.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => Exit::Ok,
+                _ => Exit::Invalid,
+            }
+            .into();
+        }
+    };
+    let ctx = Context::new(cli.color);
+    let exit = match cli.command {
+        Command::Invoke(args) => invoke::invoke(&ctx, args),
+        Command::Validate { paths } => commands::validate(&ctx, &paths),
+        Command::Plan { ensemble, format } => commands::plan(&ctx, &ensemble, format),
+        Command::List => commands::list(&ctx),
+        Command::Profiles => commands::profiles(&ctx),
+        Command::Schema { kind } => commands::schema(kind),
+        Command::Init { force } => commands::init(&ctx, force),
+    };
+    exit.into()
+}
+
+/// What every command needs: where to look, and how to print diagnostics.
+pub(crate) struct Context {
+    pub dirs: Dirs,
+    pub cwd: PathBuf,
+    pub color: bool,
+    pub renderer: Renderer,
+}
+
+impl Context {
+    fn new(choice: ColorChoice) -> Context {
+        let color = match choice {
+            ColorChoice::Always => true,
+            ColorChoice::Never => false,
+            ColorChoice::Auto => {
+                std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stderr().is_terminal()
+            }
+        };
+        let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+        Context {
+            dirs: Dirs::discover(&cwd),
+            cwd,
+            color,
+            renderer: Renderer::new(color),
+        }
+    }
+
+    /// Prints an error line to stderr.
+    pub(crate) fn error(&self, message: &str) {
+        let prefix = if self.color { "\x1b[1;31merror\x1b[0m" } else { "error" };
+        eprintln!("{prefix}: {message}");
+    }
+
+    pub(crate) fn print_report(&self, report: &ConfigReport) {
+        if !report.diagnostics.is_empty() {
+            eprint!("{}", self.renderer.render_report(report));
+        }
+    }
+
+    /// The merged profiles, or exit 2 after showing what is wrong with them.
+    pub(crate) fn profiles(&self) -> Result<ProfileSet, Exit> {
+        let (profiles, report) = ProfileSet::load(&self.dirs);
+        if report.has_errors() {
+            self.print_report(&report);
+            return Err(Exit::Invalid);
+        }
+        Ok(profiles)
+    }
+
+    /// A path as given, or `NAME` looked up on the search path.
+    pub(crate) fn resolve_ensemble(&self, arg: &str) -> Result<PathBuf, Exit> {
+        let as_path = Path::new(arg);
+        if as_path.is_file() {
+            return Ok(as_path.to_path_buf());
+        }
+        let looks_like_path = arg.contains(std::path::MAIN_SEPARATOR) || arg.contains('/')
+            || arg.ends_with(".yaml") || arg.ends_with(".yml");
+        if !looks_like_path {
+            if let Some(found) = self.dirs.find_ensemble(arg) {
+                return Ok(found);
+            }
+        }
+        let known: Vec<String> = self.dirs.list_ensembles().into_iter().map(|f| f.name).collect();
+        if looks_like_path {
+            self.error(&format!("no ensemble file `{arg}`"));
+        } else {
+            self.error(&format!("no ensemble named `{arg}`"));
+        }
+        let stem = as_path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        if let Some(s) = closest(&stem, known.iter().map(String::as_str)) {
+            eprintln!("  help: did you mean `{s}`?");
+        } else {
+            let searched: Vec<String> = self
+                .dirs
+                .ensemble_dirs()
+                .iter()
+                .map(|(d, _)| d.display().to_string())
+                .collect();
+            if searched.is_empty() {
+                eprintln!("  help: give a path to a .yaml file, or run `orc init` to create .orc/ensembles");
+            } else {
+                eprintln!("  help: give a path to a .yaml file, or put NAME.yaml in {}", searched.join(" or "));
+            }
+        }
+        Err(Exit::Invalid)
+    }
+
+    /// Resolves, loads and validates an ensemble, printing its diagnostics (warnings
+    /// included, which come back with the ensemble).
+    pub(crate) fn load(&self, arg: &str) -> Result<(Ensemble, ConfigReport), Exit> {
+        let path = self.resolve_ensemble(arg)?;
+        let profiles = self.profiles()?;
+        let (ensemble, report) = config::load_ensemble(&path, &profiles);
+        self.print_report(&report);
+        match ensemble {
+            Some(e) => Ok((e, report)),
+            None => Err(Exit::Invalid),
+        }
+    }
+}

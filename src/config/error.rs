@@ -1,0 +1,393 @@
+//! Configuration errors: what is wrong with a file, and where.
+//!
+//! `ConfigErrorKind` holds the facts (names, values, suggestions); `ConfigError` adds the
+//! source file and the byte span, and renders as a miette diagnostic with a caret under the
+//! offending YAML. Rendering itself is set up once, in `diagnostics.rs`.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use miette::{Diagnostic, LabeledSpan, NamedSource, Severity, SourceCode, SourceSpan};
+
+/// A file's text, shared by every error that points into it.
+#[derive(Debug, Clone)]
+pub struct SourceFile {
+    pub path: PathBuf,
+    /// The name errors show: the path as the user gave it.
+    pub name: String,
+    pub text: Arc<str>,
+}
+
+impl SourceFile {
+    pub fn new(path: PathBuf, name: String, text: impl Into<Arc<str>>) -> Self {
+        SourceFile {
+            path,
+            name,
+            text: text.into(),
+        }
+    }
+
+    /// Byte offset of a 1-based line and a 1-based column counted in characters.
+    pub fn offset_of(&self, line: usize, column: usize) -> usize {
+        let text = &*self.text;
+        let mut offset = 0;
+        for _ in 1..line {
+            match text[offset..].find('\n') {
+                Some(i) => offset += i + 1,
+                None => return text.len(),
+            }
+        }
+        let rest = &text[offset..];
+        let line_end = rest.find('\n').unwrap_or(rest.len());
+        let within = rest[..line_end]
+            .char_indices()
+            .nth(column.saturating_sub(1))
+            .map_or(line_end, |(i, _)| i);
+        offset + within
+    }
+
+    /// 1-based line of a byte offset.
+    pub fn line_of(&self, offset: usize) -> usize {
+        let offset = offset.min(self.text.len());
+        self.text.as_bytes()[..offset]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count()
+            + 1
+    }
+}
+
+/// What is wrong, in words. Variants name facts; fields hold data.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigErrorKind {
+    #[error("cannot read `{path}`: {message}")]
+    Unreadable { path: PathBuf, message: String },
+    #[error("file is too large ({size} bytes; the limit is {limit} bytes)")]
+    TooLarge { size: u64, limit: u64 },
+    #[error("file is not valid UTF-8 text")]
+    NotUtf8,
+    #[error("invalid YAML: {message}")]
+    Syntax { message: String, tabs: bool },
+    #[error("file is empty")]
+    Empty,
+    #[error("expected a mapping of keys at the top level, found {found}")]
+    NotAMapping { found: String },
+    #[error("unknown key `{key}`{}", in_what(.context))]
+    UnknownKey {
+        key: String,
+        context: Option<String>,
+        suggestion: Option<String>,
+        valid: Vec<String>,
+    },
+    #[error("missing required key `{key}`{}", in_what(.context))]
+    MissingKey { key: String, context: Option<String> },
+    #[error("`{key}` must be {expected}, found {found}")]
+    WrongType {
+        key: String,
+        expected: String,
+        found: String,
+    },
+    #[error("`{key}` has invalid value `{value}`")]
+    InvalidValue {
+        key: String,
+        value: String,
+        suggestion: Option<String>,
+        valid: Vec<String>,
+    },
+    #[error("`{key}` {problem}")]
+    OutOfRange { key: String, problem: String },
+    #[error("invalid name `{name}`")]
+    InvalidName { name: String },
+    #[error("duplicate agent name `{name}`")]
+    DuplicateAgent { name: String },
+    #[error("agent `{agent}` depends on unknown agent `{dependency}`")]
+    UnknownDependency {
+        agent: String,
+        dependency: String,
+        suggestion: Option<String>,
+    },
+    #[error("agent `{agent}` depends on itself")]
+    SelfDependency { agent: String },
+    #[error("agent `{agent}` lists `{dependency}` in `depends_on` twice")]
+    RepeatedDependency { agent: String, dependency: String },
+    #[error("agent `{agent}` has circular dependency `{}`", .cycle.join(" -> "))]
+    DependencyCycle { agent: String, cycle: Vec<String> },
+    #[error("unknown model profile `{profile}`")]
+    UnknownProfile {
+        profile: String,
+        suggestion: Option<String>,
+        known: Vec<String>,
+    },
+    #[error("agent `{agent}` sets both `model_profile` and `model`")]
+    ProfileAndModel { agent: String },
+    #[error("agent `{agent}` sets `model` without `provider`")]
+    ModelWithoutProvider { agent: String },
+    #[error("agent `{agent}` sets `provider` without `model`")]
+    ProviderWithoutModel { agent: String },
+    #[error("profile `{profile}` needs `{key}` for provider `{provider}`")]
+    ProfileMissingKey {
+        profile: String,
+        provider: String,
+        key: String,
+    },
+    #[error("template of agent `{agent}` does not parse: {message}")]
+    TemplateSyntax { agent: String, message: String },
+    #[error("template of agent `{agent}` uses undefined variable `{variable}`")]
+    TemplateUndefined {
+        agent: String,
+        variable: String,
+        suggestion: Option<String>,
+    },
+    #[error("template of agent `{agent}` reads `agents.{other}`, which is not among its dependencies")]
+    TemplateNotDependency { agent: String, other: String },
+    #[error("`{key}` on a `{kind}` agent is not run by this version of orc")]
+    NotYetSupported { key: String, kind: String },
+    #[error("`{key}` is only used by `{applies_to}` agents")]
+    KeyNotForKind { key: String, applies_to: String },
+}
+
+fn in_what(context: &Option<String>) -> String {
+    context
+        .as_ref()
+        .map_or_else(String::new, |c| format!(" in {c}"))
+}
+
+impl ConfigErrorKind {
+    fn code(&self) -> &'static str {
+        match self {
+            ConfigErrorKind::Unreadable { .. } => "orc::config::unreadable",
+            ConfigErrorKind::TooLarge { .. } => "orc::config::too_large",
+            ConfigErrorKind::NotUtf8 => "orc::config::not_utf8",
+            ConfigErrorKind::Syntax { .. } => "orc::config::syntax",
+            ConfigErrorKind::Empty => "orc::config::empty",
+            ConfigErrorKind::NotAMapping { .. } => "orc::config::not_a_mapping",
+            ConfigErrorKind::UnknownKey { .. } => "orc::config::unknown_key",
+            ConfigErrorKind::MissingKey { .. } => "orc::config::missing_key",
+            ConfigErrorKind::WrongType { .. } => "orc::config::wrong_type",
+            ConfigErrorKind::InvalidValue { .. } => "orc::config::invalid_value",
+            ConfigErrorKind::OutOfRange { .. } => "orc::config::out_of_range",
+            ConfigErrorKind::InvalidName { .. } => "orc::config::invalid_name",
+            ConfigErrorKind::DuplicateAgent { .. } => "orc::config::duplicate_agent",
+            ConfigErrorKind::UnknownDependency { .. } => "orc::config::unknown_dependency",
+            ConfigErrorKind::SelfDependency { .. } => "orc::config::self_dependency",
+            ConfigErrorKind::RepeatedDependency { .. } => "orc::config::repeated_dependency",
+            ConfigErrorKind::DependencyCycle { .. } => "orc::config::dependency_cycle",
+            ConfigErrorKind::UnknownProfile { .. } => "orc::config::unknown_profile",
+            ConfigErrorKind::ProfileAndModel { .. } => "orc::config::profile_and_model",
+            ConfigErrorKind::ModelWithoutProvider { .. } => "orc::config::model_without_provider",
+            ConfigErrorKind::ProviderWithoutModel { .. } => "orc::config::provider_without_model",
+            ConfigErrorKind::ProfileMissingKey { .. } => "orc::config::profile_missing_key",
+            ConfigErrorKind::TemplateSyntax { .. } => "orc::config::template_syntax",
+            ConfigErrorKind::TemplateUndefined { .. } => "orc::config::template_undefined",
+            ConfigErrorKind::TemplateNotDependency { .. } => {
+                "orc::config::template_not_dependency"
+            }
+            ConfigErrorKind::NotYetSupported { .. } => "orc::config::not_yet_supported",
+            ConfigErrorKind::KeyNotForKind { .. } => "orc::config::key_not_for_kind",
+        }
+    }
+
+    /// Short text under the caret.
+    fn label(&self) -> &'static str {
+        match self {
+            ConfigErrorKind::Syntax { .. } => "here",
+            ConfigErrorKind::UnknownKey { .. } => "not a valid key here",
+            ConfigErrorKind::MissingKey { .. } => "this needs the key",
+            ConfigErrorKind::WrongType { .. } => "wrong type",
+            ConfigErrorKind::InvalidValue { .. } => "invalid value",
+            ConfigErrorKind::OutOfRange { .. } => "out of range",
+            ConfigErrorKind::InvalidName { .. } => "use letters, digits, `-` and `_`",
+            ConfigErrorKind::DuplicateAgent { .. } => "defined again here",
+            ConfigErrorKind::UnknownDependency { .. } => "not defined in this ensemble",
+            ConfigErrorKind::SelfDependency { .. } => "an agent cannot wait for itself",
+            ConfigErrorKind::RepeatedDependency { .. } => "listed again here",
+            ConfigErrorKind::DependencyCycle { .. } => "this edge closes the cycle",
+            ConfigErrorKind::UnknownProfile { .. } => "no profile of this name",
+            ConfigErrorKind::ProfileAndModel { .. } => "remove one of the two",
+            ConfigErrorKind::ModelWithoutProvider { .. } => "needs a `provider`",
+            ConfigErrorKind::ProviderWithoutModel { .. } => "needs a `model`",
+            ConfigErrorKind::ProfileMissingKey { .. } => "in this profile",
+            ConfigErrorKind::TemplateSyntax { .. } => "template error",
+            ConfigErrorKind::TemplateUndefined { .. } => "undefined",
+            ConfigErrorKind::TemplateNotDependency { .. } => "not a dependency",
+            ConfigErrorKind::NotYetSupported { .. } => "accepted, but not run yet",
+            ConfigErrorKind::KeyNotForKind { .. } => "ignored on this agent",
+            _ => "here",
+        }
+    }
+
+    fn help(&self) -> Option<String> {
+        let valid_list = |valid: &[String]| {
+            valid
+                .iter()
+                .map(|v| format!("`{v}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        match self {
+            ConfigErrorKind::TooLarge { .. } => {
+                Some("ensembles and profiles are small files; check that this is the right path".into())
+            }
+            ConfigErrorKind::NotUtf8 => Some("save the file as UTF-8 text".into()),
+            ConfigErrorKind::Syntax { tabs: true, .. } => Some(
+                "YAML does not allow tabs for indentation; indent with spaces".into(),
+            ),
+            ConfigErrorKind::Syntax { .. } => {
+                Some("check the indentation and quoting on this line and the one above".into())
+            }
+            ConfigErrorKind::Empty => Some("an ensemble needs at least `name:` and `agents:`".into()),
+            ConfigErrorKind::UnknownKey {
+                suggestion, valid, ..
+            } => Some(match suggestion {
+                Some(s) => format!("did you mean `{s}`?"),
+                None => format!("valid keys are {}", valid_list(valid)),
+            }),
+            ConfigErrorKind::InvalidValue {
+                suggestion, valid, ..
+            } => Some(match suggestion {
+                Some(s) => format!("did you mean `{s}`?"),
+                None => format!("expected one of {}", valid_list(valid)),
+            }),
+            ConfigErrorKind::InvalidName { .. } => {
+                Some("names may contain only ASCII letters, digits, `-` and `_`".into())
+            }
+            ConfigErrorKind::DuplicateAgent { .. } => Some("give each agent a unique name".into()),
+            ConfigErrorKind::UnknownDependency { suggestion, .. } => Some(match suggestion {
+                Some(s) => format!("did you mean `{s}`?"),
+                None => "`depends_on` lists names of agents of this ensemble".into(),
+            }),
+            ConfigErrorKind::SelfDependency { .. } => Some("remove it from `depends_on`".into()),
+            ConfigErrorKind::RepeatedDependency { .. } => Some("remove the repeated entry".into()),
+            ConfigErrorKind::DependencyCycle { .. } => {
+                Some("remove one of the `depends_on` edges of the cycle".into())
+            }
+            ConfigErrorKind::UnknownProfile {
+                suggestion, known, ..
+            } => Some(match suggestion {
+                Some(s) => format!("did you mean `{s}`?"),
+                None => format!(
+                    "known profiles are {}; define more under `model_profiles:` or see `orc profiles`",
+                    valid_list(known)
+                ),
+            }),
+            ConfigErrorKind::ProfileAndModel { .. } => Some(
+                "use either `model_profile: NAME` or `model:` + `provider:`, not both".into(),
+            ),
+            ConfigErrorKind::ModelWithoutProvider { .. } => {
+                Some("add `provider:` (mock, openai, anthropic, gemini, ollama, openai-compatible)".into())
+            }
+            ConfigErrorKind::ProviderWithoutModel { .. } => Some("add `model:`".into()),
+            ConfigErrorKind::ProfileMissingKey { key, .. } => Some(format!("add `{key}:` to the profile")),
+            ConfigErrorKind::TemplateUndefined { suggestion, .. } => Some(match suggestion {
+                Some(s) => format!("did you mean `{s}`?"),
+                None => "templates see `input`, `deps` and `agents.NAME`".into(),
+            }),
+            ConfigErrorKind::TemplateNotDependency { other, .. } => {
+                Some(format!("add `{other}` to `depends_on`"))
+            }
+            ConfigErrorKind::NotYetSupported { .. } => Some(
+                "the key is validated now; `orc invoke` refuses to run the agent until support lands".into(),
+            ),
+            ConfigErrorKind::KeyNotForKind { .. } => Some("remove the key or change `type`".into()),
+            _ => None,
+        }
+    }
+
+    pub fn is_warning(&self) -> bool {
+        matches!(
+            self,
+            ConfigErrorKind::NotYetSupported { .. } | ConfigErrorKind::KeyNotForKind { .. }
+        )
+    }
+}
+
+/// One located problem in a file.
+#[derive(Debug, Clone)]
+pub struct ConfigError {
+    pub kind: ConfigErrorKind,
+    pub source: NamedSource<Arc<str>>,
+    /// Byte span of the offending text, when the file could be located.
+    pub span: Option<SourceSpan>,
+}
+
+impl ConfigError {
+    pub fn new(kind: ConfigErrorKind, file: &SourceFile, span: Option<SourceSpan>) -> Self {
+        ConfigError {
+            kind,
+            source: NamedSource::new(file.name.clone(), Arc::clone(&file.text))
+                .with_language("yaml"),
+            span,
+        }
+    }
+
+    /// 1-based line and column of the span's start, for plain-text reports.
+    pub fn line_col(&self) -> Option<(usize, usize)> {
+        let span = self.span?;
+        let contents = self.source.read_span(&(span.offset(), 0).into(), 0, 0).ok()?;
+        Some((contents.line() + 1, contents.column() + 1))
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.kind, f)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Diagnostic for ConfigError {
+    fn code<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
+        Some(Box::new(self.kind.code()))
+    }
+
+    fn severity(&self) -> Option<Severity> {
+        Some(if self.kind.is_warning() {
+            Severity::Warning
+        } else {
+            Severity::Error
+        })
+    }
+
+    fn help<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
+        self.kind.help().map(|h| Box::new(h) as Box<dyn fmt::Display>)
+    }
+
+    fn source_code(&self) -> Option<&dyn SourceCode> {
+        self.span.map(|_| &self.source as &dyn SourceCode)
+    }
+
+    fn labels(&self) -> Option<Box<dyn Iterator<Item = LabeledSpan> + '_>> {
+        let span = self.span?;
+        Some(Box::new(std::iter::once(LabeledSpan::new_with_span(
+            Some(self.kind.label().to_string()),
+            span,
+        ))))
+    }
+}
+
+/// Every problem found in one or more files, errors and warnings together.
+#[derive(Debug, Default)]
+pub struct ConfigReport {
+    pub diagnostics: Vec<ConfigError>,
+}
+
+impl ConfigReport {
+    pub fn has_errors(&self) -> bool {
+        self.diagnostics.iter().any(|d| !d.kind.is_warning())
+    }
+
+    pub fn error_count(&self) -> usize {
+        self.diagnostics.iter().filter(|d| !d.kind.is_warning()).count()
+    }
+
+    pub fn extend(&mut self, other: ConfigReport) {
+        self.diagnostics.extend(other.diagnostics);
+    }
+
+    pub fn push(&mut self, error: ConfigError) {
+        self.diagnostics.push(error);
+    }
+}

@@ -1,0 +1,253 @@
+//! Path to span: the one place that turns a position in the parsed document (`/agents/3/depends_on/1`)
+//! into a byte span of the file, so every error can put a caret under the YAML it is about.
+//!
+//! It parses the text a second time with `marked-yaml`, which keeps the position of every
+//! node. serde_yaml has already accepted the text by then; should `marked-yaml` refuse it
+//! (it does not do anchors), errors are still reported, just without a caret.
+
+use marked_yaml::{LoaderOptions, Node};
+use miette::SourceSpan;
+
+use super::error::SourceFile;
+
+/// One step of a path into a YAML document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathSeg {
+    Key(String),
+    Index(usize),
+}
+
+impl std::fmt::Display for PathSeg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PathSeg::Key(k) => write!(f, "/{k}"),
+            PathSeg::Index(i) => write!(f, "/{i}"),
+        }
+    }
+}
+
+/// Builds a path: `path!["agents", 3, "depends_on"]`.
+#[macro_export]
+#[doc(hidden)]
+macro_rules! path {
+    ($($seg:expr),* $(,)?) => {
+        vec![$($crate::config::locate::PathSeg::from($seg)),*]
+    };
+}
+
+impl From<&str> for PathSeg {
+    fn from(key: &str) -> Self {
+        PathSeg::Key(key.to_string())
+    }
+}
+
+impl From<String> for PathSeg {
+    fn from(key: String) -> Self {
+        PathSeg::Key(key)
+    }
+}
+
+impl From<usize> for PathSeg {
+    fn from(index: usize) -> Self {
+        PathSeg::Index(index)
+    }
+}
+
+/// Parses a JSON Pointer (`/agents/0/name`) as produced by the schema validator.
+pub fn parse_pointer(pointer: &str) -> Vec<PathSeg> {
+    pointer
+        .split('/')
+        .skip(1)
+        .map(|raw| {
+            let seg = raw.replace("~1", "/").replace("~0", "~");
+            match seg.parse::<usize>() {
+                Ok(i) => PathSeg::Index(i),
+                Err(_) => PathSeg::Key(seg),
+            }
+        })
+        .collect()
+}
+
+pub struct Locator<'a> {
+    file: &'a SourceFile,
+    root: Option<Node>,
+}
+
+impl<'a> Locator<'a> {
+    pub fn new(file: &'a SourceFile) -> Self {
+        let options = LoaderOptions::default().error_on_duplicate_keys(false);
+        // marked-yaml asserts on event orders it does not expect; the text was already
+        // accepted by serde_yaml, so a panic here only costs the caret, never the report.
+        let root = std::panic::catch_unwind(|| {
+            marked_yaml::parse_yaml_with_options(0, &*file.text, options).ok()
+        })
+        .ok()
+        .flatten();
+        Locator { file, root }
+    }
+
+    fn node(&self, path: &[PathSeg]) -> Option<&Node> {
+        let mut node = self.root.as_ref()?;
+        for seg in path {
+            node = match (seg, node) {
+                (PathSeg::Key(k), Node::Mapping(m)) => m.get_node(k)?,
+                (PathSeg::Index(i), Node::Sequence(s)) => s.get_node(*i)?,
+                (PathSeg::Index(i), Node::Mapping(m)) => m.get_node(&i.to_string())?,
+                _ => return None,
+            };
+        }
+        Some(node)
+    }
+
+    /// Span of the key of the last path segment (`name` in `name: x`).
+    pub fn key_span(&self, path: &[PathSeg]) -> Option<SourceSpan> {
+        let (PathSeg::Key(last), parent) = path.split_last()? else {
+            return self.value_span(path);
+        };
+        let Node::Mapping(map) = self.node(parent)? else {
+            return None;
+        };
+        let (key, _) = map.iter().find(|(k, _)| k.as_str() == last)?;
+        let start = key.span().start()?;
+        let offset = self.file.offset_of(start.line(), start.column());
+        Some(SourceSpan::new(offset.into(), self.scalar_width(offset)))
+    }
+
+    /// Span of the value at `path`: the scalar itself, or for a mapping or a list the key
+    /// that introduces it (a caret under a whole block would say less).
+    pub fn value_span(&self, path: &[PathSeg]) -> Option<SourceSpan> {
+        let node = self.node(path)?;
+        match node {
+            Node::Scalar(scalar) => {
+                let start = scalar.span().start()?;
+                let offset = self.file.offset_of(start.line(), start.column());
+                Some(SourceSpan::new(offset.into(), self.scalar_width(offset)))
+            }
+            _ => {
+                if let Some(PathSeg::Key(_)) = path.last() {
+                    return self.key_span(path);
+                }
+                let start = node.span().start()?;
+                let offset = self.file.offset_of(start.line(), start.column());
+                Some(SourceSpan::new(offset.into(), self.scalar_width(offset)))
+            }
+        }
+    }
+
+    /// Span of the value if present, else of the closest ancestor that exists.
+    pub fn nearest_span(&self, path: &[PathSeg]) -> Option<SourceSpan> {
+        (0..=path.len())
+            .rev()
+            .find_map(|n| self.value_span(&path[..n]).filter(|s| s.len() > 0 || n == 0))
+    }
+
+    /// Start of the text of a scalar value: for block scalars (`|`, `>`) the first content
+    /// line, so template errors can be mapped line by line.
+    pub fn block_content_start(&self, path: &[PathSeg]) -> Option<(usize, bool)> {
+        let Node::Scalar(scalar) = self.node(path)? else {
+            return None;
+        };
+        let start = scalar.span().start()?;
+        let offset = self.file.offset_of(start.line(), start.column());
+        let text = &self.file.text[offset..];
+        if text.starts_with('|') || text.starts_with('>') {
+            let next_line = text.find('\n').map(|i| offset + i + 1)?;
+            let indent = self.file.text[next_line..]
+                .chars()
+                .take_while(|c| *c == ' ')
+                .count();
+            Some((next_line + indent, true))
+        } else {
+            let quoted = text.starts_with('"') || text.starts_with('\'');
+            Some((offset + usize::from(quoted), false))
+        }
+    }
+
+    /// Width of the text starting at `offset` up to the end of its line, less a trailing
+    /// comment and whitespace: the scalar as the user sees it.
+    fn scalar_width(&self, offset: usize) -> usize {
+        let rest = &self.file.text[offset.min(self.file.text.len())..];
+        let line = &rest[..rest.find('\n').unwrap_or(rest.len())];
+        let line = if line.starts_with('"') || line.starts_with('\'') {
+            let quote = line.as_bytes()[0] as char;
+            match line[1..].find(quote) {
+                Some(end) => &line[..end + 2],
+                None => line,
+            }
+        } else {
+            let code = line.find(" #").map_or(line, |i| &line[..i]);
+            // `key: value` on one line: a key span stops at the colon.
+            code.find(": ").map_or(code, |i| &code[..i])
+        };
+        let line = line.trim_end();
+        let line = line.strip_suffix(':').unwrap_or(line);
+        line.len().max(1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+
+    fn file(text: &str) -> SourceFile {
+        SourceFile::new(PathBuf::from("t.yaml"), "t.yaml".into(), text)
+    }
+
+    fn at(file: &SourceFile, span: SourceSpan) -> (usize, &str) {
+        (
+            file.line_of(span.offset()),
+            &file.text[span.offset()..span.offset() + span.len()],
+        )
+    }
+
+    #[test]
+    fn locates_keys_values_and_list_items() {
+        let f = file("name: x\nagents:\n  - name: a\n    depends_on: [b, \"c d\"]\n  - name: b # the second\n");
+        let loc = Locator::new(&f);
+        assert_eq!(at(&f, loc.key_span(&path!["name"]).unwrap()), (1, "name"));
+        assert_eq!(at(&f, loc.value_span(&path!["name"]).unwrap()), (1, "x"));
+        assert_eq!(
+            at(&f, loc.value_span(&path!["agents", 0, "depends_on", 1]).unwrap()),
+            (4, "\"c d\"")
+        );
+        assert_eq!(
+            at(&f, loc.value_span(&path!["agents", 1, "name"]).unwrap()),
+            (5, "b")
+        );
+        assert_eq!(
+            at(&f, loc.value_span(&path!["agents", 0, "depends_on"]).unwrap()),
+            (4, "depends_on")
+        );
+    }
+
+    #[test]
+    fn nearest_span_falls_back_to_parent() {
+        let f = file("name: x\nagents:\n  - name: a\n");
+        let loc = Locator::new(&f);
+        let span = loc.nearest_span(&path!["agents", 0, "missing"]).unwrap();
+        assert_eq!(f.line_of(span.offset()), 3);
+    }
+
+    #[test]
+    fn block_scalar_content_start() {
+        let f = file("prompt: |\n    hello {{ x\n");
+        let loc = Locator::new(&f);
+        let (offset, block) = loc.block_content_start(&path!["prompt"]).unwrap();
+        assert!(block);
+        assert!(f.text[offset..].starts_with("hello"));
+    }
+
+    #[test]
+    fn pointers_unescape() {
+        assert_eq!(
+            parse_pointer("/a~1b/2/c~0"),
+            vec![
+                PathSeg::Key("a/b".into()),
+                PathSeg::Index(2),
+                PathSeg::Key("c~".into())
+            ]
+        );
+    }
+}

@@ -1,0 +1,125 @@
+//! Validated domain types: what the rest of orc works with after `config::load`.
+//! Every name here has been resolved (profiles exist, dependencies exist, no cycles).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::error::SourceFile;
+use super::spec::{AgentKind, MockFailure, OnDependencyFailure, ProviderKind, ResponseFormatSpec};
+
+/// Where a profile was defined.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// Compiled into orc (`profiles/mock.yaml`).
+    Builtin,
+    /// A user or project profile file.
+    File(PathBuf),
+    /// `model_profiles:` inside an ensemble file.
+    Ensemble(PathBuf),
+    /// `model:` + `provider:` written directly on an agent.
+    Agent(String),
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Origin::Builtin => f.write_str("built-in"),
+            Origin::File(p) | Origin::Ensemble(p) => write!(f, "{}", p.display()),
+            Origin::Agent(a) => write!(f, "agent `{a}`"),
+        }
+    }
+}
+
+/// Settings of the offline mock provider.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MockSettings {
+    pub latency: Duration,
+    pub jitter: Duration,
+    pub fail_rate: f64,
+    pub fail_attempts: u32,
+    pub fail_with: MockFailure,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Limits {
+    pub requests_per_minute: Option<u32>,
+    pub tokens_per_minute: Option<u32>,
+    pub max_concurrency: Option<u32>,
+}
+
+/// Dollars per million tokens.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Price {
+    pub input_per_mtok: f64,
+    pub output_per_mtok: f64,
+    pub cached_input_per_mtok: f64,
+}
+
+impl Price {
+    pub fn cost(&self, input_tokens: u64, output_tokens: u64) -> f64 {
+        (input_tokens as f64 * self.input_per_mtok + output_tokens as f64 * self.output_per_mtok)
+            / 1_000_000.0
+    }
+}
+
+/// A resolved model profile.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Profile {
+    pub name: String,
+    pub origin: Origin,
+    pub description: Option<String>,
+    pub provider: ProviderKind,
+    pub model: String,
+    pub base_url: Option<String>,
+    pub api_key_env: Option<String>,
+    pub max_tokens: Option<u32>,
+    pub temperature: Option<f64>,
+    pub timeout: Option<Duration>,
+    pub limits: Limits,
+    pub price: Option<Price>,
+    pub options: BTreeMap<String, serde_json::Value>,
+    pub mock: MockSettings,
+}
+
+/// Index of an agent in declaration order.
+pub type AgentIndex = usize;
+
+/// A validated agent.
+#[derive(Debug, Clone)]
+pub struct Agent {
+    pub index: AgentIndex,
+    pub name: String,
+    pub kind: AgentKind,
+    pub profile: Arc<Profile>,
+    /// Tried in order when the primary still fails after its retries.
+    pub fallbacks: Vec<Arc<Profile>>,
+    pub system_prompt: Option<String>,
+    pub prompt: Option<String>,
+    pub depends_on: Vec<AgentIndex>,
+    pub temperature: Option<f64>,
+    pub max_tokens: Option<u32>,
+    pub options: BTreeMap<String, serde_json::Value>,
+    pub response_format: Option<ResponseFormatSpec>,
+    pub timeout: Duration,
+    pub retries: u32,
+    pub retry_backoff: Duration,
+    pub on_dependency_failure: OnDependencyFailure,
+}
+
+/// A validated ensemble, ready to plan and run.
+#[derive(Debug, Clone)]
+pub struct Ensemble {
+    pub name: String,
+    pub description: Option<String>,
+    pub default_task: Option<String>,
+    pub max_cost_usd: Option<f64>,
+    pub agents: Vec<Agent>,
+    pub source: SourceFile,
+}
+
+pub(super) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+pub(super) const DEFAULT_RETRIES: u32 = 2;
+pub(super) const DEFAULT_RETRY_BACKOFF: Duration = Duration::from_millis(500);
+pub const DEFAULT_PROFILE: &str = "mock";

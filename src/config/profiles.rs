@@ -1,0 +1,190 @@
+//! Model profiles: the built-in ones, the user's and the project's files, merged in that
+//! order (later wins), then the ensemble's own `model_profiles:` on top.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::discover::Dirs;
+use super::error::{ConfigError, ConfigErrorKind, ConfigReport, SourceFile};
+use super::load::{parse_document, read_source, source_from_bytes};
+use super::locate::{Locator, PathSeg};
+use super::model::{Limits, MockSettings, Origin, Price, Profile};
+use super::schema::SchemaKind;
+use super::spec::{ProfileSpec, ProviderKind};
+
+/// The shipped mock profiles, compiled in so they exist without any file.
+const BUILTIN_PROFILES: &str = include_str!("../../profiles/mock.yaml");
+
+/// Profiles by name.
+#[derive(Debug, Clone, Default)]
+pub struct ProfileSet {
+    profiles: BTreeMap<String, Arc<Profile>>,
+}
+
+impl ProfileSet {
+    pub fn builtin() -> ProfileSet {
+        let file = source_from_bytes(
+            Path::new("profiles/mock.yaml"),
+            "<built-in profiles>".into(),
+            BUILTIN_PROFILES.as_bytes().to_vec(),
+        )
+        .expect("the built-in profiles are UTF-8");
+        let mut set = ProfileSet::default();
+        let report = set.merge_file(file, &|_| Origin::Builtin);
+        assert!(!report.has_errors(), "the built-in profiles are valid: {report:?}");
+        set
+    }
+
+    /// Built-in, then user, then project profiles.
+    pub fn load(dirs: &Dirs) -> (ProfileSet, ConfigReport) {
+        let mut set = ProfileSet::builtin();
+        let mut report = ConfigReport::default();
+        for dir in dirs.config_dirs() {
+            for path in profile_files(&dir) {
+                match read_source(&path) {
+                    Ok(file) => {
+                        let origin_path = path.clone();
+                        report.extend(set.merge_file(file, &|_| Origin::File(origin_path.clone())));
+                    }
+                    Err(e) => report.push(e),
+                }
+            }
+        }
+        (set, report)
+    }
+
+    /// Parses a profiles file and adds its profiles, replacing any of the same name.
+    pub fn merge_file(&mut self, file: SourceFile, origin: &dyn Fn(&str) -> Origin) -> ConfigReport {
+        let (doc, mut report) = parse_document(file, SchemaKind::Profiles);
+        let Some(doc) = doc else { return report };
+        if let Some(serde_json::Value::Object(map)) = doc.value.get("model_profiles") {
+            let specs: BTreeMap<String, ProfileSpec> = map
+                .iter()
+                .filter_map(|(name, v)| {
+                    serde_json::from_value(v.clone()).ok().map(|spec| (name.clone(), spec))
+                })
+                .collect();
+            report.extend(self.merge_specs(&specs, &doc.file, &["model_profiles"], origin));
+        }
+        report
+    }
+
+    /// Adds already-parsed profile specs (from a file whose text is `file`; `at` is the
+    /// path of the `model_profiles` mapping in it, for locating errors).
+    pub fn merge_specs(
+        &mut self,
+        specs: &BTreeMap<String, ProfileSpec>,
+        file: &SourceFile,
+        at: &[&str],
+        origin: &dyn Fn(&str) -> Origin,
+    ) -> ConfigReport {
+        let mut report = ConfigReport::default();
+        let locator = Locator::new(file);
+        for (name, spec) in specs {
+            match lower(name, spec, origin(name)) {
+                Ok(profile) => {
+                    self.profiles.insert(name.clone(), Arc::new(profile));
+                }
+                Err(kind) => {
+                    let mut path: Vec<PathSeg> = at.iter().map(|s| PathSeg::from(*s)).collect();
+                    path.push(PathSeg::Key(name.clone()));
+                    report.push(ConfigError::new(kind, file, locator.key_span(&path)));
+                }
+            }
+        }
+        report
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Arc<Profile>> {
+        self.profiles.get(name)
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.profiles.keys().map(String::as_str)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Profile>> {
+        self.profiles.values()
+    }
+}
+
+/// `*.yaml` files of `DIR/profiles/` (sorted), then `DIR/config.yaml`.
+fn profile_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir.join("profiles"))
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
+        .collect();
+    files.sort();
+    let config = dir.join("config.yaml");
+    if config.is_file() {
+        files.push(config);
+    }
+    files
+}
+
+/// Validates one profile spec into a `Profile`.
+pub(super) fn lower(name: &str, spec: &ProfileSpec, origin: Origin) -> Result<Profile, ConfigErrorKind> {
+    let missing = |key: &str| ConfigErrorKind::ProfileMissingKey {
+        profile: name.to_string(),
+        provider: spec.provider.to_string(),
+        key: key.to_string(),
+    };
+    let model = match (&spec.model, spec.provider) {
+        (Some(m), _) => m.clone(),
+        (None, ProviderKind::Mock) => "mock-1".to_string(),
+        (None, _) => return Err(missing("model")),
+    };
+    if spec.provider == ProviderKind::OpenaiCompatible && spec.base_url.is_none() {
+        return Err(missing("base_url"));
+    }
+    let limits = spec.limits.clone().unwrap_or_default();
+    Ok(Profile {
+        name: name.to_string(),
+        origin,
+        description: spec.description.clone(),
+        provider: spec.provider,
+        model,
+        base_url: spec.base_url.clone(),
+        api_key_env: spec.api_key_env.clone(),
+        max_tokens: spec.max_tokens,
+        temperature: spec.temperature,
+        timeout: spec.timeout_seconds.map(Duration::from_secs_f64),
+        limits: Limits {
+            requests_per_minute: limits.requests_per_minute,
+            tokens_per_minute: limits.tokens_per_minute,
+            max_concurrency: limits.max_concurrency,
+        },
+        price: spec.price.as_ref().map(|p| Price {
+            input_per_mtok: p.input_per_mtok,
+            output_per_mtok: p.output_per_mtok,
+            cached_input_per_mtok: p.cached_input_per_mtok.unwrap_or(p.input_per_mtok),
+        }),
+        options: spec.options.clone().unwrap_or_default(),
+        mock: MockSettings {
+            latency: Duration::from_millis(spec.latency_ms.unwrap_or(0)),
+            jitter: Duration::from_millis(spec.jitter_ms.unwrap_or(0)),
+            fail_rate: spec.fail_rate.unwrap_or(0.0),
+            fail_attempts: spec.fail_attempts.unwrap_or(0),
+            fail_with: spec.fail_with.unwrap_or_default(),
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtin_profiles_exist() {
+        let set = ProfileSet::builtin();
+        let mock = set.get("mock").expect("mock profile");
+        assert_eq!(mock.provider, ProviderKind::Mock);
+        assert_eq!(mock.origin, Origin::Builtin);
+        assert!(set.get("mock-fast").is_some());
+    }
+}

@@ -1,0 +1,522 @@
+//! The `*Spec` types: ensembles and profiles exactly as users write them in YAML.
+//!
+//! These types are the single source of truth for the file formats: serde reads them and
+//! schemars turns them (and their `///` docs) into the JSON Schemas under `schemas/`.
+//! Nothing here is validated beyond its shape; `config::validate` lowers them into the
+//! domain types of `config::model`. No `flatten`, no `tag = "type"`: they break located
+//! errors (see STYLE.md 3).
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// An orc ensemble: agents, the models they use, and the `depends_on` edges between them.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "orc ensemble")]
+pub struct EnsembleSpec {
+    /// URL or path of the JSON Schema for editors; ignored by orc.
+    #[serde(rename = "$schema", default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<String>,
+    /// Name of the ensemble: letters, digits, `-` and `_`.
+    #[schemars(pattern(r"^[A-Za-z0-9_-]+$"))]
+    pub name: String,
+    /// What the ensemble does, shown by `orc list`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Input used when none is given on the command line or stdin (llm-orc compatible).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_task: Option<String>,
+    /// Settings applied to every agent unless the agent sets them itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub defaults: Option<DefaultsSpec>,
+    /// Hard limits for the whole run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<BudgetSpec>,
+    /// Model profiles defined inside this file; they override profiles of the same name
+    /// from the project and user configuration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_profiles: Option<BTreeMap<String, ProfileSpec>>,
+    /// The agents of the ensemble, in declaration order.
+    #[schemars(length(min = 1))]
+    pub agents: Vec<AgentSpec>,
+}
+
+/// Settings applied to every agent that does not set them itself.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DefaultsSpec {
+    /// Model profile used by agents that name neither `model_profile` nor `model`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_profile: Option<String>,
+    /// Timeout of each provider call, in seconds (default 60).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.001))]
+    pub timeout_seconds: Option<f64>,
+    /// How many times a retryable failure (timeout, rate limit, server error) is retried.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 20))]
+    pub retries: Option<u32>,
+    /// First retry delay in milliseconds; doubles on each retry, with jitter (default 500).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_backoff_ms: Option<u64>,
+    /// Sampling temperature.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 2.0))]
+    pub temperature: Option<f64>,
+    /// Maximum number of output tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_tokens: Option<u32>,
+    /// What a dependent does when a dependency failed or was skipped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_dependency_failure: Option<OnDependencyFailure>,
+}
+
+/// Hard limits for the whole run.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetSpec {
+    /// Stop starting new calls and cancel running ones once the run has cost this much.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0))]
+    pub max_cost_usd: Option<f64>,
+}
+
+/// The kind of node an agent is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AgentKind {
+    /// One call to a language model (the default).
+    #[default]
+    Llm,
+    /// Multi-producer topic exploration with deduplication.
+    Generate,
+    /// Deduplicates the list outputs of its dependencies.
+    Dedup,
+    /// Runs a program with the agent's input as JSON on stdin.
+    Script,
+}
+
+/// What a dependent agent does when one of its dependencies failed or was skipped.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum OnDependencyFailure {
+    /// Do not run; mark the agent `skipped` (the default).
+    #[default]
+    Skip,
+    /// Run anyway with whatever the dependencies produced.
+    Run,
+}
+
+/// A dependency: an agent name, or llm-orc's `{agent_name: NAME}` form.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum DependencySpec {
+    /// Name of an agent of this ensemble.
+    Name(String),
+    /// llm-orc form: `{agent_name: NAME}`.
+    Object(DependencyObjectSpec),
+}
+
+/// llm-orc's object form of a dependency.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DependencyObjectSpec {
+    /// Name of an agent of this ensemble.
+    pub agent_name: String,
+}
+
+impl DependencySpec {
+    pub fn name(&self) -> &str {
+        match self {
+            DependencySpec::Name(name) => name,
+            DependencySpec::Object(object) => &object.agent_name,
+        }
+    }
+}
+
+/// One agent (node) of the ensemble.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AgentSpec {
+    /// Unique name of the agent: letters, digits, `-` and `_`.
+    #[schemars(pattern(r"^[A-Za-z0-9_-]+$"))]
+    pub name: String,
+    /// Node type: `llm` (default), `generate`, `dedup` or `script`.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<AgentKind>,
+    /// Name of the model profile to use. Exclusive with `model` + `provider`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_profile: Option<String>,
+    /// Model name, used together with `provider` instead of a `model_profile`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// Provider of `model`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<ProviderKind>,
+    /// Base URL of the provider's API, with `model` + `provider`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_url: Option<String>,
+    /// System prompt: the agent's role and instructions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system_prompt: Option<String>,
+    /// minijinja template for the user message. Sees `input`, `deps` (list of
+    /// `{name, output, json, status}`) and `agents.NAME`. Without it the agent receives the
+    /// input followed by each dependency's output (see the README).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt: Option<String>,
+    /// Agents whose output this agent needs; it starts as soon as all of them finish.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<DependencySpec>,
+    /// Sampling temperature.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 2.0))]
+    pub temperature: Option<f64>,
+    /// Maximum number of output tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_tokens: Option<u32>,
+    /// Provider-specific options, passed through unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub options: Option<BTreeMap<String, serde_json::Value>>,
+    /// `json`, or a JSON Schema the output must satisfy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_format: Option<ResponseFormatSpec>,
+    /// Timeout of each provider call, in seconds (default 60).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.001))]
+    pub timeout_seconds: Option<f64>,
+    /// How many times a retryable failure is retried (default 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 20))]
+    pub retries: Option<u32>,
+    /// First retry delay in milliseconds; doubles on each retry, with jitter (default 500).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_backoff_ms: Option<u64>,
+    /// Profile tried when the primary profile still fails after its retries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback_model_profile: Option<String>,
+    /// What to do when a dependency failed or was skipped: `skip` (default) or `run`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_dependency_failure: Option<OnDependencyFailure>,
+    /// Run only if this condition over a dependency's JSON output holds, e.g.
+    /// `"${classifier.route} == bug"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub when: Option<String>,
+    /// Dotted path into a dependency's JSON output used as this agent's input.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_key: Option<String>,
+    /// Run one instance per element of the `input_key` array.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fan_out: Option<bool>,
+    /// Reuse an identical earlier response.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<bool>,
+    /// Candidate profiles for `generate` nodes and the optimizer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profiles: Option<Vec<String>>,
+    /// How calls are routed among `profiles`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub optimizer: Option<OptimizerSpec>,
+    /// `generate`: the topic to explore (template; default the run input).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic: Option<String>,
+    /// `generate`: number of concurrent producer loops.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub producers: Option<u32>,
+    /// `generate`: items asked for per call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub batch_size: Option<u32>,
+    /// `generate`: how many accepted items are fed back per prompt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub feedback: Option<u32>,
+    /// `generate`: how the topic is split among producers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition: Option<PartitionSpec>,
+    /// `generate`: stop conditions; the first reached wins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop: Option<StopSpec>,
+    /// `generate` and `dedup`: normalise items before comparing them (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub normalize: Option<bool>,
+    /// `dedup`: also drop near-duplicates at or above this similarity (0 to 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub near_duplicates: Option<f64>,
+    /// `generate`: JSONL file the unique items are written to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
+    /// `script`: program and arguments to run (no shell).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub run: Option<Vec<String>>,
+    /// `script` (llm-orc form): path of the script to run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub script: Option<String>,
+    /// `script` (llm-orc form): parameters passed to the script.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parameters: Option<BTreeMap<String, serde_json::Value>>,
+    /// Run another ensemble (name or path) as this agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ensemble: Option<String>,
+}
+
+/// `json` or a JSON Schema object.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum ResponseFormatSpec {
+    /// `json`: the output must be valid JSON.
+    Keyword(ResponseFormatKeyword),
+    /// A JSON Schema the output must satisfy.
+    Schema(BTreeMap<String, serde_json::Value>),
+}
+
+/// Keyword forms of `response_format`.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ResponseFormatKeyword {
+    /// The output must be valid JSON.
+    Json,
+}
+
+/// Optimizer settings for a node with several candidate `profiles`.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OptimizerSpec {
+    /// What to optimise for.
+    pub strategy: OptimizerStrategy,
+    /// Weights for the `weighted` strategy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weights: Option<BTreeMap<String, f64>>,
+}
+
+/// Optimizer strategies.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OptimizerStrategy {
+    /// Most unique attributes per minute.
+    MaximizeUam,
+    /// Lowest cost.
+    MinimizeCost,
+    /// Most unique items per dollar.
+    MaximizeEfficiency,
+    /// A weighted mix of the above.
+    Weighted,
+}
+
+/// How a `generate` topic is split among producers.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PartitionSpec {
+    /// No split: every producer works on the whole topic.
+    None,
+    /// An LLM call splits the topic into subtopics.
+    Semantic,
+    /// Split by attribute type (physical, functional, contextual, ...).
+    AttributeType,
+}
+
+/// Stop conditions of a `generate` node; the first reached wins.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StopSpec {
+    /// Calls per producer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iterations: Option<u32>,
+    /// Target number of unique items.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unique: Option<u64>,
+    /// Wall-clock limit in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seconds: Option<f64>,
+    /// Cost limit in US dollars.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost_usd: Option<f64>,
+    /// Diminishing returns: fewer new items per call than this ...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_new_per_call: Option<f64>,
+    /// ... for this many calls in a row.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patience: Option<u32>,
+}
+
+/// The wire protocol a profile speaks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProviderKind {
+    /// Built-in offline provider with synthetic output; needs no key.
+    #[default]
+    Mock,
+    /// OpenAI Chat Completions.
+    Openai,
+    /// Anthropic Messages.
+    Anthropic,
+    /// Google Gemini generateContent.
+    Gemini,
+    /// Ollama `/api/chat`.
+    Ollama,
+    /// Any server speaking OpenAI Chat Completions at `base_url` (llama.cpp, vLLM, LM Studio).
+    OpenaiCompatible,
+}
+
+impl ProviderKind {
+    pub const ALL: [ProviderKind; 6] = [
+        ProviderKind::Mock,
+        ProviderKind::Openai,
+        ProviderKind::Anthropic,
+        ProviderKind::Gemini,
+        ProviderKind::Ollama,
+        ProviderKind::OpenaiCompatible,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::Mock => "mock",
+            ProviderKind::Openai => "openai",
+            ProviderKind::Anthropic => "anthropic",
+            ProviderKind::Gemini => "gemini",
+            ProviderKind::Ollama => "ollama",
+            ProviderKind::OpenaiCompatible => "openai-compatible",
+        }
+    }
+
+    /// The environment variable a key is read from when the profile names none.
+    pub fn default_api_key_env(self) -> Option<&'static str> {
+        match self {
+            ProviderKind::Openai => Some("OPENAI_API_KEY"),
+            ProviderKind::Anthropic => Some("ANTHROPIC_API_KEY"),
+            ProviderKind::Gemini => Some("GEMINI_API_KEY"),
+            ProviderKind::Mock | ProviderKind::Ollama | ProviderKind::OpenaiCompatible => None,
+        }
+    }
+}
+
+impl std::fmt::Display for ProviderKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A files of model profiles: `~/.config/orc/profiles/*.yaml`, `.orc/profiles/*.yaml`,
+/// `config.yaml`, or the shipped `profiles/*.yaml`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "orc profiles")]
+pub struct ProfilesFileSpec {
+    /// URL or path of the JSON Schema for editors; ignored by orc.
+    #[serde(rename = "$schema", default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<String>,
+    /// Named model profiles.
+    #[serde(default)]
+    pub model_profiles: BTreeMap<String, ProfileSpec>,
+}
+
+/// A named model configuration: provider, model and settings.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProfileSpec {
+    /// What the profile is for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Wire protocol: `mock`, `openai`, `anthropic`, `gemini`, `ollama`, `openai-compatible`.
+    pub provider: ProviderKind,
+    /// Model name as the provider knows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// Base URL of the API (required for `openai-compatible`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_url: Option<String>,
+    /// Environment variable holding the API key (default per provider, e.g. `OPENAI_API_KEY`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key_env: Option<String>,
+    /// Maximum number of output tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_tokens: Option<u32>,
+    /// Sampling temperature (sent only if the model accepts it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 2.0))]
+    pub temperature: Option<f64>,
+    /// Timeout of each call, in seconds; an agent's own `timeout_seconds` wins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.001))]
+    pub timeout_seconds: Option<f64>,
+    /// Rate and concurrency limits shared by every agent using this profile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<LimitsSpec>,
+    /// Price per million tokens; cost is unknown (never zero) without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub price: Option<PriceSpec>,
+    /// Provider-specific options, passed through unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub options: Option<BTreeMap<String, serde_json::Value>>,
+    /// `mock`: simulated latency of each call, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<u64>,
+    /// `mock`: random extra latency up to this many milliseconds (deterministic per seed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jitter_ms: Option<u64>,
+    /// `mock`: probability (0 to 1) that a call fails with `fail_with`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub fail_rate: Option<f64>,
+    /// `mock`: every call fails on its first this-many attempts, then succeeds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fail_attempts: Option<u32>,
+    /// `mock`: the failure injected by `fail_rate` and `fail_attempts`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fail_with: Option<MockFailure>,
+}
+
+/// Failures the mock provider can inject.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum MockFailure {
+    /// The call times out (retryable).
+    Timeout,
+    /// HTTP 429 with a short retry hint (retryable).
+    RateLimit,
+    /// HTTP 500 (retryable).
+    #[default]
+    ServerError,
+    /// HTTP 400 (never retried).
+    BadRequest,
+}
+
+/// Rate and concurrency limits of a profile.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSpec {
+    /// Requests per minute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub requests_per_minute: Option<u32>,
+    /// Tokens (in + out) per minute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub tokens_per_minute: Option<u32>,
+    /// Calls in flight at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_concurrency: Option<u32>,
+}
+
+/// Price of a model in US dollars per million tokens.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PriceSpec {
+    /// Dollars per million input tokens.
+    #[schemars(range(min = 0.0))]
+    pub input_per_mtok: f64,
+    /// Dollars per million output tokens.
+    #[schemars(range(min = 0.0))]
+    pub output_per_mtok: f64,
+    /// Dollars per million cached input tokens (default: the input price).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0))]
+    pub cached_input_per_mtok: Option<f64>,
+}

@@ -1,0 +1,427 @@
+//! Semantic checks of an ensemble document, and lowering into `Ensemble`: names,
+//! dependencies, cycles, profiles, templates, and keys accepted but not run yet.
+//!
+//! Works on the JSON value agent by agent, so a shape error in one agent does not hide the
+//! semantic errors of the others: every problem of the file is reported at once.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::error::{ConfigError, ConfigErrorKind, ConfigReport, SourceFile};
+use super::load::Document;
+use super::locate::{Locator, PathSeg};
+use super::model::{
+    Agent, DEFAULT_PROFILE, DEFAULT_RETRIES, DEFAULT_RETRY_BACKOFF, DEFAULT_TIMEOUT, Ensemble,
+    Origin, Profile,
+};
+use super::profiles::{ProfileSet, lower};
+use super::spec::{AgentKind, AgentSpec, BudgetSpec, DefaultsSpec, ProfileSpec};
+use crate::path;
+use crate::plan::find_cycles;
+use crate::suggest::closest;
+use crate::template::{self, TemplateProblem};
+
+struct Checker<'a> {
+    file: &'a SourceFile,
+    locator: Locator<'a>,
+    report: ConfigReport,
+}
+
+impl Checker<'_> {
+    fn error(&mut self, kind: ConfigErrorKind, path: &[PathSeg]) {
+        let span = self
+            .locator
+            .value_span(path)
+            .or_else(|| self.locator.nearest_span(path));
+        self.report.push(ConfigError::new(kind, self.file, span));
+    }
+
+    fn error_at_key(&mut self, kind: ConfigErrorKind, path: &[PathSeg]) {
+        let span = self
+            .locator
+            .key_span(path)
+            .or_else(|| self.locator.nearest_span(path));
+        self.report.push(ConfigError::new(kind, self.file, span));
+    }
+}
+
+/// Keys whose behaviour belongs to later versions: accepted and shape-checked, reported as
+/// warnings, and refused by `orc invoke` rather than silently ignored.
+const NOT_YET_RUN: [&str; 20] = [
+    "response_format",
+    "when",
+    "input_key",
+    "fan_out",
+    "cache",
+    "profiles",
+    "optimizer",
+    "topic",
+    "producers",
+    "batch_size",
+    "feedback",
+    "partition",
+    "stop",
+    "normalize",
+    "near_duplicates",
+    "output",
+    "run",
+    "script",
+    "parameters",
+    "ensemble",
+];
+
+/// Validates a parsed ensemble document against the profiles in effect.
+pub(super) fn validate(doc: Document, base_profiles: &ProfileSet, mut report: ConfigReport) -> (Option<Ensemble>, ConfigReport) {
+    let Document { file, value } = doc;
+    let mut c = Checker {
+        file: &file,
+        locator: Locator::new(&file),
+        report: ConfigReport::default(),
+    };
+
+    let typed = |key: &str| value.get(key).cloned();
+    let defaults: DefaultsSpec = typed("defaults")
+        .and_then(|v| serde_json::from_value(v).ok())
+        .unwrap_or_default();
+    let budget: BudgetSpec = typed("budget")
+        .and_then(|v| serde_json::from_value(v).ok())
+        .unwrap_or_default();
+
+    // Profiles: the ensemble's own on top of the configured ones.
+    let mut profiles = base_profiles.clone();
+    if let Some(Value::Object(map)) = value.get("model_profiles") {
+        let specs: BTreeMap<String, ProfileSpec> = map
+            .iter()
+            .filter_map(|(n, v)| serde_json::from_value(v.clone()).ok().map(|s| (n.clone(), s)))
+            .collect();
+        let origin_path = file.path.clone();
+        c.report.extend(profiles.merge_specs(&specs, &file, &["model_profiles"], &|_| {
+            Origin::Ensemble(origin_path.clone())
+        }));
+    }
+
+    let raw_agents: Vec<Value> = value
+        .get("agents")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let names: Vec<Option<String>> = raw_agents
+        .iter()
+        .map(|a| a.get("name").and_then(Value::as_str).map(String::from))
+        .collect();
+
+    // Unique names.
+    let mut by_name: HashMap<&str, usize> = HashMap::new();
+    for (i, name) in names.iter().enumerate() {
+        let Some(name) = name else { continue };
+        if by_name.contains_key(name.as_str()) {
+            c.error(
+                ConfigErrorKind::DuplicateAgent { name: name.clone() },
+                &path!["agents", i, "name"],
+            );
+        } else {
+            by_name.insert(name, i);
+        }
+    }
+
+    // Dependencies.
+    let mut deps: Vec<Vec<usize>> = vec![Vec::new(); raw_agents.len()];
+    let mut dep_paths: HashMap<(usize, usize), Vec<PathSeg>> = HashMap::new();
+    for (i, raw) in raw_agents.iter().enumerate() {
+        let agent = names[i].clone().unwrap_or_else(|| format!("#{}", i + 1));
+        let Some(list) = raw.get("depends_on").and_then(Value::as_array) else { continue };
+        for (j, entry) in list.iter().enumerate() {
+            let (dep, at) = match entry {
+                Value::String(s) => (s.as_str(), path!["agents", i, "depends_on", j]),
+                Value::Object(o) => match o.get("agent_name").and_then(Value::as_str) {
+                    Some(s) => (s, path!["agents", i, "depends_on", j, "agent_name"]),
+                    None => continue,
+                },
+                _ => continue,
+            };
+            match by_name.get(dep) {
+                None => {
+                    let suggestion = closest(dep, by_name.keys().copied()).map(str::to_string);
+                    c.error(
+                        ConfigErrorKind::UnknownDependency {
+                            agent: agent.clone(),
+                            dependency: dep.to_string(),
+                            suggestion,
+                        },
+                        &at,
+                    );
+                }
+                Some(&d) if d == i => {
+                    c.error(ConfigErrorKind::SelfDependency { agent: agent.clone() }, &at);
+                }
+                Some(&d) if deps[i].contains(&d) => c.error(
+                    ConfigErrorKind::RepeatedDependency {
+                        agent: agent.clone(),
+                        dependency: dep.to_string(),
+                    },
+                    &at,
+                ),
+                Some(&d) => {
+                    deps[i].push(d);
+                    dep_paths.insert((i, d), at);
+                }
+            }
+        }
+    }
+    let cycles = find_cycles(&deps);
+    for cycle in &cycles {
+        let label = |i: usize| names[i].clone().unwrap_or_else(|| format!("#{}", i + 1));
+        let at = dep_paths[&(cycle[0], cycle[1])].clone();
+        c.error(
+            ConfigErrorKind::DependencyCycle {
+                agent: label(cycle[0]),
+                cycle: cycle.iter().map(|&i| label(i)).collect(),
+            },
+            &at,
+        );
+    }
+
+    // Ancestors, for `agents.NAME` in templates.
+    let ancestors = |i: usize| -> Vec<usize> {
+        let mut seen = vec![false; deps.len()];
+        let mut stack = deps[i].clone();
+        let mut out = Vec::new();
+        while let Some(d) = stack.pop() {
+            if !std::mem::replace(&mut seen[d], true) {
+                out.push(d);
+                stack.extend(deps[d].iter().copied());
+            }
+        }
+        out
+    };
+
+    let default_profile = match &defaults.model_profile {
+        Some(name) => match profiles.get(name) {
+            Some(p) => Some(Arc::clone(p)),
+            None => {
+                c.error(unknown_profile(name, &profiles), &path!["defaults", "model_profile"]);
+                None
+            }
+        },
+        None => profiles.get(DEFAULT_PROFILE).cloned(),
+    };
+
+    let mut agents = Vec::new();
+    for (i, raw) in raw_agents.iter().enumerate() {
+        let Ok(spec) = serde_json::from_value::<AgentSpec>(raw.clone()) else { continue };
+        let kind = spec.kind.unwrap_or_default();
+        for key in NOT_YET_RUN {
+            if raw.get(key).is_some() {
+                c.error_at_key(
+                    ConfigErrorKind::NotYetSupported {
+                        key: key.to_string(),
+                        kind: kind_name(kind).to_string(),
+                    },
+                    &path!["agents", i, key],
+                );
+            }
+        }
+        if kind != AgentKind::Llm {
+            c.error(
+                ConfigErrorKind::NotYetSupported {
+                    key: format!("type: {}", kind_name(kind)),
+                    kind: kind_name(kind).to_string(),
+                },
+                &path!["agents", i, "type"],
+            );
+        }
+        let profile = resolve_profile(&mut c, i, &spec, &profiles, default_profile.as_ref());
+        let fallback = spec.fallback_model_profile.as_ref().and_then(|name| match profiles.get(name) {
+            Some(p) => Some(Arc::clone(p)),
+            None => {
+                c.error(
+                    unknown_profile(name, &profiles),
+                    &path!["agents", i, "fallback_model_profile"],
+                );
+                None
+            }
+        });
+        if let Some(prompt) = &spec.prompt {
+            let available: Vec<&str> = ancestors(i)
+                .into_iter()
+                .filter_map(|a| names[a].as_deref())
+                .collect();
+            check_template(&mut c, &spec.name, prompt, &available, &path!["agents", i, "prompt"]);
+        }
+        let Some(profile) = profile else { continue };
+        let timeout = spec
+            .timeout_seconds
+            .or(defaults.timeout_seconds)
+            .map(Duration::from_secs_f64)
+            .or(profile.timeout)
+            .unwrap_or(DEFAULT_TIMEOUT);
+        agents.push(Agent {
+            index: i,
+            name: spec.name.clone(),
+            kind,
+            fallbacks: fallback.into_iter().collect(),
+            system_prompt: spec.system_prompt.clone(),
+            prompt: spec.prompt.clone(),
+            depends_on: deps[i].clone(),
+            temperature: spec.temperature.or(defaults.temperature),
+            max_tokens: spec.max_tokens.or(defaults.max_tokens),
+            options: spec.options.clone().unwrap_or_default(),
+            response_format: spec.response_format.clone(),
+            timeout,
+            retries: spec.retries.or(defaults.retries).unwrap_or(DEFAULT_RETRIES),
+            retry_backoff: spec
+                .retry_backoff_ms
+                .or(defaults.retry_backoff_ms)
+                .map_or(DEFAULT_RETRY_BACKOFF, Duration::from_millis),
+            on_dependency_failure: spec
+                .on_dependency_failure
+                .or(defaults.on_dependency_failure)
+                .unwrap_or_default(),
+            profile,
+        });
+    }
+
+    let Checker { report: semantic, .. } = c;
+    report.extend(semantic);
+    if report.has_errors() || agents.len() != raw_agents.len() {
+        // Errors were reported; only a complete, valid ensemble is returned.
+        return (None, report);
+    }
+    let ensemble = Ensemble {
+        name: value.get("name").and_then(Value::as_str).unwrap_or_default().to_string(),
+        description: value.get("description").and_then(Value::as_str).map(String::from),
+        default_task: value.get("default_task").and_then(Value::as_str).map(String::from),
+        max_cost_usd: budget.max_cost_usd,
+        agents,
+        source: file.clone(),
+    };
+    (Some(ensemble), report)
+}
+
+fn kind_name(kind: AgentKind) -> &'static str {
+    match kind {
+        AgentKind::Llm => "llm",
+        AgentKind::Generate => "generate",
+        AgentKind::Dedup => "dedup",
+        AgentKind::Script => "script",
+    }
+}
+
+fn unknown_profile(name: &str, profiles: &ProfileSet) -> ConfigErrorKind {
+    ConfigErrorKind::UnknownProfile {
+        profile: name.to_string(),
+        suggestion: closest(name, profiles.names()).map(str::to_string),
+        known: profiles.names().map(String::from).collect(),
+    }
+}
+
+fn resolve_profile(
+    c: &mut Checker<'_>,
+    i: usize,
+    spec: &AgentSpec,
+    profiles: &ProfileSet,
+    default: Option<&Arc<Profile>>,
+) -> Option<Arc<Profile>> {
+    let agent = spec.name.clone();
+    match (&spec.model_profile, &spec.model, spec.provider) {
+        (Some(_), Some(_), _) => {
+            c.error_at_key(ConfigErrorKind::ProfileAndModel { agent }, &path!["agents", i, "model"]);
+            None
+        }
+        (Some(name), None, _) => match profiles.get(name) {
+            Some(p) => Some(Arc::clone(p)),
+            None => {
+                c.error(unknown_profile(name, profiles), &path!["agents", i, "model_profile"]);
+                None
+            }
+        },
+        (None, Some(_), None) => {
+            c.error_at_key(ConfigErrorKind::ModelWithoutProvider { agent }, &path!["agents", i, "model"]);
+            None
+        }
+        (None, None, Some(_)) => {
+            c.error_at_key(
+                ConfigErrorKind::ProviderWithoutModel { agent },
+                &path!["agents", i, "provider"],
+            );
+            None
+        }
+        (None, Some(model), Some(provider)) => {
+            let inline = ProfileSpec {
+                provider,
+                model: Some(model.clone()),
+                base_url: spec.base_url.clone(),
+                ..ProfileSpec::default()
+            };
+            let name = format!("{}/{}", provider, model);
+            match lower(&name, &inline, Origin::Agent(agent)) {
+                Ok(p) => Some(Arc::new(p)),
+                Err(kind) => {
+                    c.error_at_key(kind, &path!["agents", i, "provider"]);
+                    None
+                }
+            }
+        }
+        (None, None, None) => default.cloned(),
+    }
+}
+
+fn check_template(c: &mut Checker<'_>, agent: &str, source: &str, available: &[&str], at: &[PathSeg]) {
+    for problem in template::check(source, available) {
+        let (kind, range) = match problem {
+            TemplateProblem::Syntax { message, range } => (
+                ConfigErrorKind::TemplateSyntax {
+                    agent: agent.to_string(),
+                    message,
+                },
+                range,
+            ),
+            TemplateProblem::Undefined { variable, range } => (
+                ConfigErrorKind::TemplateUndefined {
+                    agent: agent.to_string(),
+                    suggestion: closest(&variable, template::TEMPLATE_VARIABLES).map(str::to_string),
+                    variable,
+                },
+                range,
+            ),
+            TemplateProblem::NotDependency { agent: other, range } => (
+                ConfigErrorKind::TemplateNotDependency {
+                    agent: agent.to_string(),
+                    other,
+                },
+                range,
+            ),
+        };
+        let span = range
+            .and_then(|r| template_span(c, source, at, r))
+            .or_else(|| c.locator.value_span(at));
+        c.report.push(ConfigError::new(kind, c.file, span));
+    }
+}
+
+/// Maps a byte range in a template to the file: exact for block scalars (`|`) and plain
+/// one-line scalars; escapes in quoted scalars may shift it by a few columns.
+fn template_span(c: &Checker<'_>, source: &str, at: &[PathSeg], range: std::ops::Range<usize>) -> Option<miette::SourceSpan> {
+    let (start, block) = c.locator.block_content_start(at)?;
+    let text = &c.file.text;
+    let offset = if block {
+        let line = source[..range.start.min(source.len())].matches('\n').count();
+        let col = range.start - source[..range.start].rfind('\n').map_or(0, |i| i + 1);
+        let indent = text[start..].len() - text[start..].trim_start_matches(' ').len();
+        let base_indent = {
+            let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
+            start - line_start - indent
+        };
+        let mut offset = start;
+        for _ in 0..line {
+            offset = offset + text[offset..].find('\n')? + 1;
+        }
+        offset + if line == 0 { 0 } else { base_indent + indent } + col
+    } else {
+        start + range.start
+    };
+    (offset <= text.len()).then(|| miette::SourceSpan::new(offset.into(), range.len().max(1)))
+}

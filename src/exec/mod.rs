@@ -1,0 +1,17 @@
+//! Execution: runs a `Plan` against providers and emits `Event`s.
+//!
+//! The scheduler (`scheduler.rs`) starts each agent the moment all of its dependencies have
+//! finished; there is no barrier between phases. Results come back over one channel to one
+//! owner loop, the only code that mutates run state. UIs (progress bars, JSON lines) only
+//! subscribe to events. See `docs/executor.md`.
+
+mod event;
+pub mod layout;
+mod outcome;
+mod retry;
+mod scheduler;
+
+pub use event::{Event, EventSink, NoSink};
+pub use outcome::{AgentOutcome, AgentStatus, RunOutcome, RunStatus, Totals};
+pub use retry::backoff_delay;
+pub use scheduler::{ProviderRegistry, RunOptions, run};

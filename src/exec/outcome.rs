@@ -1,0 +1,115 @@
+//! What a run produced: per-agent outcomes and totals. This is the stable `--output json`
+//! document (documented in the README); add fields, never rename them.
+
+use serde::Serialize;
+
+use crate::providers::Usage;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AgentStatus {
+    Succeeded,
+    Failed,
+    Skipped,
+    Cancelled,
+}
+
+impl AgentStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AgentStatus::Succeeded => "succeeded",
+            AgentStatus::Failed => "failed",
+            AgentStatus::Skipped => "skipped",
+            AgentStatus::Cancelled => "cancelled",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    /// Every agent succeeded.
+    Succeeded,
+    /// At least one agent failed or was skipped.
+    Failed,
+    /// `--timeout` ran out.
+    TimedOut,
+    /// `budget.max_cost_usd` was reached.
+    BudgetExceeded,
+    /// Ctrl-C.
+    Interrupted,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AgentOutcome {
+    pub name: String,
+    pub status: AgentStatus,
+    pub output: Option<String>,
+    /// The profile that answered, or the last one tried.
+    pub profile: String,
+    pub model: String,
+    pub provider: String,
+    /// Provider calls made, across retries and fallbacks.
+    pub attempts: u32,
+    pub usage: Usage,
+    /// `null` when the price of the model is unknown.
+    pub cost_usd: Option<f64>,
+    /// From the first call to the last answer.
+    pub latency_ms: u64,
+    pub error: Option<String>,
+    /// Milliseconds since the run started, when the agent started and finished.
+    pub started_ms: Option<u64>,
+    pub finished_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Totals {
+    pub agents: usize,
+    pub succeeded: usize,
+    pub failed: usize,
+    pub skipped: usize,
+    pub cancelled: usize,
+    pub attempts: u32,
+    pub usage: Usage,
+    /// `null` when some agent used a model without a known price.
+    pub cost_usd: Option<f64>,
+    /// Wall-clock time of the whole run.
+    pub wall_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RunOutcome {
+    pub run_id: String,
+    pub ensemble: String,
+    pub input: String,
+    pub status: RunStatus,
+    pub agents: Vec<AgentOutcome>,
+    pub totals: Totals,
+}
+
+impl RunOutcome {
+    pub fn compute_totals(agents: &[AgentOutcome], wall_ms: u64) -> Totals {
+        let mut t = Totals {
+            agents: agents.len(),
+            wall_ms,
+            cost_usd: Some(0.0),
+            ..Totals::default()
+        };
+        for a in agents {
+            match a.status {
+                AgentStatus::Succeeded => t.succeeded += 1,
+                AgentStatus::Failed => t.failed += 1,
+                AgentStatus::Skipped => t.skipped += 1,
+                AgentStatus::Cancelled => t.cancelled += 1,
+            }
+            t.attempts += a.attempts;
+            t.usage += a.usage;
+            t.cost_usd = match (t.cost_usd, a.cost_usd) {
+                (Some(sum), Some(c)) => Some(sum + c),
+                (sum, None) if a.attempts == 0 => sum,
+                _ => None,
+            };
+        }
+        t
+    }
+}

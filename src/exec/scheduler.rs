@@ -1,0 +1,560 @@
+//! The scheduler: dispatch-when-dependencies-done over a `Plan`.
+//!
+//! Protocol: the owner loop (`run`) holds all run state. It spawns one task per agent when
+//! the agent's last dependency finishes, and each task reports back over one unbounded
+//! channel (`Msg`). Tasks hold a permit of the global semaphore only while a provider call
+//! is in flight, never while backing off, so retries do not starve other agents. Every
+//! await in a task races the run's `CancellationToken`, so Ctrl-C, `--timeout` and the
+//! budget stop in-flight calls at once; completed results stay in the owner's state.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use xxhash_rust::xxh3::xxh3_64_with_seed;
+
+use super::event::{Event, EventSink};
+use super::layout::{DepView, default_prompt, render_prompt};
+use super::outcome::{AgentOutcome, AgentStatus, RunOutcome, RunStatus};
+use super::retry::backoff_delay;
+use crate::config::{Agent, AgentIndex, Profile};
+use crate::plan::Plan;
+use crate::providers::{self, CompletionRequest, Provider, ProviderError, Usage};
+
+/// One provider client per profile, built once per process and shared by every run.
+#[derive(Default, Clone)]
+pub struct ProviderRegistry {
+    providers: HashMap<String, Arc<dyn Provider>>,
+}
+
+impl ProviderRegistry {
+    /// Builds a client for every profile the plan uses.
+    pub fn for_plan(plan: &Plan) -> Result<ProviderRegistry, (String, ProviderError)> {
+        let mut registry = ProviderRegistry::default();
+        for agent in &plan.ensemble.agents {
+            for profile in std::iter::once(&agent.profile).chain(&agent.fallbacks) {
+                if !registry.providers.contains_key(&profile.name) {
+                    let provider =
+                        providers::for_profile(profile).map_err(|e| (profile.name.clone(), e))?;
+                    registry.providers.insert(profile.name.clone(), provider);
+                }
+            }
+        }
+        Ok(registry)
+    }
+
+    /// Adds or replaces the client of a profile (tests use in-memory providers).
+    pub fn insert(&mut self, profile: &str, provider: Arc<dyn Provider>) {
+        self.providers.insert(profile.to_string(), provider);
+    }
+
+    fn get(&self, profile: &Profile) -> Arc<dyn Provider> {
+        Arc::clone(
+            self.providers
+                .get(&profile.name)
+                .expect("the registry was built for every profile of the plan"),
+        )
+    }
+}
+
+/// What a run needs besides the plan and its input.
+#[derive(Clone)]
+pub struct RunOptions {
+    pub run_id: String,
+    pub seed: u64,
+    /// Wall-clock limit of the whole run.
+    pub timeout: Option<Duration>,
+    /// Cancelled on Ctrl-C; shared by all runs of a batch.
+    pub interrupt: CancellationToken,
+    /// Global cap on provider calls in flight, shared by all runs of a batch.
+    pub slots: Arc<Semaphore>,
+    pub providers: ProviderRegistry,
+}
+
+enum Msg {
+    Started { agent: AgentIndex, attempt: u32, profile: Arc<Profile>, at: Instant },
+    Retrying { agent: AgentIndex, attempt: u32, error: String, delay: Duration },
+    Fallback { agent: AgentIndex, from: String, to: String, error: String },
+    Done { agent: AgentIndex, result: TaskResult },
+}
+
+struct TaskResult {
+    status: AgentStatus,
+    output: Option<String>,
+    error: Option<String>,
+    profile: Arc<Profile>,
+    attempts: u32,
+    usage: Usage,
+    first_start: Option<Instant>,
+}
+
+enum Slot {
+    Waiting { remaining: usize },
+    Running,
+    Done(AgentOutcome),
+}
+
+/// Runs the plan to completion (or cancellation), emitting events to `sink`.
+pub async fn run(plan: Arc<Plan>, input: String, options: RunOptions, sink: &mut dyn EventSink) -> RunOutcome {
+    let started = Instant::now();
+    let n = plan.len();
+    let cancel = options.interrupt.child_token();
+    let (tx, mut rx) = mpsc::unbounded_channel::<Msg>();
+    let mut tasks = JoinSet::new();
+    let mut slots: Vec<Slot> = plan
+        .ensemble
+        .agents
+        .iter()
+        .map(|a| Slot::Waiting { remaining: a.depends_on.len() })
+        .collect();
+    let mut first_start: Vec<Option<Instant>> = vec![None; n];
+    let mut running = 0usize;
+    let mut done = 0usize;
+    let mut status: Option<RunStatus> = None;
+    let mut cost_so_far = 0.0f64;
+    let deadline = options.timeout.map(|t| tokio::time::Instant::now() + t);
+
+    sink.emit(&Event::RunStarted {
+        run_id: options.run_id.clone(),
+        ensemble: plan.ensemble.name.clone(),
+        agents: n,
+    });
+
+    let ms_since = |t: Instant| t.saturating_duration_since(started).as_millis() as u64;
+
+    // Ready agents, started in declaration order.
+    let mut ready: Vec<AgentIndex> = (0..n)
+        .filter(|&i| plan.ensemble.agents[i].depends_on.is_empty())
+        .collect();
+
+    loop {
+        // Start (or skip) everything that became ready. Skips can make more agents ready.
+        while !ready.is_empty() {
+            ready.sort_unstable();
+            for i in std::mem::take(&mut ready) {
+                let agent = &plan.ensemble.agents[i];
+                if cancel.is_cancelled() {
+                    continue;
+                }
+                match prepare(&plan, agent, &input, &slots) {
+                    Ok(prompt) => {
+                        slots[i] = Slot::Running;
+                        running += 1;
+                        sink.emit(&Event::AgentQueued { agent: agent.name.clone() });
+                        let task = AgentTask {
+                            agent: agent.clone(),
+                            prompt,
+                            seed: options.seed,
+                            cancel: cancel.clone(),
+                            slots: Arc::clone(&options.slots),
+                            providers: options.providers.clone(),
+                            tx: tx.clone(),
+                        };
+                        tasks.spawn(task.run());
+                    }
+                    Err(finished) => {
+                        let outcome = finish(agent, finished, None, None);
+                        emit_finished(sink, &outcome);
+                        slots[i] = Slot::Done(outcome);
+                        done += 1;
+                        release_dependents(&plan, i, &mut slots, &mut ready);
+                    }
+                }
+            }
+        }
+        if done == n || (running == 0 && cancel.is_cancelled()) {
+            break;
+        }
+        let msg = tokio::select! {
+            msg = rx.recv() => msg,
+            () = cancel.cancelled(), if status.is_none() => {
+                status = Some(if options.interrupt.is_cancelled() { RunStatus::Interrupted } else { RunStatus::TimedOut });
+                continue;
+            }
+            () = sleep_until(deadline), if status.is_none() => {
+                status = Some(RunStatus::TimedOut);
+                cancel.cancel();
+                continue;
+            }
+        };
+        let Some(msg) = msg else { break };
+        match msg {
+            Msg::Started { agent, attempt, profile, at } => {
+                first_start[agent].get_or_insert(at);
+                sink.emit(&Event::AgentStarted {
+                    agent: plan.ensemble.agents[agent].name.clone(),
+                    attempt,
+                    profile: profile.name.clone(),
+                    model: profile.model.clone(),
+                });
+            }
+            Msg::Retrying { agent, attempt, error, delay } => sink.emit(&Event::AgentRetrying {
+                agent: plan.ensemble.agents[agent].name.clone(),
+                attempt,
+                error,
+                delay_ms: delay.as_millis() as u64,
+            }),
+            Msg::Fallback { agent, from, to, error } => sink.emit(&Event::AgentFallback {
+                agent: plan.ensemble.agents[agent].name.clone(),
+                from,
+                to,
+                error,
+            }),
+            Msg::Done { agent: i, result } => {
+                running -= 1;
+                done += 1;
+                let agent = &plan.ensemble.agents[i];
+                let now = Instant::now();
+                let mut outcome = finish(agent, Finished::Task(result), Some(started), Some(now));
+                if outcome.status == AgentStatus::Cancelled && outcome.started_ms.is_none() {
+                    outcome.started_ms = first_start[i].map(ms_since);
+                }
+                if outcome.usage != Usage::default() {
+                    sink.emit(&Event::AgentTokens { agent: agent.name.clone(), usage: outcome.usage });
+                }
+                emit_finished(sink, &outcome);
+                cost_so_far += outcome.cost_usd.unwrap_or(0.0);
+                slots[i] = Slot::Done(outcome);
+                if let Some(max) = plan.ensemble.max_cost_usd {
+                    if cost_so_far >= max && status.is_none() && done < n {
+                        status = Some(RunStatus::BudgetExceeded);
+                        cancel.cancel();
+                    }
+                }
+                release_dependents(&plan, i, &mut slots, &mut ready);
+            }
+        }
+    }
+    drop(tx);
+    tasks.abort_all();
+
+    // Whatever never started was cancelled.
+    let agents: Vec<AgentOutcome> = slots
+        .into_iter()
+        .enumerate()
+        .map(|(i, slot)| match slot {
+            Slot::Done(outcome) => outcome,
+            Slot::Waiting { .. } | Slot::Running => {
+                let outcome = finish(&plan.ensemble.agents[i], Finished::Cancelled, None, None);
+                emit_finished(sink, &outcome);
+                outcome
+            }
+        })
+        .collect();
+    let totals = RunOutcome::compute_totals(&agents, started.elapsed().as_millis() as u64);
+    let status = status.unwrap_or(if totals.failed + totals.skipped + totals.cancelled > 0 {
+        RunStatus::Failed
+    } else {
+        RunStatus::Succeeded
+    });
+    let outcome = RunOutcome {
+        run_id: options.run_id,
+        ensemble: plan.ensemble.name.clone(),
+        input,
+        status,
+        agents,
+        totals,
+    };
+    sink.emit(&Event::RunFinished { result: Box::new(outcome.clone()) });
+    outcome
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn emit_finished(sink: &mut dyn EventSink, o: &AgentOutcome) {
+    sink.emit(&Event::AgentFinished {
+        agent: o.name.clone(),
+        status: o.status,
+        output: o.output.clone(),
+        error: o.error.clone(),
+        attempts: o.attempts,
+        latency_ms: o.latency_ms,
+        usage: o.usage,
+        cost_usd: o.cost_usd,
+    });
+}
+
+/// Counts down the dependents of `i`; those with nothing left to wait for become ready.
+fn release_dependents(plan: &Plan, i: AgentIndex, slots: &mut [Slot], ready: &mut Vec<AgentIndex>) {
+    for &j in &plan.dependents[i] {
+        if let Slot::Waiting { remaining } = &mut slots[j] {
+            *remaining -= 1;
+            if *remaining == 0 {
+                ready.push(j);
+            }
+        }
+    }
+}
+
+enum Finished {
+    Skipped(String),
+    PromptFailed(String),
+    Cancelled,
+    Task(TaskResult),
+}
+
+/// The prompt of a ready agent, or why it will not run.
+fn prepare(plan: &Plan, agent: &Agent, input: &str, slots: &[Slot]) -> Result<String, Finished> {
+    let outcome_of = |d: AgentIndex| match &slots[d] {
+        Slot::Done(o) => o,
+        _ => unreachable!("a ready agent's dependencies are done"),
+    };
+    if let Some(&bad) = agent
+        .depends_on
+        .iter()
+        .find(|&&d| outcome_of(d).status != AgentStatus::Succeeded)
+    {
+        if agent.on_dependency_failure == crate::config::spec::OnDependencyFailure::Skip {
+            let dep = outcome_of(bad);
+            return Err(Finished::Skipped(format!(
+                "dependency `{}` {}",
+                dep.name,
+                dep.status.as_str()
+            )));
+        }
+    }
+    let view = |d: AgentIndex| {
+        let o = outcome_of(d);
+        let output = o.output.as_deref().unwrap_or("");
+        DepView {
+            name: &o.name,
+            output,
+            json: serde_json::from_str(output).ok(),
+            status: o.status,
+        }
+    };
+    let deps: Vec<DepView<'_>> = agent.depends_on.iter().map(|&d| view(d)).collect();
+    match &agent.prompt {
+        None => Ok(default_prompt(input, &deps)),
+        Some(source) => {
+            let ancestors: Vec<DepView<'_>> = ancestors(plan, agent.index).into_iter().map(view).collect();
+            render_prompt(source, input, &deps, &ancestors).map_err(Finished::PromptFailed)
+        }
+    }
+}
+
+fn ancestors(plan: &Plan, i: AgentIndex) -> Vec<AgentIndex> {
+    let mut seen = vec![false; plan.len()];
+    let mut stack = plan.ensemble.agents[i].depends_on.clone();
+    let mut out = Vec::new();
+    while let Some(d) = stack.pop() {
+        if !std::mem::replace(&mut seen[d], true) {
+            out.push(d);
+            stack.extend(plan.ensemble.agents[d].depends_on.iter().copied());
+        }
+    }
+    out.sort_unstable();
+    out
+}
+
+fn finish(agent: &Agent, finished: Finished, run_start: Option<Instant>, now: Option<Instant>) -> AgentOutcome {
+    let mut outcome = AgentOutcome {
+        name: agent.name.clone(),
+        status: AgentStatus::Cancelled,
+        output: None,
+        profile: agent.profile.name.clone(),
+        model: agent.profile.model.clone(),
+        provider: agent.profile.provider.to_string(),
+        attempts: 0,
+        usage: Usage::default(),
+        cost_usd: None,
+        latency_ms: 0,
+        error: None,
+        started_ms: None,
+        finished_ms: None,
+    };
+    match finished {
+        Finished::Skipped(reason) => {
+            outcome.status = AgentStatus::Skipped;
+            outcome.error = Some(reason);
+        }
+        Finished::PromptFailed(error) => {
+            outcome.status = AgentStatus::Failed;
+            outcome.error = Some(format!("prompt template failed: {error}"));
+        }
+        Finished::Cancelled => {}
+        Finished::Task(r) => {
+            outcome.status = r.status;
+            outcome.output = r.output;
+            outcome.error = r.error;
+            outcome.profile = r.profile.name.clone();
+            outcome.model = r.profile.model.clone();
+            outcome.provider = r.profile.provider.to_string();
+            outcome.attempts = r.attempts;
+            outcome.usage = r.usage;
+            outcome.cost_usd = r
+                .profile
+                .price
+                .map(|p| p.cost(r.usage.input_tokens, r.usage.output_tokens));
+            if let (Some(first), Some(now), Some(run_start)) = (r.first_start, now, run_start) {
+                outcome.latency_ms = now.saturating_duration_since(first).as_millis() as u64;
+                outcome.started_ms = Some(first.saturating_duration_since(run_start).as_millis() as u64);
+                outcome.finished_ms = Some(now.saturating_duration_since(run_start).as_millis() as u64);
+            }
+        }
+    }
+    outcome
+}
+
+struct AgentTask {
+    agent: Agent,
+    prompt: String,
+    seed: u64,
+    cancel: CancellationToken,
+    slots: Arc<Semaphore>,
+    providers: ProviderRegistry,
+    tx: mpsc::UnboundedSender<Msg>,
+}
+
+impl AgentTask {
+    async fn run(self) {
+        let index = self.agent.index;
+        let result = self.attempt_all().await;
+        // The owner may be gone after cancellation; nothing to report to then.
+        let _ = self.tx.send(Msg::Done { agent: index, result });
+    }
+
+    /// The primary profile with its retries, then each fallback with its own.
+    async fn attempt_all(&self) -> TaskResult {
+        let agent = &self.agent;
+        let chain: Vec<&Arc<Profile>> = std::iter::once(&agent.profile).chain(&agent.fallbacks).collect();
+        let mut attempts = 0u32;
+        let mut usage = Usage::default();
+        let mut first_start = None;
+        let mut errors: Vec<String> = Vec::new();
+        for (p, profile) in chain.iter().enumerate() {
+            let provider = self.providers.get(profile);
+            let mut retry = 0u32;
+            let last_error = loop {
+                attempts += 1;
+                let Some(permit) = self.acquire().await else {
+                    return self.cancelled(profile, attempts - 1, usage, first_start);
+                };
+                let at = Instant::now();
+                first_start.get_or_insert(at);
+                let _ = self.tx.send(Msg::Started {
+                    agent: agent.index,
+                    attempt: attempts,
+                    profile: Arc::clone(profile),
+                    at,
+                });
+                let request = CompletionRequest {
+                    agent: agent.name.clone(),
+                    system: agent.system_prompt.clone(),
+                    prompt: self.prompt.clone(),
+                    temperature: agent.temperature.or(profile.temperature),
+                    max_tokens: agent.max_tokens.or(profile.max_tokens),
+                    options: profile.options.iter().chain(&agent.options).map(|(k, v)| (k.clone(), v.clone())).collect(),
+                    attempt: attempts,
+                    seed: self.seed,
+                };
+                let result = tokio::select! {
+                    r = tokio::time::timeout(agent.timeout, provider.complete(request)) => {
+                        r.unwrap_or(Err(ProviderError::Timeout))
+                    }
+                    () = self.cancel.cancelled() => {
+                        return self.cancelled(profile, attempts, usage, first_start);
+                    }
+                };
+                drop(permit);
+                match result {
+                    Ok(completion) => {
+                        usage += completion.usage;
+                        return TaskResult {
+                            status: AgentStatus::Succeeded,
+                            output: Some(completion.text),
+                            error: None,
+                            profile: Arc::clone(profile),
+                            attempts,
+                            usage,
+                            first_start,
+                        };
+                    }
+                    Err(error) => {
+                        let error_text = describe(&error, agent);
+                        if !error.is_retryable() || retry >= agent.retries {
+                            break error_text;
+                        }
+                        retry += 1;
+                        let unit = xxh3_64_with_seed(
+                            format!("{}/{}", agent.name, attempts).as_bytes(),
+                            self.seed,
+                        ) as f64
+                            / u64::MAX as f64;
+                        let delay = backoff_delay(agent.retry_backoff, retry, error.retry_after(), unit);
+                        let _ = self.tx.send(Msg::Retrying {
+                            agent: agent.index,
+                            attempt: attempts,
+                            error: error_text,
+                            delay,
+                        });
+                        tokio::select! {
+                            () = tokio::time::sleep(delay) => {}
+                            () = self.cancel.cancelled() => {
+                                return self.cancelled(profile, attempts, usage, first_start);
+                            }
+                        }
+                    }
+                }
+            };
+            errors.push(format!("`{}`: {}", profile.name, last_error));
+            if let Some(next) = chain.get(p + 1) {
+                let _ = self.tx.send(Msg::Fallback {
+                    agent: agent.index,
+                    from: profile.name.clone(),
+                    to: next.name.clone(),
+                    error: last_error,
+                });
+            }
+        }
+        let error = if errors.len() == 1 {
+            errors.remove(0).split_once(": ").map(|(_, e)| e.to_string()).unwrap_or_default()
+        } else {
+            format!("every profile failed: {}", errors.join("; "))
+        };
+        TaskResult {
+            status: AgentStatus::Failed,
+            output: None,
+            error: Some(error),
+            profile: Arc::clone(chain.last().expect("the chain has the primary profile")),
+            attempts,
+            usage,
+            first_start,
+        }
+    }
+
+    async fn acquire(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        tokio::select! {
+            permit = Arc::clone(&self.slots).acquire_owned() => permit.ok(),
+            () = self.cancel.cancelled() => None,
+        }
+    }
+
+    fn cancelled(&self, profile: &Arc<Profile>, attempts: u32, usage: Usage, first_start: Option<Instant>) -> TaskResult {
+        TaskResult {
+            status: AgentStatus::Cancelled,
+            output: None,
+            error: Some("cancelled".into()),
+            profile: Arc::clone(profile),
+            attempts,
+            usage,
+            first_start,
+        }
+    }
+}
+
+fn describe(error: &ProviderError, agent: &Agent) -> String {
+    match error {
+        ProviderError::Timeout => format!("timed out after {:.3}s", agent.timeout.as_secs_f64())
+            .replace(".000s", "s"),
+        other => other.to_string(),
+    }
+}

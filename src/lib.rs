@@ -1,0 +1,22 @@
+//! orc: a YAML-declared ensemble/DAG workflow engine for LLMs.
+//!
+//! Layout (dependencies point one way, `cli -> {exec, progress} -> plan -> config`):
+//! - `config`: YAML text to validated `Ensemble`s and `Profile`s, with located errors.
+//! - `plan`: the `depends_on` graph and its phases; pure.
+//! - `exec`: the scheduler that runs a plan, emitting `Event`s.
+//! - `providers`: the `Provider` trait and its implementations (the offline `mock`).
+//! - `progress`: the terminal progress view, a subscriber of exec events.
+//! - `cli`: argument parsing and the commands; the only module that prints.
+//! - `diagnostics`: error rendering and the exit-code table.
+
+pub mod cli;
+pub mod config;
+pub mod diagnostics;
+pub mod exec;
+pub mod plan;
+pub mod progress;
+pub mod providers;
+pub mod suggest;
+pub mod template;
+
+pub use cli::run;

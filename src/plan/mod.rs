@@ -1,0 +1,8 @@
+//! The plan: the `depends_on` graph of a validated ensemble, its phases (dependency depth)
+//! and its exports. Pure: no IO, no tokio.
+
+mod graph;
+mod render;
+
+pub use graph::{Plan, find_cycles};
+pub use render::{PlanFormat, render};

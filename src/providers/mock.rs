@@ -1,0 +1,212 @@
+//! The built-in offline provider. Deterministic for a seed: the same seed, profile, agent and
+//! prompt give the same latency, the same failures and the same text. Its text quotes the
+//! prompt it was given and names the dependencies it saw, so a reader can follow how
+//! dependents build on their dependencies.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use xxhash_rust::xxh3::xxh3_64_with_seed;
+
+use super::{Completion, CompletionRequest, Provider, ProviderError, Usage};
+use crate::config::Profile;
+use crate::config::spec::MockFailure;
+use crate::exec::layout::DEPENDENCY_HEADER;
+
+pub struct MockProvider {
+    profile: Arc<Profile>,
+}
+
+const ANGLES: [&str; 24] = [
+    "input validation", "error handling", "naming", "test coverage", "latency", "memory use",
+    "concurrency", "edge cases", "documentation", "security", "readability", "cost",
+    "failure modes", "data quality", "user impact", "scalability", "observability",
+    "dependencies", "configuration", "consistency", "accessibility", "maintainability",
+    "correctness", "simplicity",
+];
+
+const VERDICTS: [&str; 8] = [
+    "looks solid", "needs attention", "is mostly fine", "has one clear risk",
+    "could be simpler", "is worth a second look", "holds up", "is the main concern",
+];
+
+impl MockProvider {
+    pub fn new(profile: Arc<Profile>) -> MockProvider {
+        MockProvider { profile }
+    }
+
+    fn hash(&self, request: &CompletionRequest, salt: &str) -> u64 {
+        let text = format!(
+            "{}\u{0}{}\u{0}{}\u{0}{}\u{0}{}",
+            self.profile.name,
+            request.agent,
+            request.system.as_deref().unwrap_or(""),
+            request.prompt,
+            salt
+        );
+        xxh3_64_with_seed(text.as_bytes(), request.seed)
+    }
+
+    fn compose(&self, request: &CompletionRequest) -> String {
+        let mut rng = fastrand::Rng::with_seed(self.hash(request, "text"));
+        let role = request
+            .system
+            .as_deref()
+            .map(|s| first_sentence(s, 60))
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "assistant".to_string());
+        let (input, deps) = split_layout(&request.prompt);
+        let words = input.split_whitespace().count();
+        let snippet = snippet(input, 8);
+        let mut picks: Vec<&str> = Vec::new();
+        while picks.len() < 3 {
+            let angle = ANGLES[rng.usize(..ANGLES.len())];
+            if !picks.contains(&angle) {
+                picks.push(angle);
+            }
+        }
+        let mut text = format!(
+            "[{} as {}] On \"{}\" ({} word{}): {} {}; {} and {} follow.",
+            self.profile.model,
+            role,
+            snippet,
+            words,
+            if words == 1 { "" } else { "s" },
+            picks[0],
+            VERDICTS[rng.usize(..VERDICTS.len())],
+            picks[1],
+            picks[2],
+        );
+        if !deps.is_empty() {
+            text.push_str(&format!(" Building on {}.", deps.join(", ")));
+        }
+        if let Some(max) = request.max_tokens {
+            let limit = (max as usize).saturating_mul(4);
+            if text.len() > limit {
+                let cut = (0..=limit).rev().find(|&i| text.is_char_boundary(i)).unwrap_or(0);
+                text.truncate(cut);
+            }
+        }
+        text
+    }
+}
+
+/// Input part of a prompt and the dependency names of orc's default layout.
+fn split_layout(prompt: &str) -> (&str, Vec<String>) {
+    let deps = prompt
+        .lines()
+        .filter_map(|line| line.strip_prefix(DEPENDENCY_HEADER))
+        .filter_map(|rest| rest.split('`').next())
+        .map(String::from)
+        .collect();
+    let input = prompt
+        .find(&format!("\n{DEPENDENCY_HEADER}"))
+        .map_or(prompt, |i| &prompt[..i]);
+    (input.trim(), deps)
+}
+
+fn first_sentence(text: &str, max: usize) -> String {
+    let end = text.find(['.', '\n', '!', '?']).unwrap_or(text.len());
+    text[..end].trim().chars().take(max).collect()
+}
+
+fn snippet(text: &str, words: usize) -> String {
+    let mut out: Vec<&str> = text.split_whitespace().take(words).collect();
+    if text.split_whitespace().count() > words {
+        out.push("...");
+    }
+    out.join(" ")
+}
+
+/// A rough token count: four characters a token, as most tokenizers average on English.
+pub(crate) fn estimate_tokens(text: &str) -> u64 {
+    (text.chars().count() as u64).div_ceil(4).max(1)
+}
+
+#[async_trait]
+impl Provider for MockProvider {
+    async fn complete(&self, request: CompletionRequest) -> Result<Completion, ProviderError> {
+        let settings = &self.profile.mock;
+        let attempt_salt = format!("attempt {}", request.attempt);
+        let mut rng = fastrand::Rng::with_seed(self.hash(&request, &attempt_salt));
+        let jitter = if settings.jitter.is_zero() {
+            Duration::ZERO
+        } else {
+            settings.jitter.mul_f64(rng.f64())
+        };
+        let latency = settings.latency + jitter;
+        if !latency.is_zero() {
+            tokio::time::sleep(latency).await;
+        }
+        let fails = request.attempt <= settings.fail_attempts
+            || (settings.fail_rate > 0.0 && rng.f64() < settings.fail_rate);
+        if fails {
+            return Err(match settings.fail_with {
+                MockFailure::Timeout => ProviderError::Timeout,
+                MockFailure::RateLimit => ProviderError::RateLimited {
+                    retry_after: Some(Duration::from_millis(100)),
+                },
+                MockFailure::ServerError => ProviderError::Http {
+                    status: 500,
+                    body_excerpt: "mock: injected server error".into(),
+                },
+                MockFailure::BadRequest => ProviderError::Http {
+                    status: 400,
+                    body_excerpt: "mock: injected bad request".into(),
+                },
+            });
+        }
+        let text = self.compose(&request);
+        let prompt_tokens = estimate_tokens(&request.prompt)
+            + request.system.as_deref().map_or(0, estimate_tokens);
+        Ok(Completion {
+            usage: Usage {
+                input_tokens: prompt_tokens,
+                output_tokens: estimate_tokens(&text),
+            },
+            text,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ProfileSet;
+
+    fn request(prompt: &str, seed: u64) -> CompletionRequest {
+        CompletionRequest {
+            agent: "a".into(),
+            system: Some("Find bugs. Be brief.".into()),
+            prompt: prompt.into(),
+            temperature: None,
+            max_tokens: None,
+            options: Default::default(),
+            attempt: 1,
+            seed,
+        }
+    }
+
+    #[tokio::test]
+    async fn deterministic_per_seed_and_prompt() {
+        let profile = ProfileSet::builtin().get("mock-fast").unwrap().clone();
+        let mock = MockProvider::new(profile);
+        let a = mock.complete(request("fn main() {}", 1)).await.unwrap();
+        let b = mock.complete(request("fn main() {}", 1)).await.unwrap();
+        let c = mock.complete(request("fn main() {}", 2)).await.unwrap();
+        assert_eq!(a.text, b.text);
+        assert_ne!(a.text, c.text);
+        assert!(a.text.contains("fn main() {}"), "{}", a.text);
+        assert!(a.text.contains("Find bugs"), "{}", a.text);
+        assert!(a.usage.input_tokens > 0 && a.usage.output_tokens > 0);
+    }
+
+    #[test]
+    fn reads_dependency_names_from_the_layout() {
+        let prompt = format!("review this\n\n{DEPENDENCY_HEADER}security`:\nok\n\n{DEPENDENCY_HEADER}perf`:\nslow\n");
+        let (input, deps) = split_layout(&prompt);
+        assert_eq!(input, "review this");
+        assert_eq!(deps, vec!["security", "perf"]);
+    }
+}

@@ -1,0 +1,139 @@
+//! Prompt templates: the one minijinja environment orc renders `prompt:` with, and the
+//! load-time check that finds syntax errors and undefined variables before any call is made.
+//! Pure: no IO.
+
+use std::ops::Range;
+
+use minijinja::{Environment, UndefinedBehavior, Value};
+
+/// Names a template may read. `agents.NAME` is checked against the agent's dependencies.
+pub const TEMPLATE_VARIABLES: [&str; 3] = ["input", "deps", "agents"];
+
+/// The environment every template is compiled and rendered in: undefined variables are
+/// errors, and `truncate(n)` shortens text to `n` characters.
+pub fn environment() -> Environment<'static> {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.add_filter("truncate", truncate);
+    env
+}
+
+/// `{{ input | truncate(2000) }}`: at most `length` characters, marked with `...` when cut.
+fn truncate(text: &str, length: Option<usize>) -> String {
+    let length = length.unwrap_or(255);
+    if text.chars().count() <= length {
+        return text.to_string();
+    }
+    let mut out: String = text.chars().take(length.saturating_sub(3)).collect();
+    out.push_str("...");
+    out
+}
+
+/// Something wrong with a template, with the byte range in the template text it concerns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TemplateProblem {
+    Syntax { message: String, range: Option<Range<usize>> },
+    Undefined { variable: String, range: Option<Range<usize>> },
+    NotDependency { agent: String, range: Option<Range<usize>> },
+}
+
+/// Checks `source` for syntax errors, unknown filters, undefined variables and
+/// `agents.NAME` references outside `available` (the agent's dependencies).
+pub fn check(source: &str, available: &[&str]) -> Vec<TemplateProblem> {
+    let env = environment();
+    let template = match env.template_from_str(source) {
+        Ok(t) => t,
+        Err(e) => {
+            return vec![TemplateProblem::Syntax {
+                message: e.detail().map_or_else(|| e.kind().to_string(), str::to_string),
+                range: e.range(),
+            }];
+        }
+    };
+    let mut problems = Vec::new();
+    let mut variables: Vec<String> = template.undeclared_variables(true).into_iter().collect();
+    variables.sort();
+    for variable in variables {
+        let (root, rest) = variable.split_once('.').unwrap_or((&variable, ""));
+        if !TEMPLATE_VARIABLES.contains(&root) {
+            problems.push(TemplateProblem::Undefined {
+                range: find_word(source, root),
+                variable: root.to_string(),
+            });
+        } else if root == "agents" && !rest.is_empty() {
+            let name = rest.split('.').next().unwrap_or(rest);
+            if !available.contains(&name) {
+                problems.push(TemplateProblem::NotDependency {
+                    agent: name.to_string(),
+                    range: find_word(source, &format!("agents.{name}")),
+                });
+            }
+        }
+    }
+    // Filters and tests are looked up at render time; a dry render with placeholder values
+    // finds unknown ones now. Other render errors depend on real values and are not reported.
+    if problems.is_empty() {
+        let deps: Vec<Value> = available
+            .iter()
+            .map(|name| {
+                Value::from(minijinja::value::Serde(serde_json::json!({
+                    "name": name, "output": "", "status": "succeeded", "json": null
+                })))
+            })
+            .collect();
+        let agents: std::collections::BTreeMap<&str, Value> =
+            available.iter().zip(&deps).map(|(n, d)| (*n, d.clone())).collect();
+        let ctx = minijinja::context! { input => "", deps => deps, agents => agents };
+        if let Err(e) = template.render(ctx) {
+            if matches!(
+                e.kind(),
+                minijinja::ErrorKind::UnknownFilter
+                    | minijinja::ErrorKind::UnknownTest
+                    | minijinja::ErrorKind::UnknownFunction
+            ) {
+                problems.push(TemplateProblem::Syntax {
+                    message: e.detail().map_or_else(|| e.kind().to_string(), str::to_string),
+                    range: e.range(),
+                });
+            }
+        }
+    }
+    problems
+}
+
+fn find_word(source: &str, word: &str) -> Option<Range<usize>> {
+    source.match_indices(word).find_map(|(i, _)| {
+        let before = source[..i].chars().next_back();
+        let after = source[i + word.len()..].chars().next();
+        let boundary = |c: Option<char>| c.is_none_or(|c| !(c.is_alphanumeric() || c == '_'));
+        (boundary(before) && boundary(after)).then(|| i..i + word.len())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_the_documented_variables() {
+        let src = "{{ input | truncate(20) }}{% for d in deps %}{{ d.name }}{{ d.output }}{% endfor %}{{ agents.a.output }}";
+        assert_eq!(check(src, &["a"]), vec![]);
+    }
+
+    #[test]
+    fn finds_problems() {
+        assert!(matches!(check("{{ input ", &[])[0], TemplateProblem::Syntax { .. }));
+        assert_eq!(
+            check("hi {{ inptu }}", &[]),
+            vec![TemplateProblem::Undefined { variable: "inptu".into(), range: Some(6..11) }]
+        );
+        assert!(matches!(check("{{ agents.b.output }}", &["a"])[0], TemplateProblem::NotDependency { .. }));
+        assert!(matches!(check("{{ input | shout }}", &[])[0], TemplateProblem::Syntax { .. }));
+    }
+
+    #[test]
+    fn truncates_by_characters() {
+        assert_eq!(truncate("héllo world", Some(8)), "héllo...");
+        assert_eq!(truncate("short", Some(8)), "short");
+    }
+}
