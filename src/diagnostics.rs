@@ -38,7 +38,7 @@ impl Renderer {
         Renderer {
             handler: GraphicalReportHandler::new_themed(theme)
                 .with_width(100)
-                .with_context_lines(0),
+                .with_context_lines(1),
         }
     }
 

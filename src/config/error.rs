@@ -155,7 +155,8 @@ fn in_what(context: &Option<String>) -> String {
 }
 
 impl ConfigErrorKind {
-    fn code(&self) -> &'static str {
+    /// Stable identifier of the kind of problem, for `--output json` and docs.
+    pub fn code(&self) -> &'static str {
         match self {
             ConfigErrorKind::Unreadable { .. } => "orc::config::unreadable",
             ConfigErrorKind::TooLarge { .. } => "orc::config::too_large",
@@ -339,9 +340,6 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 impl Diagnostic for ConfigError {
-    fn code<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
-        Some(Box::new(self.kind.code()))
-    }
 
     fn severity(&self) -> Option<Severity> {
         Some(if self.kind.is_warning() {

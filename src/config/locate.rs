@@ -121,7 +121,13 @@ impl<'a> Locator<'a> {
             Node::Scalar(scalar) => {
                 let start = scalar.span().start()?;
                 let offset = self.file.offset_of(start.line(), start.column());
-                Some(SourceSpan::new(offset.into(), self.scalar_width(offset)))
+                let value = scalar.as_str();
+                let width = if !value.is_empty() && self.file.text[offset..].starts_with(value) {
+                    value.len()
+                } else {
+                    self.scalar_width(offset)
+                };
+                Some(SourceSpan::new(offset.into(), width))
             }
             _ => {
                 if let Some(PathSeg::Key(_)) = path.last() {

@@ -159,11 +159,20 @@ pub(super) fn lower(name: &str, spec: &ProfileSpec, origin: Origin) -> Result<Pr
             tokens_per_minute: limits.tokens_per_minute,
             max_concurrency: limits.max_concurrency,
         },
-        price: spec.price.as_ref().map(|p| Price {
-            input_per_mtok: p.input_per_mtok,
-            output_per_mtok: p.output_per_mtok,
-            cached_input_per_mtok: p.cached_input_per_mtok.unwrap_or(p.input_per_mtok),
-        }),
+        price: match (&spec.price, spec.provider) {
+            (Some(p), _) => Some(Price {
+                input_per_mtok: p.input_per_mtok,
+                output_per_mtok: p.output_per_mtok,
+                cached_input_per_mtok: p.cached_input_per_mtok.unwrap_or(p.input_per_mtok),
+            }),
+            // The mock costs nothing, and that is known, not assumed.
+            (None, ProviderKind::Mock) => Some(Price {
+                input_per_mtok: 0.0,
+                output_per_mtok: 0.0,
+                cached_input_per_mtok: 0.0,
+            }),
+            (None, _) => None,
+        },
         options: spec.options.clone().unwrap_or_default(),
         mock: MockSettings {
             latency: Duration::from_millis(spec.latency_ms.unwrap_or(0)),

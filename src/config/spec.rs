@@ -448,7 +448,8 @@ pub struct ProfileSpec {
     /// Rate and concurrency limits shared by every agent using this profile.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<LimitsSpec>,
-    /// Price per million tokens; cost is unknown (never zero) without one.
+    /// Price per million tokens. Without one, cost is reported as unknown (never as zero),
+    /// except for `mock` profiles, which are free.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub price: Option<PriceSpec>,
     /// Provider-specific options, passed through unchanged.

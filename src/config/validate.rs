@@ -286,6 +286,10 @@ pub(super) fn validate(doc: Document, base_profiles: &ProfileSet, mut report: Co
 
     let Checker { report: semantic, .. } = c;
     report.extend(semantic);
+    // Document order reads best; errors without a location go first.
+    report
+        .diagnostics
+        .sort_by_key(|d| d.span.map_or(0, |s| s.offset()));
     if report.has_errors() || agents.len() != raw_agents.len() {
         // Errors were reported; only a complete, valid ensemble is returned.
         return (None, report);
