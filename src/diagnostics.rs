@@ -65,7 +65,11 @@ impl Renderer {
                 errors,
                 if errors == 1 { "" } else { "s" },
                 if warnings > 0 {
-                    format!(" and {} warning{}", warnings, if warnings == 1 { "" } else { "s" })
+                    format!(
+                        " and {} warning{}",
+                        warnings,
+                        if warnings == 1 { "" } else { "s" }
+                    )
                 } else {
                     String::new()
                 }

@@ -32,9 +32,18 @@ fn truncate(text: &str, length: Option<usize>) -> String {
 /// Something wrong with a template, with the byte range in the template text it concerns.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TemplateProblem {
-    Syntax { message: String, range: Option<Range<usize>> },
-    Undefined { variable: String, range: Option<Range<usize>> },
-    NotDependency { agent: String, range: Option<Range<usize>> },
+    Syntax {
+        message: String,
+        range: Option<Range<usize>>,
+    },
+    Undefined {
+        variable: String,
+        range: Option<Range<usize>>,
+    },
+    NotDependency {
+        agent: String,
+        range: Option<Range<usize>>,
+    },
 }
 
 /// Checks `source` for syntax errors, unknown filters, undefined variables and
@@ -45,7 +54,9 @@ pub fn check(source: &str, available: &[&str]) -> Vec<TemplateProblem> {
         Ok(t) => t,
         Err(e) => {
             return vec![TemplateProblem::Syntax {
-                message: e.detail().map_or_else(|| e.kind().to_string(), str::to_string),
+                message: e
+                    .detail()
+                    .map_or_else(|| e.kind().to_string(), str::to_string),
                 range: e.range(),
             }];
         }
@@ -81,8 +92,11 @@ pub fn check(source: &str, available: &[&str]) -> Vec<TemplateProblem> {
                 })))
             })
             .collect();
-        let agents: std::collections::BTreeMap<&str, Value> =
-            available.iter().zip(&deps).map(|(n, d)| (*n, d.clone())).collect();
+        let agents: std::collections::BTreeMap<&str, Value> = available
+            .iter()
+            .zip(&deps)
+            .map(|(n, d)| (*n, d.clone()))
+            .collect();
         let ctx = minijinja::context! { input => "", deps => deps, agents => agents };
         if let Err(e) = template.render(ctx) {
             if matches!(
@@ -92,7 +106,9 @@ pub fn check(source: &str, available: &[&str]) -> Vec<TemplateProblem> {
                     | minijinja::ErrorKind::UnknownFunction
             ) {
                 problems.push(TemplateProblem::Syntax {
-                    message: e.detail().map_or_else(|| e.kind().to_string(), str::to_string),
+                    message: e
+                        .detail()
+                        .map_or_else(|| e.kind().to_string(), str::to_string),
                     range: e.range(),
                 });
             }
@@ -122,13 +138,25 @@ mod tests {
 
     #[test]
     fn finds_problems() {
-        assert!(matches!(check("{{ input ", &[])[0], TemplateProblem::Syntax { .. }));
+        assert!(matches!(
+            check("{{ input ", &[])[0],
+            TemplateProblem::Syntax { .. }
+        ));
         assert_eq!(
             check("hi {{ inptu }}", &[]),
-            vec![TemplateProblem::Undefined { variable: "inptu".into(), range: Some(6..11) }]
+            vec![TemplateProblem::Undefined {
+                variable: "inptu".into(),
+                range: Some(6..11)
+            }]
         );
-        assert!(matches!(check("{{ agents.b.output }}", &["a"])[0], TemplateProblem::NotDependency { .. }));
-        assert!(matches!(check("{{ input | shout }}", &[])[0], TemplateProblem::Syntax { .. }));
+        assert!(matches!(
+            check("{{ agents.b.output }}", &["a"])[0],
+            TemplateProblem::NotDependency { .. }
+        ));
+        assert!(matches!(
+            check("{{ input | shout }}", &[])[0],
+            TemplateProblem::Syntax { .. }
+        ));
     }
 
     #[test]

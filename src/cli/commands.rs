@@ -9,7 +9,12 @@ use crate::plan::{Plan, PlanFormat, render};
 
 pub(crate) fn validate(ctx: &Context, paths: &[PathBuf]) -> Exit {
     let files: Vec<PathBuf> = if paths.is_empty() {
-        let found: Vec<PathBuf> = ctx.dirs.list_ensembles().into_iter().map(|f| f.path).collect();
+        let found: Vec<PathBuf> = ctx
+            .dirs
+            .list_ensembles()
+            .into_iter()
+            .map(|f| f.path)
+            .collect();
         if found.is_empty() {
             ctx.error("no ensembles found on the search path");
             eprintln!("  help: pass files to check, or run `orc init` to create .orc/ensembles");
@@ -47,7 +52,12 @@ pub(crate) fn validate(ctx: &Context, paths: &[PathBuf]) -> Exit {
         } else {
             let (ensemble, report) = config::load_ensemble(file, &profiles);
             let summary = ensemble.map_or_else(String::new, |e| {
-                format!("ensemble `{}`, {} agent{}", e.name, e.agents.len(), if e.agents.len() == 1 { "" } else { "s" })
+                format!(
+                    "ensemble `{}`, {} agent{}",
+                    e.name,
+                    e.agents.len(),
+                    if e.agents.len() == 1 { "" } else { "s" }
+                )
             });
             (summary, report)
         };
@@ -59,7 +69,11 @@ pub(crate) fn validate(ctx: &Context, paths: &[PathBuf]) -> Exit {
         }
     }
     if failed > 0 {
-        eprintln!("{failed} of {} file{} invalid", files.len(), if files.len() == 1 { "" } else { "s" });
+        eprintln!(
+            "{failed} of {} file{} invalid",
+            files.len(),
+            if files.len() == 1 { "" } else { "s" }
+        );
         Exit::Invalid
     } else {
         Exit::Ok
@@ -68,8 +82,13 @@ pub(crate) fn validate(ctx: &Context, paths: &[PathBuf]) -> Exit {
 
 /// A profiles file has `model_profiles:` and no `agents:`.
 fn is_profiles_file(path: &Path) -> bool {
-    let Ok(text) = std::fs::read_to_string(path) else { return false };
-    let has_top = |key: &str| text.lines().any(|l| l.starts_with(key) && l[key.len()..].trim_start().starts_with(':'));
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return false;
+    };
+    let has_top = |key: &str| {
+        text.lines()
+            .any(|l| l.starts_with(key) && l[key.len()..].trim_start().starts_with(':'))
+    };
     has_top("model_profiles") && !has_top("agents")
 }
 
@@ -87,16 +106,34 @@ pub(crate) fn list(ctx: &Context) -> Exit {
     let found = ctx.dirs.list_ensembles();
     if found.is_empty() {
         eprintln!("no ensembles found");
-        let dirs: Vec<String> = ctx.dirs.ensemble_dirs().iter().map(|(d, _)| d.display().to_string()).collect();
-        eprintln!("  looked in: {}", if dirs.is_empty() { "(no .orc directory and no HOME)".into() } else { dirs.join(", ") });
+        let dirs: Vec<String> = ctx
+            .dirs
+            .ensemble_dirs()
+            .iter()
+            .map(|(d, _)| d.display().to_string())
+            .collect();
+        eprintln!(
+            "  looked in: {}",
+            if dirs.is_empty() {
+                "(no .orc directory and no HOME)".into()
+            } else {
+                dirs.join(", ")
+            }
+        );
         eprintln!("  help: run `orc init` to create .orc/ensembles with an example");
         return Exit::Ok;
     }
     let width = found.iter().map(|f| f.name.len()).max().unwrap_or(4).max(4);
     let mut out = format!("{:<width$}  {:<7}  {}\n", "NAME", "SCOPE", "PATH");
     for f in &found {
-        let description = ensemble_description(&f.path).map(|d| format!("  {d}")).unwrap_or_default();
-        let shadowed = if f.shadowed { "  (shadowed by the project's)" } else { "" };
+        let description = ensemble_description(&f.path)
+            .map(|d| format!("  {d}"))
+            .unwrap_or_default();
+        let shadowed = if f.shadowed {
+            "  (shadowed by the project's)"
+        } else {
+            ""
+        };
         out.push_str(&format!(
             "{:<width$}  {:<7}  {}{}{}\n",
             f.name,
@@ -122,7 +159,10 @@ pub(crate) fn profiles(ctx: &Context) -> Exit {
         Err(exit) => return exit,
     };
     let width = profiles.names().map(str::len).max().unwrap_or(4).max(4);
-    let mut out = format!("{:<width$}  {:<17}  {:<24}  {}\n", "NAME", "PROVIDER", "MODEL", "ORIGIN");
+    let mut out = format!(
+        "{:<width$}  {:<17}  {:<24}  {}\n",
+        "NAME", "PROVIDER", "MODEL", "ORIGIN"
+    );
     for p in profiles.iter() {
         out.push_str(&format!(
             "{:<width$}  {:<17}  {:<24}  {}\n",
@@ -176,8 +216,14 @@ pub(crate) fn init(ctx: &Context, force: bool) -> Exit {
     let files = [
         (root.join("config.yaml"), INIT_CONFIG),
         (root.join("ensembles/example.yaml"), INIT_ENSEMBLE),
-        (root.join("schemas/ensemble.schema.json"), ensemble_schema.as_str()),
-        (root.join("schemas/profiles.schema.json"), profiles_schema.as_str()),
+        (
+            root.join("schemas/ensemble.schema.json"),
+            ensemble_schema.as_str(),
+        ),
+        (
+            root.join("schemas/profiles.schema.json"),
+            profiles_schema.as_str(),
+        ),
     ];
     if !force {
         if let Some((existing, _)) = files.iter().find(|(p, _)| p.exists()) {
@@ -186,7 +232,11 @@ pub(crate) fn init(ctx: &Context, force: bool) -> Exit {
             return Exit::Invalid;
         }
     }
-    for dir in [root.join("ensembles"), root.join("profiles"), root.join("schemas")] {
+    for dir in [
+        root.join("ensembles"),
+        root.join("profiles"),
+        root.join("schemas"),
+    ] {
         if let Err(e) = std::fs::create_dir_all(&dir) {
             ctx.error(&format!("cannot create `{}`: {e}", dir.display()));
             return Exit::Invalid;
@@ -198,7 +248,10 @@ pub(crate) fn init(ctx: &Context, force: bool) -> Exit {
             return Exit::Invalid;
         }
     }
-    eprintln!("created {}/ with config.yaml, ensembles/example.yaml, profiles/ and schemas/", root.display());
+    eprintln!(
+        "created {}/ with config.yaml, ensembles/example.yaml, profiles/ and schemas/",
+        root.display()
+    );
     eprintln!("try: echo 'fn add(a: i32, b: i32) -> i32 {{ a - b }}' | orc invoke example");
     Exit::Ok
 }

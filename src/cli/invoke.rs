@@ -13,7 +13,9 @@ use super::args::{InvokeArgs, OutputFormat};
 use super::output::{JsonLines, json_result, text_result, write_stdout};
 use crate::config::{ConfigErrorKind, Ensemble};
 use crate::diagnostics::Exit;
-use crate::exec::{self, AgentStatus, Event, EventSink, ProviderRegistry, RunOptions, RunOutcome, RunStatus};
+use crate::exec::{
+    self, AgentStatus, Event, EventSink, ProviderRegistry, RunOptions, RunOutcome, RunStatus,
+};
 use crate::plan::Plan;
 use crate::progress::ProgressView;
 
@@ -34,9 +36,15 @@ pub(crate) fn invoke(ctx: &Context, args: InvokeArgs) -> Exit {
         ctx.error(&format!(
             "ensemble `{}` uses {} that this version of orc validates but cannot run yet",
             ensemble.name,
-            unsupported.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ")
+            unsupported
+                .iter()
+                .map(|k| format!("`{k}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
         ));
-        eprintln!("  help: remove those keys to run the rest, or check `orc --version` for a newer release");
+        eprintln!(
+            "  help: remove those keys to run the rest, or check `orc --version` for a newer release"
+        );
         return Exit::Invalid;
     }
     let plan = Arc::new(Plan::new(ensemble));
@@ -44,11 +52,16 @@ pub(crate) fn invoke(ctx: &Context, args: InvokeArgs) -> Exit {
         Ok(p) => p,
         Err((profile, error)) => {
             ctx.error(&format!("profile `{profile}`: {error}"));
-            eprintln!("  help: this version runs the offline `mock` provider only; use `model_profile: mock` (see `orc profiles`)");
+            eprintln!(
+                "  help: this version runs the offline `mock` provider only; use `model_profile: mock` (see `orc profiles`)"
+            );
             return Exit::Invalid;
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             ctx.error(&format!("cannot start the async runtime: {e}"));
@@ -100,7 +113,11 @@ fn run_id() -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
-    format!("run-{:x}-{:04x}", nanos / 1_000_000, std::process::id() & 0xffff)
+    format!(
+        "run-{:x}-{:04x}",
+        nanos / 1_000_000,
+        std::process::id() & 0xffff
+    )
 }
 
 /// Strips exactly one final newline (`\n` or `\r\n`).
@@ -160,7 +177,9 @@ fn read_lines(ctx: &Context) -> Result<Vec<String>, Exit> {
     let stdin = std::io::stdin();
     if stdin.is_terminal() {
         ctx.error("--each-line reads its inputs from stdin");
-        eprintln!("  help: pipe one input per line, e.g. `cat topics.txt | orc invoke FILE --each-line`");
+        eprintln!(
+            "  help: pipe one input per line, e.g. `cat topics.txt | orc invoke FILE --each-line`"
+        );
         return Err(Exit::Invalid);
     }
     let mut text = String::new();
@@ -193,7 +212,13 @@ impl EventSink for InvokeSink {
     }
 }
 
-async fn single(ctx: &Context, args: &InvokeArgs, plan: Arc<Plan>, input: String, mut options: RunOptions) -> Exit {
+async fn single(
+    ctx: &Context,
+    args: &InvokeArgs,
+    plan: Arc<Plan>,
+    input: String,
+    mut options: RunOptions,
+) -> Exit {
     options.run_id = run_id();
     let show_progress = !args.quiet && std::io::stderr().is_terminal();
     let mut sink = InvokeSink {
@@ -240,7 +265,10 @@ fn report_run(ctx: &Context, outcome: &RunOutcome) {
             AgentStatus::Skipped => eprintln!(
                 "skipped: agent `{}` ({})",
                 agent.name,
-                agent.error.as_deref().unwrap_or("a dependency did not succeed")
+                agent
+                    .error
+                    .as_deref()
+                    .unwrap_or("a dependency did not succeed")
             ),
             _ => {}
         }
@@ -254,12 +282,18 @@ fn report_run(ctx: &Context, outcome: &RunOutcome) {
         RunStatus::Interrupted => "interrupted".to_string(),
     };
     let mut parts = vec![format!("{} succeeded", t.succeeded)];
-    for (n, what) in [(t.failed, "failed"), (t.skipped, "skipped"), (t.cancelled, "cancelled")] {
+    for (n, what) in [
+        (t.failed, "failed"),
+        (t.skipped, "skipped"),
+        (t.cancelled, "cancelled"),
+    ] {
         if n > 0 {
             parts.push(format!("{n} {what}"));
         }
     }
-    let cost = t.cost_usd.map_or_else(|| "cost unknown".to_string(), |c| format!("${c:.4}"));
+    let cost = t
+        .cost_usd
+        .map_or_else(|| "cost unknown".to_string(), |c| format!("${c:.4}"));
     eprintln!(
         "orc: {headline}: {} · {} tokens in, {} out · {} · {:.2}s",
         parts.join(", "),
@@ -270,7 +304,13 @@ fn report_run(ctx: &Context, outcome: &RunOutcome) {
     );
 }
 
-async fn each_line(ctx: &Context, args: &InvokeArgs, plan: Arc<Plan>, lines: Vec<String>, options: RunOptions) -> Exit {
+async fn each_line(
+    ctx: &Context,
+    args: &InvokeArgs,
+    plan: Arc<Plan>,
+    lines: Vec<String>,
+    options: RunOptions,
+) -> Exit {
     let total = lines.len();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(usize, RunOutcome)>();
     for (index, line) in lines.into_iter().enumerate() {
@@ -288,7 +328,8 @@ async fn each_line(ctx: &Context, args: &InvokeArgs, plan: Arc<Plan>, lines: Vec
     let bar = show_progress.then(|| {
         let bar = indicatif::ProgressBar::new(total as u64);
         bar.set_style(
-            indicatif::ProgressStyle::with_template("{spinner} {pos}/{len} inputs {elapsed:>4}").expect("valid template"),
+            indicatif::ProgressStyle::with_template("{spinner} {pos}/{len} inputs {elapsed:>4}")
+                .expect("valid template"),
         );
         bar.enable_steady_tick(Duration::from_millis(100));
         bar
@@ -341,7 +382,12 @@ async fn each_line(ctx: &Context, args: &InvokeArgs, plan: Arc<Plan>, lines: Vec
         }
     }
     if !args.quiet {
-        eprintln!("orc: {total} input{}: {} succeeded, {failed} failed{}", if total == 1 { "" } else { "s" }, total - failed - usize::from(interrupted).min(total), if interrupted { ", interrupted" } else { "" });
+        eprintln!(
+            "orc: {total} input{}: {} succeeded, {failed} failed{}",
+            if total == 1 { "" } else { "s" },
+            total - failed - usize::from(interrupted).min(total),
+            if interrupted { ", interrupted" } else { "" }
+        );
     }
     let _ = ctx;
     if interrupted {

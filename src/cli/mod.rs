@@ -29,7 +29,9 @@ where
         Err(e) => {
             let _ = e.print();
             return match e.kind() {
-                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => Exit::Ok,
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+                    Exit::Ok
+                }
                 _ => Exit::Invalid,
             }
             .into();
@@ -62,7 +64,8 @@ impl Context {
             ColorChoice::Always => true,
             ColorChoice::Never => false,
             ColorChoice::Auto => {
-                std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stderr().is_terminal()
+                std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+                    && std::io::stderr().is_terminal()
             }
         };
         let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
@@ -76,7 +79,11 @@ impl Context {
 
     /// Prints an error line to stderr.
     pub(crate) fn error(&self, message: &str) {
-        let prefix = if self.color { "\x1b[1;31merror\x1b[0m" } else { "error" };
+        let prefix = if self.color {
+            "\x1b[1;31merror\x1b[0m"
+        } else {
+            "error"
+        };
         eprintln!("{prefix}: {message}");
     }
 
@@ -102,20 +109,30 @@ impl Context {
         if as_path.is_file() {
             return Ok(as_path.to_path_buf());
         }
-        let looks_like_path = arg.contains(std::path::MAIN_SEPARATOR) || arg.contains('/')
-            || arg.ends_with(".yaml") || arg.ends_with(".yml");
+        let looks_like_path = arg.contains(std::path::MAIN_SEPARATOR)
+            || arg.contains('/')
+            || arg.ends_with(".yaml")
+            || arg.ends_with(".yml");
         if !looks_like_path {
             if let Some(found) = self.dirs.find_ensemble(arg) {
                 return Ok(found);
             }
         }
-        let known: Vec<String> = self.dirs.list_ensembles().into_iter().map(|f| f.name).collect();
+        let known: Vec<String> = self
+            .dirs
+            .list_ensembles()
+            .into_iter()
+            .map(|f| f.name)
+            .collect();
         if looks_like_path {
             self.error(&format!("no ensemble file `{arg}`"));
         } else {
             self.error(&format!("no ensemble named `{arg}`"));
         }
-        let stem = as_path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let stem = as_path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
         if let Some(s) = closest(&stem, known.iter().map(String::as_str)) {
             eprintln!("  help: did you mean `{s}`?");
         } else {
@@ -126,9 +143,14 @@ impl Context {
                 .map(|(d, _)| d.display().to_string())
                 .collect();
             if searched.is_empty() {
-                eprintln!("  help: give a path to a .yaml file, or run `orc init` to create .orc/ensembles");
+                eprintln!(
+                    "  help: give a path to a .yaml file, or run `orc init` to create .orc/ensembles"
+                );
             } else {
-                eprintln!("  help: give a path to a .yaml file, or put NAME.yaml in {}", searched.join(" or "));
+                eprintln!(
+                    "  help: give a path to a .yaml file, or put NAME.yaml in {}",
+                    searched.join(" or ")
+                );
             }
         }
         Err(Exit::Invalid)

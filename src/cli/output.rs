@@ -81,7 +81,11 @@ impl EventSink for JsonLines {
         let mut line = serde_json::to_string(event).expect("events serialize");
         line.push('\n');
         let mut out = std::io::stdout().lock();
-        if out.write_all(line.as_bytes()).and_then(|()| out.flush()).is_err() {
+        if out
+            .write_all(line.as_bytes())
+            .and_then(|()| out.flush())
+            .is_err()
+        {
             self.broken = true;
         }
     }

@@ -56,7 +56,11 @@ impl Dirs {
 
     /// Configuration directories, lowest precedence first.
     pub fn config_dirs(&self) -> Vec<PathBuf> {
-        self.user.iter().chain(self.project.iter()).cloned().collect()
+        self.user
+            .iter()
+            .chain(self.project.iter())
+            .cloned()
+            .collect()
     }
 
     /// Ensemble directories, highest precedence first.
@@ -129,7 +133,10 @@ mod tests {
             project: Some(tmp.path().join("repo/.orc")),
             user: Some(tmp.path().join("home/orc")),
         };
-        assert_eq!(dirs.find_ensemble("review"), Some(project.join("review.yaml")));
+        assert_eq!(
+            dirs.find_ensemble("review"),
+            Some(project.join("review.yaml"))
+        );
         assert_eq!(dirs.find_ensemble("other"), Some(user.join("other.yml")));
         let listed = dirs.list_ensembles();
         assert_eq!(listed.len(), 3);

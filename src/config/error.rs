@@ -82,7 +82,10 @@ pub enum ConfigErrorKind {
         valid: Vec<String>,
     },
     #[error("missing required key `{key}`{}", in_what(.context))]
-    MissingKey { key: String, context: Option<String> },
+    MissingKey {
+        key: String,
+        context: Option<String>,
+    },
     #[error("`{key}` must be {expected}, found {found}")]
     WrongType {
         key: String,
@@ -140,7 +143,9 @@ pub enum ConfigErrorKind {
         variable: String,
         suggestion: Option<String>,
     },
-    #[error("template of agent `{agent}` reads `agents.{other}`, which is not among its dependencies")]
+    #[error(
+        "template of agent `{agent}` reads `agents.{other}`, which is not among its dependencies"
+    )]
     TemplateNotDependency { agent: String, other: String },
     #[error("`{key}` on a `{kind}` agent is not run by this version of orc")]
     NotYetSupported { key: String, kind: String },
@@ -182,9 +187,7 @@ impl ConfigErrorKind {
             ConfigErrorKind::ProfileMissingKey { .. } => "orc::config::profile_missing_key",
             ConfigErrorKind::TemplateSyntax { .. } => "orc::config::template_syntax",
             ConfigErrorKind::TemplateUndefined { .. } => "orc::config::template_undefined",
-            ConfigErrorKind::TemplateNotDependency { .. } => {
-                "orc::config::template_not_dependency"
-            }
+            ConfigErrorKind::TemplateNotDependency { .. } => "orc::config::template_not_dependency",
             ConfigErrorKind::NotYetSupported { .. } => "orc::config::not_yet_supported",
             ConfigErrorKind::KeyNotForKind { .. } => "orc::config::key_not_for_kind",
         }
@@ -326,7 +329,10 @@ impl ConfigError {
     /// 1-based line and column of the span's start, for plain-text reports.
     pub fn line_col(&self) -> Option<(usize, usize)> {
         let span = self.span?;
-        let contents = self.source.read_span(&(span.offset(), 0).into(), 0, 0).ok()?;
+        let contents = self
+            .source
+            .read_span(&(span.offset(), 0).into(), 0, 0)
+            .ok()?;
         Some((contents.line() + 1, contents.column() + 1))
     }
 }
@@ -340,7 +346,6 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 impl Diagnostic for ConfigError {
-
     fn severity(&self) -> Option<Severity> {
         Some(if self.kind.is_warning() {
             Severity::Warning
@@ -350,7 +355,9 @@ impl Diagnostic for ConfigError {
     }
 
     fn help<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
-        self.kind.help().map(|h| Box::new(h) as Box<dyn fmt::Display>)
+        self.kind
+            .help()
+            .map(|h| Box::new(h) as Box<dyn fmt::Display>)
     }
 
     fn source_code(&self) -> Option<&dyn SourceCode> {
@@ -378,7 +385,10 @@ impl ConfigReport {
     }
 
     pub fn error_count(&self) -> usize {
-        self.diagnostics.iter().filter(|d| !d.kind.is_warning()).count()
+        self.diagnostics
+            .iter()
+            .filter(|d| !d.kind.is_warning())
+            .count()
     }
 
     pub fn extend(&mut self, other: ConfigReport) {

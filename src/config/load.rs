@@ -48,7 +48,11 @@ pub fn read_source(path: &Path) -> Result<SourceFile, ConfigError> {
     source_from_bytes(path, name, bytes)
 }
 
-pub(super) fn source_from_bytes(path: &Path, name: String, bytes: Vec<u8>) -> Result<SourceFile, ConfigError> {
+pub(super) fn source_from_bytes(
+    path: &Path,
+    name: String,
+    bytes: Vec<u8>,
+) -> Result<SourceFile, ConfigError> {
     match String::from_utf8(bytes) {
         Ok(text) => Ok(SourceFile::new(path.to_path_buf(), name, text)),
         Err(e) => {
@@ -97,7 +101,9 @@ pub fn parse_document(file: SourceFile, kind: SchemaKind) -> (Option<Document>, 
             };
             let span = first_content_span(&file);
             report.push(ConfigError::new(
-                ConfigErrorKind::NotAMapping { found: found.into() },
+                ConfigErrorKind::NotAMapping {
+                    found: found.into(),
+                },
                 &file,
                 span,
             ));
@@ -136,9 +142,13 @@ fn syntax_error(file: &SourceFile, error: &serde_yaml::Error) -> ConfigError {
     let tabs = span.is_some_and(|s| {
         let offset = s.offset();
         let start = file.text[..offset].rfind('\n').map_or(0, |i| i + 1);
-        let end = file.text[offset..].find('\n').map_or(file.text.len(), |i| offset + i);
+        let end = file.text[offset..]
+            .find('\n')
+            .map_or(file.text.len(), |i| offset + i);
         // The tab may be on this line or on the line the parser was still reading.
-        let prev_start = file.text[..start.saturating_sub(1)].rfind('\n').map_or(0, |i| i + 1);
+        let prev_start = file.text[..start.saturating_sub(1)]
+            .rfind('\n')
+            .map_or(0, |i| i + 1);
         file.text[prev_start..end].contains('\t')
     }) || message.contains("tab");
     ConfigError::new(ConfigErrorKind::Syntax { message, tabs }, file, span)
@@ -150,7 +160,10 @@ fn first_content_span(file: &SourceFile) -> Option<SourceSpan> {
         let trimmed = line.trim();
         if !trimmed.is_empty() && !trimmed.starts_with('#') && trimmed != "---" {
             let indent = line.len() - line.trim_start().len();
-            return Some(SourceSpan::new((offset + indent).into(), trimmed.len().max(1)));
+            return Some(SourceSpan::new(
+                (offset + indent).into(),
+                trimmed.len().max(1),
+            ));
         }
         offset += line.len();
     }
@@ -174,7 +187,9 @@ fn to_json(value: serde_yaml::Value) -> Value {
             }
         }
         serde_yaml::Value::String(s) => Value::String(s),
-        serde_yaml::Value::Sequence(items) => Value::Array(items.into_iter().map(to_json).collect()),
+        serde_yaml::Value::Sequence(items) => {
+            Value::Array(items.into_iter().map(to_json).collect())
+        }
         serde_yaml::Value::Mapping(map) => Value::Object(
             map.into_iter()
                 .map(|(k, v)| {
@@ -215,7 +230,11 @@ mod tests {
     fn alias_bombs_are_refused() {
         let mut text = String::from("a: &a [x, x, x, x, x, x, x, x, x, x]\n");
         for i in 1..12 {
-            let prev = if i == 1 { "a".to_string() } else { format!("a{}", i - 1) };
+            let prev = if i == 1 {
+                "a".to_string()
+            } else {
+                format!("a{}", i - 1)
+            };
             text.push_str(&format!("a{i}: &a{i} [*{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}]\n"));
         }
         let (doc, report) = parse(&text);
@@ -233,7 +252,10 @@ mod tests {
 
     #[test]
     fn empty_and_scalar_documents() {
-        assert!(matches!(parse("# only a comment\n").1.diagnostics[0].kind, ConfigErrorKind::Empty));
+        assert!(matches!(
+            parse("# only a comment\n").1.diagnostics[0].kind,
+            ConfigErrorKind::Empty
+        ));
         assert!(matches!(
             parse("- a\n- b\n").1.diagnostics[0].kind,
             ConfigErrorKind::NotAMapping { .. }

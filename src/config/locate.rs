@@ -31,7 +31,7 @@ impl std::fmt::Display for PathSeg {
 #[doc(hidden)]
 macro_rules! path {
     ($($seg:expr),* $(,)?) => {
-        vec![$($crate::config::locate::PathSeg::from($seg)),*]
+        [$($crate::config::locate::PathSeg::from($seg)),*]
     };
 }
 
@@ -142,31 +142,37 @@ impl<'a> Locator<'a> {
 
     /// Span of the value if present, else of the closest ancestor that exists.
     pub fn nearest_span(&self, path: &[PathSeg]) -> Option<SourceSpan> {
-        (0..=path.len())
-            .rev()
-            .find_map(|n| self.value_span(&path[..n]).filter(|s| s.len() > 0 || n == 0))
+        (0..=path.len()).rev().find_map(|n| {
+            self.value_span(&path[..n])
+                .filter(|s| !s.is_empty() || n == 0)
+        })
     }
 
-    /// Start of the text of a scalar value: for block scalars (`|`, `>`) the first content
-    /// line, so template errors can be mapped line by line.
+    /// Where the text of a scalar value starts, and whether it is a block scalar (`|`,
+    /// `>`), whose lines all share one indentation, so template errors can be mapped line by
+    /// line. marked-yaml marks a block scalar at its first content line.
     pub fn block_content_start(&self, path: &[PathSeg]) -> Option<(usize, bool)> {
         let Node::Scalar(scalar) = self.node(path)? else {
             return None;
         };
         let start = scalar.span().start()?;
         let offset = self.file.offset_of(start.line(), start.column());
-        let text = &self.file.text[offset..];
-        if text.starts_with('|') || text.starts_with('>') {
-            let next_line = text.find('\n').map(|i| offset + i + 1)?;
-            let indent = self.file.text[next_line..]
-                .chars()
-                .take_while(|c| *c == ' ')
-                .count();
-            Some((next_line + indent, true))
-        } else {
-            let quoted = text.starts_with('"') || text.starts_with('\'');
-            Some((offset + usize::from(quoted), false))
-        }
+        let text = &*self.file.text;
+        let line_start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
+        let previous = text[..line_start.saturating_sub(1)]
+            .rsplit('\n')
+            .next()
+            .unwrap_or("");
+        let indicator = previous
+            .split(" #")
+            .next()
+            .unwrap_or("")
+            .trim_end()
+            .trim_end_matches(|c: char| c == '-' || c == '+' || c.is_ascii_digit());
+        let block = text[line_start..offset].trim().is_empty()
+            && (indicator.ends_with('|') || indicator.ends_with('>'));
+        let quoted = text[offset..].starts_with('"') || text[offset..].starts_with('\'');
+        Some((offset + usize::from(quoted && !block), block))
     }
 
     /// Width of the text starting at `offset` up to the end of its line, less a trailing
@@ -210,12 +216,18 @@ mod tests {
 
     #[test]
     fn locates_keys_values_and_list_items() {
-        let f = file("name: x\nagents:\n  - name: a\n    depends_on: [b, \"c d\"]\n  - name: b # the second\n");
+        let f = file(
+            "name: x\nagents:\n  - name: a\n    depends_on: [b, \"c d\"]\n  - name: b # the second\n",
+        );
         let loc = Locator::new(&f);
         assert_eq!(at(&f, loc.key_span(&path!["name"]).unwrap()), (1, "name"));
         assert_eq!(at(&f, loc.value_span(&path!["name"]).unwrap()), (1, "x"));
         assert_eq!(
-            at(&f, loc.value_span(&path!["agents", 0, "depends_on", 1]).unwrap()),
+            at(
+                &f,
+                loc.value_span(&path!["agents", 0, "depends_on", 1])
+                    .unwrap()
+            ),
             (4, "\"c d\"")
         );
         assert_eq!(
@@ -223,7 +235,10 @@ mod tests {
             (5, "b")
         );
         assert_eq!(
-            at(&f, loc.value_span(&path!["agents", 0, "depends_on"]).unwrap()),
+            at(
+                &f,
+                loc.value_span(&path!["agents", 0, "depends_on"]).unwrap()
+            ),
             (4, "depends_on")
         );
     }

@@ -39,7 +39,10 @@ pub fn load_ensemble(path: &Path, profiles: &ProfileSet) -> (Option<Ensemble>, C
 }
 
 /// As `load_ensemble`, from text already read.
-pub fn load_ensemble_source(file: SourceFile, profiles: &ProfileSet) -> (Option<Ensemble>, ConfigReport) {
+pub fn load_ensemble_source(
+    file: SourceFile,
+    profiles: &ProfileSet,
+) -> (Option<Ensemble>, ConfigReport) {
     let (doc, report) = parse_document(file, SchemaKind::Ensemble);
     match doc {
         Some(doc) => validate::validate(doc, profiles, report),

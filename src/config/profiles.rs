@@ -33,7 +33,10 @@ impl ProfileSet {
         .expect("the built-in profiles are UTF-8");
         let mut set = ProfileSet::default();
         let report = set.merge_file(file, &|_| Origin::Builtin);
-        assert!(!report.has_errors(), "the built-in profiles are valid: {report:?}");
+        assert!(
+            !report.has_errors(),
+            "the built-in profiles are valid: {report:?}"
+        );
         set
     }
 
@@ -56,14 +59,20 @@ impl ProfileSet {
     }
 
     /// Parses a profiles file and adds its profiles, replacing any of the same name.
-    pub fn merge_file(&mut self, file: SourceFile, origin: &dyn Fn(&str) -> Origin) -> ConfigReport {
+    pub fn merge_file(
+        &mut self,
+        file: SourceFile,
+        origin: &dyn Fn(&str) -> Origin,
+    ) -> ConfigReport {
         let (doc, mut report) = parse_document(file, SchemaKind::Profiles);
         let Some(doc) = doc else { return report };
         if let Some(serde_json::Value::Object(map)) = doc.value.get("model_profiles") {
             let specs: BTreeMap<String, ProfileSpec> = map
                 .iter()
                 .filter_map(|(name, v)| {
-                    serde_json::from_value(v.clone()).ok().map(|spec| (name.clone(), spec))
+                    serde_json::from_value(v.clone())
+                        .ok()
+                        .map(|spec| (name.clone(), spec))
                 })
                 .collect();
             report.extend(self.merge_specs(&specs, &doc.file, &["model_profiles"], origin));
@@ -128,7 +137,11 @@ fn profile_files(dir: &Path) -> Vec<PathBuf> {
 }
 
 /// Validates one profile spec into a `Profile`.
-pub(super) fn lower(name: &str, spec: &ProfileSpec, origin: Origin) -> Result<Profile, ConfigErrorKind> {
+pub(super) fn lower(
+    name: &str,
+    spec: &ProfileSpec,
+    origin: Origin,
+) -> Result<Profile, ConfigErrorKind> {
     let missing = |key: &str| ConfigErrorKind::ProfileMissingKey {
         profile: name.to_string(),
         provider: spec.provider.to_string(),

@@ -38,8 +38,8 @@ pub fn schema(kind: SchemaKind) -> &'static Value {
     static ENSEMBLE: OnceLock<Value> = OnceLock::new();
     static PROFILES: OnceLock<Value> = OnceLock::new();
     match kind {
-        SchemaKind::Ensemble => ENSEMBLE.get_or_init(|| generate::<EnsembleSpec>()),
-        SchemaKind::Profiles => PROFILES.get_or_init(|| generate::<ProfilesFileSpec>()),
+        SchemaKind::Ensemble => ENSEMBLE.get_or_init(generate::<EnsembleSpec>),
+        SchemaKind::Profiles => PROFILES.get_or_init(generate::<ProfilesFileSpec>),
     }
 }
 
@@ -166,7 +166,11 @@ pub(super) fn check(kind: SchemaKind, instance: &Value) -> Vec<SchemaIssue> {
             ValidationErrorKind::Enum { options } => {
                 let valid: Vec<String> = options
                     .as_array()
-                    .map(|o| o.iter().filter_map(|v| v.as_str().map(String::from)).collect())
+                    .map(|o| {
+                        o.iter()
+                            .filter_map(|v| v.as_str().map(String::from))
+                            .collect()
+                    })
                     .unwrap_or_default();
                 issues.push(invalid_value(key, found, valid, path));
             }
@@ -174,7 +178,8 @@ pub(super) fn check(kind: SchemaKind, instance: &Value) -> Vec<SchemaIssue> {
                 let sub = subschema(root, &path);
                 let consts = sub.map(const_variants).unwrap_or_default();
                 if consts.is_empty() {
-                    let expected = sub.map_or_else(|| "something else".to_string(), describe_schema);
+                    let expected =
+                        sub.map_or_else(|| "something else".to_string(), describe_schema);
                     issues.push(SchemaIssue {
                         kind: ConfigErrorKind::WrongType {
                             key,
@@ -200,7 +205,10 @@ pub(super) fn check(kind: SchemaKind, instance: &Value) -> Vec<SchemaIssue> {
                     ValidationErrorKind::Minimum { limit } => format!("must be at least {limit}"),
                     ValidationErrorKind::Maximum { limit } => format!("must be at most {limit}"),
                     ValidationErrorKind::MinItems { limit } => {
-                        format!("needs at least {limit} entr{}", if *limit == 1 { "y" } else { "ies" })
+                        format!(
+                            "needs at least {limit} entr{}",
+                            if *limit == 1 { "y" } else { "ies" }
+                        )
                     }
                     ValidationErrorKind::MinLength { .. } => "must not be empty".to_string(),
                     _ => error.to_string(),
@@ -216,7 +224,12 @@ pub(super) fn check(kind: SchemaKind, instance: &Value) -> Vec<SchemaIssue> {
     issues
 }
 
-fn invalid_value(key: String, found: &Value, valid: Vec<String>, path: Vec<PathSeg>) -> SchemaIssue {
+fn invalid_value(
+    key: String,
+    found: &Value,
+    valid: Vec<String>,
+    path: Vec<PathSeg>,
+) -> SchemaIssue {
     let value = match found {
         Value::String(s) => s.clone(),
         other => other.to_string(),
@@ -330,7 +343,10 @@ fn step<'a>(root: &'a Value, schema: &'a Value, seg: &PathSeg) -> Option<&'a Val
     }
     for key in ["anyOf", "oneOf"] {
         if let Some(variants) = schema.get(key).and_then(Value::as_array) {
-            if let Some(found) = variants.iter().find_map(|v| step(root, resolve(root, v), seg)) {
+            if let Some(found) = variants
+                .iter()
+                .find_map(|v| step(root, resolve(root, v), seg))
+            {
                 return Some(found);
             }
         }
@@ -355,7 +371,10 @@ fn const_variants(schema: &Value) -> Vec<String> {
     }
     for key in ["anyOf", "oneOf"] {
         if let Some(variants) = schema.get(key).and_then(Value::as_array) {
-            if variants.iter().all(|v| v.get("const").is_some() || v.get("enum").is_some()) {
+            if variants
+                .iter()
+                .all(|v| v.get("const").is_some() || v.get("enum").is_some())
+            {
                 for v in variants {
                     out.extend(v.get("const").and_then(Value::as_str).map(String::from));
                     out.extend(const_variants(v));
@@ -422,8 +441,18 @@ mod tests {
         let issues = check(SchemaKind::Ensemble, &doc);
         let kinds: Vec<String> = issues.iter().map(|i| i.kind.to_string()).collect();
         assert_eq!(issues.len(), 4, "{kinds:?}");
-        assert!(kinds.iter().any(|k| k == "unknown key `modle` in agent `a`"), "{kinds:?}");
-        assert!(kinds.iter().any(|k| k.starts_with("`retries` must be a whole number")), "{kinds:?}");
+        assert!(
+            kinds
+                .iter()
+                .any(|k| k == "unknown key `modle` in agent `a`"),
+            "{kinds:?}"
+        );
+        assert!(
+            kinds
+                .iter()
+                .any(|k| k.starts_with("`retries` must be a whole number")),
+            "{kinds:?}"
+        );
     }
 
     #[test]

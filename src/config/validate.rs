@@ -74,7 +74,11 @@ const NOT_YET_RUN: [&str; 20] = [
 ];
 
 /// Validates a parsed ensemble document against the profiles in effect.
-pub(super) fn validate(doc: Document, base_profiles: &ProfileSet, mut report: ConfigReport) -> (Option<Ensemble>, ConfigReport) {
+pub(super) fn validate(
+    doc: Document,
+    base_profiles: &ProfileSet,
+    mut report: ConfigReport,
+) -> (Option<Ensemble>, ConfigReport) {
     let Document { file, value } = doc;
     let mut c = Checker {
         file: &file,
@@ -95,12 +99,18 @@ pub(super) fn validate(doc: Document, base_profiles: &ProfileSet, mut report: Co
     if let Some(Value::Object(map)) = value.get("model_profiles") {
         let specs: BTreeMap<String, ProfileSpec> = map
             .iter()
-            .filter_map(|(n, v)| serde_json::from_value(v.clone()).ok().map(|s| (n.clone(), s)))
+            .filter_map(|(n, v)| {
+                serde_json::from_value(v.clone())
+                    .ok()
+                    .map(|s| (n.clone(), s))
+            })
             .collect();
         let origin_path = file.path.clone();
-        c.report.extend(profiles.merge_specs(&specs, &file, &["model_profiles"], &|_| {
-            Origin::Ensemble(origin_path.clone())
-        }));
+        c.report.extend(
+            profiles.merge_specs(&specs, &file, &["model_profiles"], &|_| {
+                Origin::Ensemble(origin_path.clone())
+            }),
+        );
     }
 
     let raw_agents: Vec<Value> = value
@@ -132,12 +142,17 @@ pub(super) fn validate(doc: Document, base_profiles: &ProfileSet, mut report: Co
     let mut dep_paths: HashMap<(usize, usize), Vec<PathSeg>> = HashMap::new();
     for (i, raw) in raw_agents.iter().enumerate() {
         let agent = names[i].clone().unwrap_or_else(|| format!("#{}", i + 1));
-        let Some(list) = raw.get("depends_on").and_then(Value::as_array) else { continue };
+        let Some(list) = raw.get("depends_on").and_then(Value::as_array) else {
+            continue;
+        };
         for (j, entry) in list.iter().enumerate() {
             let (dep, at) = match entry {
-                Value::String(s) => (s.as_str(), path!["agents", i, "depends_on", j]),
+                Value::String(s) => (s.as_str(), path!["agents", i, "depends_on", j].to_vec()),
                 Value::Object(o) => match o.get("agent_name").and_then(Value::as_str) {
-                    Some(s) => (s, path!["agents", i, "depends_on", j, "agent_name"]),
+                    Some(s) => (
+                        s,
+                        path!["agents", i, "depends_on", j, "agent_name"].to_vec(),
+                    ),
                     None => continue,
                 },
                 _ => continue,
@@ -155,7 +170,12 @@ pub(super) fn validate(doc: Document, base_profiles: &ProfileSet, mut report: Co
                     );
                 }
                 Some(&d) if d == i => {
-                    c.error(ConfigErrorKind::SelfDependency { agent: agent.clone() }, &at);
+                    c.error(
+                        ConfigErrorKind::SelfDependency {
+                            agent: agent.clone(),
+                        },
+                        &at,
+                    );
                 }
                 Some(&d) if deps[i].contains(&d) => c.error(
                     ConfigErrorKind::RepeatedDependency {
@@ -202,7 +222,10 @@ pub(super) fn validate(doc: Document, base_profiles: &ProfileSet, mut report: Co
         Some(name) => match profiles.get(name) {
             Some(p) => Some(Arc::clone(p)),
             None => {
-                c.error(unknown_profile(name, &profiles), &path!["defaults", "model_profile"]);
+                c.error(
+                    unknown_profile(name, &profiles),
+                    &path!["defaults", "model_profile"],
+                );
                 None
             }
         },
@@ -211,7 +234,9 @@ pub(super) fn validate(doc: Document, base_profiles: &ProfileSet, mut report: Co
 
     let mut agents = Vec::new();
     for (i, raw) in raw_agents.iter().enumerate() {
-        let Ok(spec) = serde_json::from_value::<AgentSpec>(raw.clone()) else { continue };
+        let Ok(spec) = serde_json::from_value::<AgentSpec>(raw.clone()) else {
+            continue;
+        };
         let kind = spec.kind.unwrap_or_default();
         for key in NOT_YET_RUN {
             if raw.get(key).is_some() {
@@ -234,22 +259,31 @@ pub(super) fn validate(doc: Document, base_profiles: &ProfileSet, mut report: Co
             );
         }
         let profile = resolve_profile(&mut c, i, &spec, &profiles, default_profile.as_ref());
-        let fallback = spec.fallback_model_profile.as_ref().and_then(|name| match profiles.get(name) {
-            Some(p) => Some(Arc::clone(p)),
-            None => {
-                c.error(
-                    unknown_profile(name, &profiles),
-                    &path!["agents", i, "fallback_model_profile"],
-                );
-                None
-            }
-        });
+        let fallback =
+            spec.fallback_model_profile
+                .as_ref()
+                .and_then(|name| match profiles.get(name) {
+                    Some(p) => Some(Arc::clone(p)),
+                    None => {
+                        c.error(
+                            unknown_profile(name, &profiles),
+                            &path!["agents", i, "fallback_model_profile"],
+                        );
+                        None
+                    }
+                });
         if let Some(prompt) = &spec.prompt {
             let available: Vec<&str> = ancestors(i)
                 .into_iter()
                 .filter_map(|a| names[a].as_deref())
                 .collect();
-            check_template(&mut c, &spec.name, prompt, &available, &path!["agents", i, "prompt"]);
+            check_template(
+                &mut c,
+                &spec.name,
+                prompt,
+                &available,
+                &path!["agents", i, "prompt"],
+            );
         }
         let Some(profile) = profile else { continue };
         let timeout = spec
@@ -284,7 +318,9 @@ pub(super) fn validate(doc: Document, base_profiles: &ProfileSet, mut report: Co
         });
     }
 
-    let Checker { report: semantic, .. } = c;
+    let Checker {
+        report: semantic, ..
+    } = c;
     report.extend(semantic);
     // Document order reads best; errors without a location go first.
     report
@@ -295,9 +331,19 @@ pub(super) fn validate(doc: Document, base_profiles: &ProfileSet, mut report: Co
         return (None, report);
     }
     let ensemble = Ensemble {
-        name: value.get("name").and_then(Value::as_str).unwrap_or_default().to_string(),
-        description: value.get("description").and_then(Value::as_str).map(String::from),
-        default_task: value.get("default_task").and_then(Value::as_str).map(String::from),
+        name: value
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string(),
+        description: value
+            .get("description")
+            .and_then(Value::as_str)
+            .map(String::from),
+        default_task: value
+            .get("default_task")
+            .and_then(Value::as_str)
+            .map(String::from),
         max_cost_usd: budget.max_cost_usd,
         agents,
         source: file.clone(),
@@ -332,18 +378,27 @@ fn resolve_profile(
     let agent = spec.name.clone();
     match (&spec.model_profile, &spec.model, spec.provider) {
         (Some(_), Some(_), _) => {
-            c.error_at_key(ConfigErrorKind::ProfileAndModel { agent }, &path!["agents", i, "model"]);
+            c.error_at_key(
+                ConfigErrorKind::ProfileAndModel { agent },
+                &path!["agents", i, "model"],
+            );
             None
         }
         (Some(name), None, _) => match profiles.get(name) {
             Some(p) => Some(Arc::clone(p)),
             None => {
-                c.error(unknown_profile(name, profiles), &path!["agents", i, "model_profile"]);
+                c.error(
+                    unknown_profile(name, profiles),
+                    &path!["agents", i, "model_profile"],
+                );
                 None
             }
         },
         (None, Some(_), None) => {
-            c.error_at_key(ConfigErrorKind::ModelWithoutProvider { agent }, &path!["agents", i, "model"]);
+            c.error_at_key(
+                ConfigErrorKind::ModelWithoutProvider { agent },
+                &path!["agents", i, "model"],
+            );
             None
         }
         (None, None, Some(_)) => {
@@ -373,7 +428,13 @@ fn resolve_profile(
     }
 }
 
-fn check_template(c: &mut Checker<'_>, agent: &str, source: &str, available: &[&str], at: &[PathSeg]) {
+fn check_template(
+    c: &mut Checker<'_>,
+    agent: &str,
+    source: &str,
+    available: &[&str],
+    at: &[PathSeg],
+) {
     for problem in template::check(source, available) {
         let (kind, range) = match problem {
             TemplateProblem::Syntax { message, range } => (
@@ -386,12 +447,16 @@ fn check_template(c: &mut Checker<'_>, agent: &str, source: &str, available: &[&
             TemplateProblem::Undefined { variable, range } => (
                 ConfigErrorKind::TemplateUndefined {
                     agent: agent.to_string(),
-                    suggestion: closest(&variable, template::TEMPLATE_VARIABLES).map(str::to_string),
+                    suggestion: closest(&variable, template::TEMPLATE_VARIABLES)
+                        .map(str::to_string),
                     variable,
                 },
                 range,
             ),
-            TemplateProblem::NotDependency { agent: other, range } => (
+            TemplateProblem::NotDependency {
+                agent: other,
+                range,
+            } => (
                 ConfigErrorKind::TemplateNotDependency {
                     agent: agent.to_string(),
                     other,
@@ -408,24 +473,27 @@ fn check_template(c: &mut Checker<'_>, agent: &str, source: &str, available: &[&
 
 /// Maps a byte range in a template to the file: exact for block scalars (`|`) and plain
 /// one-line scalars; escapes in quoted scalars may shift it by a few columns.
-fn template_span(c: &Checker<'_>, source: &str, at: &[PathSeg], range: std::ops::Range<usize>) -> Option<miette::SourceSpan> {
+fn template_span(
+    c: &Checker<'_>,
+    source: &str,
+    at: &[PathSeg],
+    range: std::ops::Range<usize>,
+) -> Option<miette::SourceSpan> {
     let (start, block) = c.locator.block_content_start(at)?;
     let text = &c.file.text;
+    let start_of_range = range.start.min(source.len());
     let offset = if block {
-        let line = source[..range.start.min(source.len())].matches('\n').count();
-        let col = range.start - source[..range.start].rfind('\n').map_or(0, |i| i + 1);
-        let indent = text[start..].len() - text[start..].trim_start_matches(' ').len();
-        let base_indent = {
-            let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
-            start - line_start - indent
-        };
-        let mut offset = start;
+        // Every line of a block scalar is indented like its first line.
+        let indent = start - text[..start].rfind('\n').map_or(0, |i| i + 1);
+        let line = source[..start_of_range].matches('\n').count();
+        let col = start_of_range - source[..start_of_range].rfind('\n').map_or(0, |i| i + 1);
+        let mut line_start = start - indent;
         for _ in 0..line {
-            offset = offset + text[offset..].find('\n')? + 1;
+            line_start += text[line_start..].find('\n')? + 1;
         }
-        offset + if line == 0 { 0 } else { base_indent + indent } + col
+        line_start + indent + col
     } else {
-        start + range.start
+        start + start_of_range
     };
     (offset <= text.len()).then(|| miette::SourceSpan::new(offset.into(), range.len().max(1)))
 }

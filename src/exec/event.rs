@@ -15,7 +15,9 @@ pub enum Event {
         agents: usize,
     },
     /// All dependencies finished; waiting for a concurrency slot.
-    AgentQueued { agent: String },
+    AgentQueued {
+        agent: String,
+    },
     AgentStarted {
         agent: String,
         attempt: u32,
@@ -49,7 +51,9 @@ pub enum Event {
         usage: Usage,
         cost_usd: Option<f64>,
     },
-    RunFinished { result: Box<RunOutcome> },
+    RunFinished {
+        result: Box<RunOutcome>,
+    },
 }
 
 /// A subscriber to executor events.

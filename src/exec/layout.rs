@@ -86,13 +86,21 @@ mod tests {
     use super::*;
 
     fn dep<'a>(name: &'a str, output: &'a str) -> DepView<'a> {
-        DepView { name, output, json: None, status: AgentStatus::Succeeded }
+        DepView {
+            name,
+            output,
+            json: None,
+            status: AgentStatus::Succeeded,
+        }
     }
 
     #[test]
     fn default_layout() {
         let deps = [dep("a", "one"), dep("b", "two")];
-        assert_eq!(default_prompt("in", &deps), "in\n\nOutput of `a`:\none\n\nOutput of `b`:\ntwo");
+        assert_eq!(
+            default_prompt("in", &deps),
+            "in\n\nOutput of `a`:\none\n\nOutput of `b`:\ntwo"
+        );
         assert_eq!(default_prompt("in", &[]), "in");
     }
 

@@ -75,10 +75,28 @@ pub struct RunOptions {
 }
 
 enum Msg {
-    Started { agent: AgentIndex, attempt: u32, profile: Arc<Profile>, at: Instant },
-    Retrying { agent: AgentIndex, attempt: u32, error: String, delay: Duration },
-    Fallback { agent: AgentIndex, from: String, to: String, error: String },
-    Done { agent: AgentIndex, result: TaskResult },
+    Started {
+        agent: AgentIndex,
+        attempt: u32,
+        profile: Arc<Profile>,
+        at: Instant,
+    },
+    Retrying {
+        agent: AgentIndex,
+        attempt: u32,
+        error: String,
+        delay: Duration,
+    },
+    Fallback {
+        agent: AgentIndex,
+        from: String,
+        to: String,
+        error: String,
+    },
+    Done {
+        agent: AgentIndex,
+        result: TaskResult,
+    },
 }
 
 struct TaskResult {
@@ -94,11 +112,16 @@ struct TaskResult {
 enum Slot {
     Waiting { remaining: usize },
     Running,
-    Done(AgentOutcome),
+    Done(Box<AgentOutcome>),
 }
 
 /// Runs the plan to completion (or cancellation), emitting events to `sink`.
-pub async fn run(plan: Arc<Plan>, input: String, options: RunOptions, sink: &mut dyn EventSink) -> RunOutcome {
+pub async fn run(
+    plan: Arc<Plan>,
+    input: String,
+    options: RunOptions,
+    sink: &mut dyn EventSink,
+) -> RunOutcome {
     let started = Instant::now();
     let n = plan.len();
     let cancel = options.interrupt.child_token();
@@ -108,7 +131,9 @@ pub async fn run(plan: Arc<Plan>, input: String, options: RunOptions, sink: &mut
         .ensemble
         .agents
         .iter()
-        .map(|a| Slot::Waiting { remaining: a.depends_on.len() })
+        .map(|a| Slot::Waiting {
+            remaining: a.depends_on.len(),
+        })
         .collect();
     let mut first_start: Vec<Option<Instant>> = vec![None; n];
     let mut running = 0usize;
@@ -143,7 +168,9 @@ pub async fn run(plan: Arc<Plan>, input: String, options: RunOptions, sink: &mut
                     Ok(prompt) => {
                         slots[i] = Slot::Running;
                         running += 1;
-                        sink.emit(&Event::AgentQueued { agent: agent.name.clone() });
+                        sink.emit(&Event::AgentQueued {
+                            agent: agent.name.clone(),
+                        });
                         let task = AgentTask {
                             agent: agent.clone(),
                             prompt,
@@ -158,7 +185,7 @@ pub async fn run(plan: Arc<Plan>, input: String, options: RunOptions, sink: &mut
                     Err(finished) => {
                         let outcome = finish(agent, finished, None, None);
                         emit_finished(sink, &outcome);
-                        slots[i] = Slot::Done(outcome);
+                        slots[i] = Slot::Done(Box::new(outcome));
                         done += 1;
                         release_dependents(&plan, i, &mut slots, &mut ready);
                     }
@@ -182,7 +209,12 @@ pub async fn run(plan: Arc<Plan>, input: String, options: RunOptions, sink: &mut
         };
         let Some(msg) = msg else { break };
         match msg {
-            Msg::Started { agent, attempt, profile, at } => {
+            Msg::Started {
+                agent,
+                attempt,
+                profile,
+                at,
+            } => {
                 first_start[agent].get_or_insert(at);
                 sink.emit(&Event::AgentStarted {
                     agent: plan.ensemble.agents[agent].name.clone(),
@@ -191,13 +223,23 @@ pub async fn run(plan: Arc<Plan>, input: String, options: RunOptions, sink: &mut
                     model: profile.model.clone(),
                 });
             }
-            Msg::Retrying { agent, attempt, error, delay } => sink.emit(&Event::AgentRetrying {
+            Msg::Retrying {
+                agent,
+                attempt,
+                error,
+                delay,
+            } => sink.emit(&Event::AgentRetrying {
                 agent: plan.ensemble.agents[agent].name.clone(),
                 attempt,
                 error,
                 delay_ms: delay.as_millis() as u64,
             }),
-            Msg::Fallback { agent, from, to, error } => sink.emit(&Event::AgentFallback {
+            Msg::Fallback {
+                agent,
+                from,
+                to,
+                error,
+            } => sink.emit(&Event::AgentFallback {
                 agent: plan.ensemble.agents[agent].name.clone(),
                 from,
                 to,
@@ -213,11 +255,14 @@ pub async fn run(plan: Arc<Plan>, input: String, options: RunOptions, sink: &mut
                     outcome.started_ms = first_start[i].map(ms_since);
                 }
                 if outcome.usage != Usage::default() {
-                    sink.emit(&Event::AgentTokens { agent: agent.name.clone(), usage: outcome.usage });
+                    sink.emit(&Event::AgentTokens {
+                        agent: agent.name.clone(),
+                        usage: outcome.usage,
+                    });
                 }
                 emit_finished(sink, &outcome);
                 cost_so_far += outcome.cost_usd.unwrap_or(0.0);
-                slots[i] = Slot::Done(outcome);
+                slots[i] = Slot::Done(Box::new(outcome));
                 if let Some(max) = plan.ensemble.max_cost_usd {
                     if cost_so_far >= max && status.is_none() && done < n {
                         status = Some(RunStatus::BudgetExceeded);
@@ -236,7 +281,7 @@ pub async fn run(plan: Arc<Plan>, input: String, options: RunOptions, sink: &mut
         .into_iter()
         .enumerate()
         .map(|(i, slot)| match slot {
-            Slot::Done(outcome) => outcome,
+            Slot::Done(outcome) => *outcome,
             Slot::Waiting { .. } | Slot::Running => {
                 let outcome = finish(&plan.ensemble.agents[i], Finished::Cancelled, None, None);
                 emit_finished(sink, &outcome);
@@ -258,7 +303,9 @@ pub async fn run(plan: Arc<Plan>, input: String, options: RunOptions, sink: &mut
         agents,
         totals,
     };
-    sink.emit(&Event::RunFinished { result: Box::new(outcome.clone()) });
+    sink.emit(&Event::RunFinished {
+        result: Box::new(outcome.clone()),
+    });
     outcome
 }
 
@@ -335,7 +382,8 @@ fn prepare(plan: &Plan, agent: &Agent, input: &str, slots: &[Slot]) -> Result<St
     match &agent.prompt {
         None => Ok(default_prompt(input, &deps)),
         Some(source) => {
-            let ancestors: Vec<DepView<'_>> = ancestors(plan, agent.index).into_iter().map(view).collect();
+            let ancestors: Vec<DepView<'_>> =
+                ancestors(plan, agent.index).into_iter().map(view).collect();
             render_prompt(source, input, &deps, &ancestors).map_err(Finished::PromptFailed)
         }
     }
@@ -355,7 +403,12 @@ fn ancestors(plan: &Plan, i: AgentIndex) -> Vec<AgentIndex> {
     out
 }
 
-fn finish(agent: &Agent, finished: Finished, run_start: Option<Instant>, now: Option<Instant>) -> AgentOutcome {
+fn finish(
+    agent: &Agent,
+    finished: Finished,
+    run_start: Option<Instant>,
+    now: Option<Instant>,
+) -> AgentOutcome {
     let mut outcome = AgentOutcome {
         name: agent.name.clone(),
         status: AgentStatus::Cancelled,
@@ -396,8 +449,10 @@ fn finish(agent: &Agent, finished: Finished, run_start: Option<Instant>, now: Op
                 .map(|p| p.cost(r.usage.input_tokens, r.usage.output_tokens));
             if let (Some(first), Some(now), Some(run_start)) = (r.first_start, now, run_start) {
                 outcome.latency_ms = now.saturating_duration_since(first).as_millis() as u64;
-                outcome.started_ms = Some(first.saturating_duration_since(run_start).as_millis() as u64);
-                outcome.finished_ms = Some(now.saturating_duration_since(run_start).as_millis() as u64);
+                outcome.started_ms =
+                    Some(first.saturating_duration_since(run_start).as_millis() as u64);
+                outcome.finished_ms =
+                    Some(now.saturating_duration_since(run_start).as_millis() as u64);
             }
         }
     }
@@ -419,13 +474,18 @@ impl AgentTask {
         let index = self.agent.index;
         let result = self.attempt_all().await;
         // The owner may be gone after cancellation; nothing to report to then.
-        let _ = self.tx.send(Msg::Done { agent: index, result });
+        let _ = self.tx.send(Msg::Done {
+            agent: index,
+            result,
+        });
     }
 
     /// The primary profile with its retries, then each fallback with its own.
     async fn attempt_all(&self) -> TaskResult {
         let agent = &self.agent;
-        let chain: Vec<&Arc<Profile>> = std::iter::once(&agent.profile).chain(&agent.fallbacks).collect();
+        let chain: Vec<&Arc<Profile>> = std::iter::once(&agent.profile)
+            .chain(&agent.fallbacks)
+            .collect();
         let mut attempts = 0u32;
         let mut usage = Usage::default();
         let mut first_start = None;
@@ -452,7 +512,12 @@ impl AgentTask {
                     prompt: self.prompt.clone(),
                     temperature: agent.temperature.or(profile.temperature),
                     max_tokens: agent.max_tokens.or(profile.max_tokens),
-                    options: profile.options.iter().chain(&agent.options).map(|(k, v)| (k.clone(), v.clone())).collect(),
+                    options: profile
+                        .options
+                        .iter()
+                        .chain(&agent.options)
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect(),
                     attempt: attempts,
                     seed: self.seed,
                 };
@@ -489,7 +554,8 @@ impl AgentTask {
                             self.seed,
                         ) as f64
                             / u64::MAX as f64;
-                        let delay = backoff_delay(agent.retry_backoff, retry, error.retry_after(), unit);
+                        let delay =
+                            backoff_delay(agent.retry_backoff, retry, error.retry_after(), unit);
                         let _ = self.tx.send(Msg::Retrying {
                             agent: agent.index,
                             attempt: attempts,
@@ -516,7 +582,11 @@ impl AgentTask {
             }
         }
         let error = if errors.len() == 1 {
-            errors.remove(0).split_once(": ").map(|(_, e)| e.to_string()).unwrap_or_default()
+            errors
+                .remove(0)
+                .split_once(": ")
+                .map(|(_, e)| e.to_string())
+                .unwrap_or_default()
         } else {
             format!("every profile failed: {}", errors.join("; "))
         };
@@ -538,7 +608,13 @@ impl AgentTask {
         }
     }
 
-    fn cancelled(&self, profile: &Arc<Profile>, attempts: u32, usage: Usage, first_start: Option<Instant>) -> TaskResult {
+    fn cancelled(
+        &self,
+        profile: &Arc<Profile>,
+        attempts: u32,
+        usage: Usage,
+        first_start: Option<Instant>,
+    ) -> TaskResult {
         TaskResult {
             status: AgentStatus::Cancelled,
             output: None,
@@ -553,8 +629,9 @@ impl AgentTask {
 
 fn describe(error: &ProviderError, agent: &Agent) -> String {
     match error {
-        ProviderError::Timeout => format!("timed out after {:.3}s", agent.timeout.as_secs_f64())
-            .replace(".000s", "s"),
+        ProviderError::Timeout => {
+            format!("timed out after {:.3}s", agent.timeout.as_secs_f64()).replace(".000s", "s")
+        }
         other => other.to_string(),
     }
 }

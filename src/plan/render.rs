@@ -56,7 +56,11 @@ fn text(plan: &Plan) -> String {
             p + 1,
             phase.len(),
             plural(phase.len()),
-            if phase.len() > 1 { ", run in parallel" } else { "" }
+            if phase.len() > 1 {
+                ", run in parallel"
+            } else {
+                ""
+            }
         );
         for &i in phase {
             let agent = &e.agents[i];
@@ -104,9 +108,9 @@ fn json(plan: &Plan) -> serde_json::Value {
         .agents
         .iter()
         .flat_map(|a| {
-            a.depends_on.iter().map(move |&d| {
-                serde_json::json!({"from": e.agents[d].name, "to": a.name})
-            })
+            a.depends_on
+                .iter()
+                .map(move |&d| serde_json::json!({"from": e.agents[d].name, "to": a.name}))
         })
         .collect();
     serde_json::json!({
@@ -137,7 +141,12 @@ fn dot(plan: &Plan) -> String {
     }
     for a in &e.agents {
         for &d in &a.depends_on {
-            let _ = writeln!(out, "  {} -> {};", quote_dot(&e.agents[d].name), quote_dot(&a.name));
+            let _ = writeln!(
+                out,
+                "  {} -> {};",
+                quote_dot(&e.agents[d].name),
+                quote_dot(&a.name)
+            );
         }
     }
     out.push_str("}\n");
@@ -145,7 +154,12 @@ fn dot(plan: &Plan) -> String {
 }
 
 fn quote_dot(s: &str) -> String {
-    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n"))
+    format!(
+        "\"{}\"",
+        s.replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace('\n', "\\n")
+    )
 }
 
 fn mermaid(plan: &Plan) -> String {

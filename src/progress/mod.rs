@@ -66,7 +66,9 @@ impl ProgressView {
 
     fn agent_bar(&mut self, agent: &str) -> Option<&ProgressBar> {
         if !self.agents.contains_key(agent) && self.agents.len() < MAX_AGENT_LINES {
-            let bar = self.multi.insert_before(&self.totals, ProgressBar::new_spinner());
+            let bar = self
+                .multi
+                .insert_before(&self.totals, ProgressBar::new_spinner());
             let template = if self.color {
                 "  {spinner:.green} {prefix:.bold} {wide_msg} {elapsed:>4}"
             } else {
@@ -97,7 +99,12 @@ impl ProgressView {
 impl EventSink for ProgressView {
     fn emit(&mut self, event: &Event) {
         match event {
-            Event::AgentStarted { agent, attempt, profile, .. } => {
+            Event::AgentStarted {
+                agent,
+                attempt,
+                profile,
+                ..
+            } => {
                 let msg = if *attempt > 1 {
                     format!("{profile} · attempt {attempt}")
                 } else {
@@ -107,7 +114,12 @@ impl EventSink for ProgressView {
                     bar.set_message(msg);
                 }
             }
-            Event::AgentRetrying { agent, error, delay_ms, .. } => {
+            Event::AgentRetrying {
+                agent,
+                error,
+                delay_ms,
+                ..
+            } => {
                 if let Some(bar) = self.agents.get(agent) {
                     bar.set_message(format!("retrying in {delay_ms} ms: {error}"));
                 }
@@ -116,7 +128,13 @@ impl EventSink for ProgressView {
                 self.usage += *usage;
                 self.refresh_totals();
             }
-            Event::AgentFinished { agent, status, cost_usd, attempts, .. } => {
+            Event::AgentFinished {
+                agent,
+                status,
+                cost_usd,
+                attempts,
+                ..
+            } => {
                 if let Some(bar) = self.agents.remove(agent) {
                     bar.finish_and_clear();
                     self.multi.remove(&bar);

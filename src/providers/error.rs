@@ -21,7 +21,9 @@ pub enum ProviderError {
 }
 
 fn retry_hint(after: &Option<Duration>) -> String {
-    after.map_or_else(String::new, |d| format!(", retry after {} ms", d.as_millis()))
+    after.map_or_else(String::new, |d| {
+        format!(", retry after {} ms", d.as_millis())
+    })
 }
 
 impl ProviderError {
@@ -69,8 +71,25 @@ mod tests {
     #[test]
     fn classifies_retryable() {
         assert!(ProviderError::Timeout.is_retryable());
-        assert!(ProviderError::Http { status: 503, body_excerpt: String::new() }.is_retryable());
-        assert!(!ProviderError::Http { status: 400, body_excerpt: String::new() }.is_retryable());
-        assert!(!ProviderError::Auth { message: String::new() }.is_retryable());
+        assert!(
+            ProviderError::Http {
+                status: 503,
+                body_excerpt: String::new()
+            }
+            .is_retryable()
+        );
+        assert!(
+            !ProviderError::Http {
+                status: 400,
+                body_excerpt: String::new()
+            }
+            .is_retryable()
+        );
+        assert!(
+            !ProviderError::Auth {
+                message: String::new()
+            }
+            .is_retryable()
+        );
     }
 }

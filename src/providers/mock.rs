@@ -19,16 +19,41 @@ pub struct MockProvider {
 }
 
 const ANGLES: [&str; 24] = [
-    "input validation", "error handling", "naming", "test coverage", "latency", "memory use",
-    "concurrency", "edge cases", "documentation", "security", "readability", "cost",
-    "failure modes", "data quality", "user impact", "scalability", "observability",
-    "dependencies", "configuration", "consistency", "accessibility", "maintainability",
-    "correctness", "simplicity",
+    "input validation",
+    "error handling",
+    "naming",
+    "test coverage",
+    "latency",
+    "memory use",
+    "concurrency",
+    "edge cases",
+    "documentation",
+    "security",
+    "readability",
+    "cost",
+    "failure modes",
+    "data quality",
+    "user impact",
+    "scalability",
+    "observability",
+    "dependencies",
+    "configuration",
+    "consistency",
+    "accessibility",
+    "maintainability",
+    "correctness",
+    "simplicity",
 ];
 
 const VERDICTS: [&str; 8] = [
-    "looks solid", "needs attention", "is mostly fine", "has one clear risk",
-    "could be simpler", "is worth a second look", "holds up", "is the main concern",
+    "looks solid",
+    "needs attention",
+    "is mostly fine",
+    "has one clear risk",
+    "could be simpler",
+    "is worth a second look",
+    "holds up",
+    "is the main concern",
 ];
 
 impl MockProvider {
@@ -84,7 +109,10 @@ impl MockProvider {
         if let Some(max) = request.max_tokens {
             let limit = (max as usize).saturating_mul(4);
             if text.len() > limit {
-                let cut = (0..=limit).rev().find(|&i| text.is_char_boundary(i)).unwrap_or(0);
+                let cut = (0..=limit)
+                    .rev()
+                    .find(|&i| text.is_char_boundary(i))
+                    .unwrap_or(0);
                 text.truncate(cut);
             }
         }
@@ -158,8 +186,8 @@ impl Provider for MockProvider {
             });
         }
         let text = self.compose(&request);
-        let prompt_tokens = estimate_tokens(&request.prompt)
-            + request.system.as_deref().map_or(0, estimate_tokens);
+        let prompt_tokens =
+            estimate_tokens(&request.prompt) + request.system.as_deref().map_or(0, estimate_tokens);
         Ok(Completion {
             usage: Usage {
                 input_tokens: prompt_tokens,
@@ -204,7 +232,9 @@ mod tests {
 
     #[test]
     fn reads_dependency_names_from_the_layout() {
-        let prompt = format!("review this\n\n{DEPENDENCY_HEADER}security`:\nok\n\n{DEPENDENCY_HEADER}perf`:\nslow\n");
+        let prompt = format!(
+            "review this\n\n{DEPENDENCY_HEADER}security`:\nok\n\n{DEPENDENCY_HEADER}perf`:\nslow\n"
+        );
         let (input, deps) = split_layout(&prompt);
         assert_eq!(input, "review this");
         assert_eq!(deps, vec!["security", "perf"]);
