@@ -83,7 +83,7 @@ pub(crate) fn invoke(ctx: &Context, args: InvokeArgs) -> Exit {
         };
         runtime.block_on(async {
             watch_interrupt(options.interrupt.clone());
-            each_line(ctx, &args, plan, lines, options).await
+            each_line(&args, plan, lines, options).await
         })
     } else {
         let input = match read_input(ctx, &args, &plan.ensemble) {
@@ -305,7 +305,6 @@ fn report_run(ctx: &Context, outcome: &RunOutcome) {
 }
 
 async fn each_line(
-    ctx: &Context,
     args: &InvokeArgs,
     plan: Arc<Plan>,
     lines: Vec<String>,
@@ -319,7 +318,7 @@ async fn each_line(
         let plan = Arc::clone(&plan);
         let tx = tx.clone();
         tokio::spawn(async move {
-            let outcome = exec::run(plan, line, run_options, &mut exec_no_sink()).await;
+            let outcome = exec::run(plan, line, run_options, &mut exec::NoSink).await;
             let _ = tx.send((index, outcome));
         });
     }
@@ -336,14 +335,14 @@ async fn each_line(
     });
     let mut pending: BTreeMap<usize, RunOutcome> = BTreeMap::new();
     let mut next = 0usize;
-    let mut all: Vec<RunOutcome> = Vec::with_capacity(total);
-    let (mut failed, mut interrupted) = (0usize, false);
+    let mut all: Vec<(usize, RunOutcome)> = Vec::with_capacity(total);
+    let (mut succeeded, mut failed, mut interrupted) = (0usize, 0usize, false);
     while let Some((index, outcome)) = rx.recv().await {
         if let Some(bar) = &bar {
             bar.inc(1);
         }
         match outcome.status {
-            RunStatus::Succeeded => {}
+            RunStatus::Succeeded => succeeded += 1,
             RunStatus::Interrupted => interrupted = true,
             _ => failed += 1,
         }
@@ -366,30 +365,33 @@ async fn each_line(
                     next += 1;
                 }
             }
-            OutputFormat::Json => all.push(outcome),
+            OutputFormat::Json => all.push((index, outcome)),
         }
-        let _ = index;
     }
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
     if args.output == OutputFormat::Json {
-        all.sort_by_key(|o| o.run_id.clone());
-        let mut s = serde_json::to_string_pretty(&all).expect("outcomes serialize");
+        all.sort_by_key(|(index, _)| *index);
+        let runs: Vec<&RunOutcome> = all.iter().map(|(_, o)| o).collect();
+        let mut s = serde_json::to_string_pretty(&runs).expect("outcomes serialize");
         s.push('\n');
         if write_stdout(&s) != Exit::Ok {
             return Exit::Failed;
         }
     }
     if !args.quiet {
+        let rest = total - succeeded - failed;
         eprintln!(
-            "orc: {total} input{}: {} succeeded, {failed} failed{}",
+            "orc: {total} input{}: {succeeded} succeeded, {failed} failed{}",
             if total == 1 { "" } else { "s" },
-            total - failed - usize::from(interrupted).min(total),
-            if interrupted { ", interrupted" } else { "" }
+            if interrupted {
+                format!(", {rest} interrupted")
+            } else {
+                String::new()
+            }
         );
     }
-    let _ = ctx;
     if interrupted {
         Exit::Interrupted
     } else if failed > 0 {
@@ -397,8 +399,4 @@ async fn each_line(
     } else {
         Exit::Ok
     }
-}
-
-fn exec_no_sink() -> exec::NoSink {
-    exec::NoSink
 }

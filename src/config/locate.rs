@@ -68,26 +68,38 @@ pub fn parse_pointer(pointer: &str) -> Vec<PathSeg> {
         .collect()
 }
 
+/// Finds spans in one file. The second parse happens on first use only, so a valid file
+/// costs nothing extra.
 pub struct Locator<'a> {
     file: &'a SourceFile,
-    root: Option<Node>,
+    root: std::cell::OnceCell<Option<Node>>,
 }
 
 impl<'a> Locator<'a> {
     pub fn new(file: &'a SourceFile) -> Self {
-        let options = LoaderOptions::default().error_on_duplicate_keys(false);
-        // marked-yaml asserts on event orders it does not expect; the text was already
-        // accepted by serde_yaml, so a panic here only costs the caret, never the report.
-        let root = std::panic::catch_unwind(|| {
-            marked_yaml::parse_yaml_with_options(0, &*file.text, options).ok()
-        })
-        .ok()
-        .flatten();
-        Locator { file, root }
+        Locator {
+            file,
+            root: std::cell::OnceCell::new(),
+        }
+    }
+
+    fn root(&self) -> Option<&Node> {
+        self.root
+            .get_or_init(|| {
+                let options = LoaderOptions::default().error_on_duplicate_keys(false);
+                // marked-yaml asserts on event orders it does not expect; the text was
+                // already accepted by serde_yaml, so a panic here only costs the caret.
+                std::panic::catch_unwind(|| {
+                    marked_yaml::parse_yaml_with_options(0, &*self.file.text, options).ok()
+                })
+                .ok()
+                .flatten()
+            })
+            .as_ref()
     }
 
     fn node(&self, path: &[PathSeg]) -> Option<&Node> {
-        let mut node = self.root.as_ref()?;
+        let mut node = self.root()?;
         for seg in path {
             node = match (seg, node) {
                 (PathSeg::Key(k), Node::Mapping(m)) => m.get_node(k)?,

@@ -196,7 +196,7 @@ pub async fn run(
             break;
         }
         let msg = tokio::select! {
-            msg = rx.recv() => msg,
+            biased;
             () = cancel.cancelled(), if status.is_none() => {
                 status = Some(if options.interrupt.is_cancelled() { RunStatus::Interrupted } else { RunStatus::TimedOut });
                 continue;
@@ -206,6 +206,7 @@ pub async fn run(
                 cancel.cancel();
                 continue;
             }
+            msg = rx.recv() => msg,
         };
         let Some(msg) = msg else { break };
         match msg {
@@ -275,6 +276,14 @@ pub async fn run(
     }
     drop(tx);
     tasks.abort_all();
+    if status.is_none() && cancel.is_cancelled() {
+        // The last task may report before the loop saw the token fire.
+        status = Some(if options.interrupt.is_cancelled() {
+            RunStatus::Interrupted
+        } else {
+            RunStatus::TimedOut
+        });
+    }
 
     // Whatever never started was cancelled.
     let agents: Vec<AgentOutcome> = slots
