@@ -75,6 +75,7 @@ pub(crate) fn invoke(ctx: &Context, args: InvokeArgs) -> Exit {
         interrupt: CancellationToken::new(),
         slots: Arc::new(Semaphore::new(args.max_concurrency as usize)),
         providers,
+        stream_tokens: false,
     };
     if args.each_line {
         let lines = match read_lines(ctx) {
@@ -199,6 +200,44 @@ fn read_lines(ctx: &Context) -> Result<Vec<String>, Exit> {
 struct InvokeSink {
     progress: Option<ProgressView>,
     jsonl: Option<JsonLines>,
+    stream: Option<StreamPrinter>,
+}
+
+/// `--stream`: the final agent's text on stdout as it arrives.
+struct StreamPrinter {
+    agent: String,
+    printed: bool,
+}
+
+impl EventSink for StreamPrinter {
+    fn emit(&mut self, event: &Event) {
+        match event {
+            Event::AgentDelta { agent, text, .. } if *agent == self.agent => {
+                self.printed = true;
+                let _ = write_stdout(text);
+            }
+            Event::AgentRetrying { agent, .. } | Event::AgentFallback { agent, .. }
+                if *agent == self.agent && self.printed =>
+            {
+                // The retry streams again from the start; keep the attempts apart.
+                let _ = write_stdout("\n");
+                eprintln!("orc: the answer of `{agent}` broke off; it is printed again below");
+                self.printed = false;
+            }
+            Event::AgentFinished {
+                agent,
+                status,
+                output,
+                ..
+            } if *agent == self.agent => {
+                if !self.printed && *status == AgentStatus::Succeeded {
+                    let _ = write_stdout(output.as_deref().unwrap_or(""));
+                }
+                let _ = write_stdout("\n");
+            }
+            _ => {}
+        }
+    }
 }
 
 impl EventSink for InvokeSink {
@@ -208,6 +247,9 @@ impl EventSink for InvokeSink {
         }
         if let Some(j) = &mut self.jsonl {
             j.emit(event);
+        }
+        if let Some(s) = &mut self.stream {
+            s.emit(event);
         }
     }
 }
@@ -221,9 +263,18 @@ async fn single(
 ) -> Exit {
     options.run_id = run_id();
     let show_progress = !args.quiet && std::io::stderr().is_terminal();
+    // `--stream` prints one agent's text as it arrives: the final agent, when there is one.
+    let streamed = (args.stream && args.output == OutputFormat::Text && plan.sinks.len() == 1)
+        .then(|| plan.ensemble.agents[plan.sinks[0]].name.clone());
+    options.stream_tokens =
+        show_progress || args.output == OutputFormat::Jsonl || streamed.is_some();
     let mut sink = InvokeSink {
         progress: show_progress.then(|| ProgressView::new(plan.len() as u64, ctx.color)),
         jsonl: (args.output == OutputFormat::Jsonl).then(JsonLines::new),
+        stream: streamed.map(|agent| StreamPrinter {
+            agent,
+            printed: false,
+        }),
     };
     let outcome = exec::run(Arc::clone(&plan), input, options, &mut sink).await;
     if let Some(p) = &sink.progress {
@@ -233,6 +284,7 @@ async fn single(
         report_run(ctx, &outcome);
     }
     let written = match args.output {
+        OutputFormat::Text if sink.stream.is_some() => Exit::Ok,
         OutputFormat::Text => write_stdout(&text_result(&outcome, &plan.sinks)),
         OutputFormat::Json => write_stdout(&json_result(&outcome)),
         OutputFormat::Jsonl => Exit::Ok,

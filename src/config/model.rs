@@ -77,7 +77,12 @@ pub struct Profile {
     pub max_tokens: Option<u32>,
     pub temperature: Option<f64>,
     pub timeout: Option<Duration>,
+    pub first_byte_timeout: Option<Duration>,
     pub limits: Limits,
+    pub breaker_failures: Option<u32>,
+    pub breaker_cool_down: Option<Duration>,
+    /// Name of the profile to fall back to (resolved when an agent uses this one).
+    pub fallback: Option<String>,
     pub price: Option<Price>,
     pub options: BTreeMap<String, serde_json::Value>,
     pub mock: MockSettings,

@@ -167,6 +167,14 @@ pub(super) fn lower(
         max_tokens: spec.max_tokens,
         temperature: spec.temperature,
         timeout: spec.timeout_seconds.map(Duration::from_secs_f64),
+        first_byte_timeout: spec.first_byte_timeout_seconds.map(Duration::from_secs_f64),
+        breaker_failures: spec.circuit_breaker.as_ref().and_then(|c| c.failures),
+        breaker_cool_down: spec
+            .circuit_breaker
+            .as_ref()
+            .and_then(|c| c.cool_down_seconds)
+            .map(Duration::from_secs_f64),
+        fallback: spec.fallback_model_profile.clone(),
         limits: Limits {
             requests_per_minute: limits.requests_per_minute,
             tokens_per_minute: limits.tokens_per_minute,

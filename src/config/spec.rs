@@ -445,9 +445,21 @@ pub struct ProfileSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0.001))]
     pub timeout_seconds: Option<f64>,
+    /// Longest wait for the first byte of a response, and between two chunks of a stream,
+    /// in seconds (default 60, never more than the call's timeout).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.001))]
+    pub first_byte_timeout_seconds: Option<f64>,
     /// Rate and concurrency limits shared by every agent using this profile.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<LimitsSpec>,
+    /// When calls to this profile's endpoint fail fast after repeated failures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub circuit_breaker: Option<CircuitBreakerSpec>,
+    /// Profile tried when this one still fails after its retries (a chain when that one has
+    /// its own). An agent's `fallback_model_profile` comes first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback_model_profile: Option<String>,
     /// Price per million tokens. Without one, cost is reported as unknown (never as zero),
     /// except for `mock` profiles, which are free.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -504,6 +516,20 @@ pub struct LimitsSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub max_concurrency: Option<u32>,
+}
+
+/// Circuit breaker settings of a profile's endpoint.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CircuitBreakerSpec {
+    /// Consecutive failures (timeouts, connection errors, 5xx) that open the breaker (default 5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub failures: Option<u32>,
+    /// Seconds the breaker stays open before letting a probe through (default 30).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0))]
+    pub cool_down_seconds: Option<f64>,
 }
 
 /// Price of a model in US dollars per million tokens.

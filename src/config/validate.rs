@@ -259,19 +259,6 @@ pub(super) fn validate(
             );
         }
         let profile = resolve_profile(&mut c, i, &spec, &profiles, default_profile.as_ref());
-        let fallback =
-            spec.fallback_model_profile
-                .as_ref()
-                .and_then(|name| match profiles.get(name) {
-                    Some(p) => Some(Arc::clone(p)),
-                    None => {
-                        c.error(
-                            unknown_profile(name, &profiles),
-                            &path!["agents", i, "fallback_model_profile"],
-                        );
-                        None
-                    }
-                });
         if let Some(prompt) = &spec.prompt {
             let available: Vec<&str> = ancestors(i)
                 .into_iter()
@@ -286,6 +273,9 @@ pub(super) fn validate(
             );
         }
         let Some(profile) = profile else { continue };
+        let Some(fallbacks) = fallback_chain(&mut c, i, &spec, &profile, &profiles) else {
+            continue;
+        };
         let timeout = spec
             .timeout_seconds
             .or(defaults.timeout_seconds)
@@ -296,7 +286,7 @@ pub(super) fn validate(
             index: i,
             name: spec.name.clone(),
             kind,
-            fallbacks: fallback.into_iter().collect(),
+            fallbacks,
             system_prompt: spec.system_prompt.clone(),
             prompt: spec.prompt.clone(),
             depends_on: deps[i].clone(),
@@ -349,6 +339,45 @@ pub(super) fn validate(
         source: file.clone(),
     };
     (Some(ensemble), report)
+}
+
+/// The profiles tried after the primary: the agent's `fallback_model_profile` (else the
+/// primary profile's own), then each fallback's own, stopping at a repeat.
+fn fallback_chain(
+    c: &mut Checker<'_>,
+    i: usize,
+    spec: &AgentSpec,
+    primary: &Arc<Profile>,
+    profiles: &ProfileSet,
+) -> Option<Vec<Arc<Profile>>> {
+    let mut chain: Vec<Arc<Profile>> = Vec::new();
+    let (mut next, mut at) = match &spec.fallback_model_profile {
+        Some(name) => (
+            Some(name.clone()),
+            path!["agents", i, "fallback_model_profile"].to_vec(),
+        ),
+        None => (
+            primary.fallback.clone(),
+            path!["agents", i, "model_profile"].to_vec(),
+        ),
+    };
+    while let Some(name) = next {
+        if name == primary.name || chain.iter().any(|p| p.name == name) {
+            break;
+        }
+        match profiles.get(&name) {
+            Some(p) => {
+                next = p.fallback.clone();
+                chain.push(Arc::clone(p));
+                at = path!["agents", i, "model_profile"].to_vec();
+            }
+            None => {
+                c.error(unknown_profile(&name, profiles), &at);
+                return None;
+            }
+        }
+    }
+    Some(chain)
 }
 
 fn kind_name(kind: AgentKind) -> &'static str {

@@ -37,6 +37,12 @@ pub enum Event {
         to: String,
         error: String,
     },
+    /// Text as it streams in. A retried attempt streams again from the start.
+    AgentDelta {
+        agent: String,
+        attempt: u32,
+        text: String,
+    },
     AgentTokens {
         agent: String,
         usage: Usage,

@@ -31,14 +31,17 @@ pub struct ProviderRegistry {
 }
 
 impl ProviderRegistry {
-    /// Builds a client for every profile the plan uses.
+    /// Builds a client for every profile the plan uses. Fails before any call is made when
+    /// a profile cannot work (e.g. its key is missing).
     pub fn for_plan(plan: &Plan) -> Result<ProviderRegistry, (String, ProviderError)> {
         let mut registry = ProviderRegistry::default();
+        let mut factory = providers::Factory::default();
         for agent in &plan.ensemble.agents {
             for profile in std::iter::once(&agent.profile).chain(&agent.fallbacks) {
                 if !registry.providers.contains_key(&profile.name) {
-                    let provider =
-                        providers::for_profile(profile).map_err(|e| (profile.name.clone(), e))?;
+                    let provider = factory
+                        .build(profile)
+                        .map_err(|e| (profile.name.clone(), e))?;
                     registry.providers.insert(profile.name.clone(), provider);
                 }
             }
@@ -72,9 +75,16 @@ pub struct RunOptions {
     /// Global cap on provider calls in flight, shared by all runs of a batch.
     pub slots: Arc<Semaphore>,
     pub providers: ProviderRegistry,
+    /// Ask providers to stream, and forward text as it arrives (`Event::AgentDelta`).
+    pub stream_tokens: bool,
 }
 
 enum Msg {
+    Delta {
+        agent: AgentIndex,
+        attempt: u32,
+        text: String,
+    },
     Started {
         agent: AgentIndex,
         attempt: u32,
@@ -178,6 +188,7 @@ pub async fn run(
                             cancel: cancel.clone(),
                             slots: Arc::clone(&options.slots),
                             providers: options.providers.clone(),
+                            stream: options.stream_tokens,
                             tx: tx.clone(),
                         };
                         tasks.spawn(task.run());
@@ -210,6 +221,15 @@ pub async fn run(
         };
         let Some(msg) = msg else { break };
         match msg {
+            Msg::Delta {
+                agent,
+                attempt,
+                text,
+            } => sink.emit(&Event::AgentDelta {
+                agent: plan.ensemble.agents[agent].name.clone(),
+                attempt,
+                text,
+            }),
             Msg::Started {
                 agent,
                 attempt,
@@ -475,6 +495,7 @@ struct AgentTask {
     cancel: CancellationToken,
     slots: Arc<Semaphore>,
     providers: ProviderRegistry,
+    stream: bool,
     tx: mpsc::UnboundedSender<Msg>,
 }
 
@@ -529,14 +550,10 @@ impl AgentTask {
                         .collect(),
                     attempt: attempts,
                     seed: self.seed,
+                    deltas: None,
                 };
-                let result = tokio::select! {
-                    r = tokio::time::timeout(agent.timeout, provider.complete(request)) => {
-                        r.unwrap_or(Err(ProviderError::Timeout))
-                    }
-                    () = self.cancel.cancelled() => {
-                        return self.cancelled(profile, attempts, usage, first_start);
-                    }
+                let Some(result) = self.call(provider.as_ref(), request, attempts).await else {
+                    return self.cancelled(profile, attempts, usage, first_start);
                 };
                 drop(permit);
                 match result {
@@ -608,6 +625,43 @@ impl AgentTask {
             usage,
             first_start,
         }
+    }
+
+    /// One provider call under the agent's timeout, forwarding streamed text as it
+    /// arrives. `None` when the run was cancelled meanwhile.
+    async fn call(
+        &self,
+        provider: &dyn Provider,
+        mut request: CompletionRequest,
+        attempt: u32,
+    ) -> Option<Result<crate::providers::Completion, ProviderError>> {
+        let (deltas_tx, mut deltas) = mpsc::unbounded_channel::<String>();
+        if self.stream {
+            request.deltas = Some(deltas_tx);
+        } else {
+            drop(deltas_tx);
+        }
+        let forward = |text: String| {
+            let _ = self.tx.send(Msg::Delta {
+                agent: self.agent.index,
+                attempt,
+                text,
+            });
+        };
+        let call = tokio::time::timeout(self.agent.timeout, provider.complete(request));
+        tokio::pin!(call);
+        let result = loop {
+            tokio::select! {
+                biased;
+                () = self.cancel.cancelled() => return None,
+                Some(text) = deltas.recv() => forward(text),
+                r = &mut call => break r.unwrap_or(Err(ProviderError::Timeout)),
+            }
+        };
+        while let Ok(text) = deltas.try_recv() {
+            forward(text);
+        }
+        Some(result)
     }
 
     async fn acquire(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {

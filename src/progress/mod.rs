@@ -17,6 +17,8 @@ pub struct ProgressView {
     multi: MultiProgress,
     totals: ProgressBar,
     agents: HashMap<String, ProgressBar>,
+    /// Characters streamed so far per agent, for a live token estimate.
+    streamed: HashMap<String, usize>,
     usage: Usage,
     cost: f64,
     cost_known: bool,
@@ -39,6 +41,7 @@ impl ProgressView {
             multi,
             totals,
             agents: HashMap::new(),
+            streamed: HashMap::new(),
             usage: Usage::default(),
             cost: 0.0,
             cost_known: true,
@@ -112,6 +115,15 @@ impl EventSink for ProgressView {
                 };
                 if let Some(bar) = self.agent_bar(agent) {
                     bar.set_message(msg);
+                }
+            }
+            Event::AgentDelta { agent, text, .. } => {
+                let entry = self.streamed.entry(agent.clone()).or_insert(0);
+                *entry += text.chars().count();
+                let tokens = entry.div_ceil(4);
+                if let Some(bar) = self.agents.get(agent) {
+                    let profile = bar.message().split(" · ").next().unwrap_or("").to_string();
+                    bar.set_message(format!("{profile} · ~{tokens} tokens"));
                 }
             }
             Event::AgentRetrying {

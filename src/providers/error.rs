@@ -6,16 +6,36 @@ use std::time::Duration;
 pub enum ProviderError {
     #[error("request timed out")]
     Timeout,
-    #[error("rate limited (HTTP 429){}", retry_hint(.retry_after))]
-    RateLimited { retry_after: Option<Duration> },
-    #[error("HTTP {status}: {body_excerpt}")]
-    Http { status: u16, body_excerpt: String },
+    #[error("rate limited (HTTP 429){}: {message}", retry_hint(.retry_after))]
+    RateLimited {
+        retry_after: Option<Duration>,
+        message: String,
+    },
+    #[error("HTTP {status}{}: {body_excerpt}", .kind.as_ref().map(|k| format!(" ({k})")).unwrap_or_default())]
+    Http {
+        status: u16,
+        /// The provider's error type or code, e.g. `overloaded_error`.
+        kind: Option<String>,
+        body_excerpt: String,
+        retry_after: Option<Duration>,
+    },
     #[error("connection failed: {message}")]
     Connection { message: String },
+    #[error("the response stream broke off: {message}")]
+    StreamBroken { message: String },
     #[error("could not decode the response: {message}")]
     Decode { message: String },
     #[error("authentication failed: {message}")]
     Auth { message: String },
+    #[error("quota or spend limit exhausted: {message}")]
+    Quota { message: String },
+    #[error("no API key: set {variable} or run `orc auth set {provider}`")]
+    MissingKey { variable: String, provider: String },
+    #[error("circuit breaker open for {endpoint} after repeated failures; retry in {}s", .retry_in.as_secs().max(1))]
+    CircuitOpen {
+        endpoint: String,
+        retry_in: Duration,
+    },
     #[error("provider `{provider}` is not available in this version of orc")]
     Unavailable { provider: String },
 }
@@ -27,25 +47,42 @@ fn retry_hint(after: &Option<Duration>) -> String {
 }
 
 impl ProviderError {
-    /// Whether trying again can succeed: timeouts, connection errors, 408, 409, 429, 5xx.
+    /// Whether trying again can succeed: timeouts, connection errors, broken streams, 408,
+    /// 409, 429, 5xx and Anthropic's 529. Never auth, bad requests or exhausted quota.
     pub fn is_retryable(&self) -> bool {
         match self {
             ProviderError::Timeout
             | ProviderError::RateLimited { .. }
-            | ProviderError::Connection { .. } => true,
+            | ProviderError::Connection { .. }
+            | ProviderError::StreamBroken { .. } => true,
             ProviderError::Http { status, .. } => {
                 matches!(status, 408 | 409 | 429 | 500 | 502 | 503 | 504 | 529)
             }
             ProviderError::Decode { .. }
             | ProviderError::Auth { .. }
+            | ProviderError::Quota { .. }
+            | ProviderError::MissingKey { .. }
+            | ProviderError::CircuitOpen { .. }
             | ProviderError::Unavailable { .. } => false,
+        }
+    }
+
+    /// Whether this failure says the endpoint is unhealthy (for the circuit breaker).
+    pub fn is_endpoint_failure(&self) -> bool {
+        match self {
+            ProviderError::Timeout
+            | ProviderError::Connection { .. }
+            | ProviderError::StreamBroken { .. } => true,
+            ProviderError::Http { status, .. } => *status >= 500,
+            _ => false,
         }
     }
 
     /// The provider's own hint of when to retry.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            ProviderError::RateLimited { retry_after } => *retry_after,
+            ProviderError::RateLimited { retry_after, .. }
+            | ProviderError::Http { retry_after, .. } => *retry_after,
             _ => None,
         }
     }
@@ -57,8 +94,12 @@ impl ProviderError {
             ProviderError::RateLimited { .. } => "rate_limited",
             ProviderError::Http { .. } => "http",
             ProviderError::Connection { .. } => "connection",
+            ProviderError::StreamBroken { .. } => "stream_broken",
             ProviderError::Decode { .. } => "decode",
             ProviderError::Auth { .. } => "auth",
+            ProviderError::Quota { .. } => "quota",
+            ProviderError::MissingKey { .. } => "missing_key",
+            ProviderError::CircuitOpen { .. } => "circuit_open",
             ProviderError::Unavailable { .. } => "unavailable",
         }
     }
@@ -68,25 +109,32 @@ impl ProviderError {
 mod tests {
     use super::*;
 
+    fn http(status: u16) -> ProviderError {
+        ProviderError::Http {
+            status,
+            kind: None,
+            body_excerpt: String::new(),
+            retry_after: None,
+        }
+    }
+
     #[test]
     fn classifies_retryable() {
         assert!(ProviderError::Timeout.is_retryable());
-        assert!(
-            ProviderError::Http {
-                status: 503,
-                body_excerpt: String::new()
-            }
-            .is_retryable()
-        );
-        assert!(
-            !ProviderError::Http {
-                status: 400,
-                body_excerpt: String::new()
-            }
-            .is_retryable()
-        );
+        for s in [408, 409, 429, 500, 502, 503, 504, 529] {
+            assert!(http(s).is_retryable(), "{s}");
+        }
+        for s in [400, 401, 403, 404, 422] {
+            assert!(!http(s).is_retryable(), "{s}");
+        }
         assert!(
             !ProviderError::Auth {
+                message: String::new()
+            }
+            .is_retryable()
+        );
+        assert!(
+            !ProviderError::Quota {
                 message: String::new()
             }
             .is_retryable()

@@ -174,24 +174,35 @@ impl Provider for MockProvider {
                 MockFailure::Timeout => ProviderError::Timeout,
                 MockFailure::RateLimit => ProviderError::RateLimited {
                     retry_after: Some(Duration::from_millis(100)),
+                    message: "mock: injected rate limit".into(),
                 },
                 MockFailure::ServerError => ProviderError::Http {
                     status: 500,
+                    kind: None,
                     body_excerpt: "mock: injected server error".into(),
+                    retry_after: None,
                 },
                 MockFailure::BadRequest => ProviderError::Http {
                     status: 400,
+                    kind: None,
                     body_excerpt: "mock: injected bad request".into(),
+                    retry_after: None,
                 },
             });
         }
         let text = self.compose(&request);
+        if let Some(deltas) = &request.deltas {
+            for piece in text.split_inclusive(' ') {
+                let _ = deltas.send(piece.to_string());
+            }
+        }
         let prompt_tokens =
             estimate_tokens(&request.prompt) + request.system.as_deref().map_or(0, estimate_tokens);
         Ok(Completion {
             usage: Usage {
                 input_tokens: prompt_tokens,
                 output_tokens: estimate_tokens(&text),
+                ..Usage::default()
             },
             text,
         })
@@ -213,6 +224,7 @@ mod tests {
             options: Default::default(),
             attempt: 1,
             seed,
+            deltas: None,
         }
     }
 

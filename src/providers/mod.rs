@@ -2,15 +2,26 @@
 //! it. `exec` sees only the trait; `Providers` builds the concrete client for a profile with
 //! a plain `match`.
 
+mod anthropic;
+mod breaker;
+pub mod credentials;
 mod error;
+mod gemini;
+pub mod http;
+mod limits;
 mod mock;
+mod ollama;
+mod openai;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 
+pub use breaker::CircuitBreaker;
 pub use error::ProviderError;
+pub use limits::Limiter;
 pub use mock::MockProvider;
 
 use crate::config::{Profile, spec::ProviderKind};
@@ -29,6 +40,8 @@ pub struct CompletionRequest {
     pub attempt: u32,
     /// Run seed, for providers that support one.
     pub seed: u64,
+    /// When set, the provider streams and sends each piece of text as it arrives.
+    pub deltas: Option<tokio::sync::mpsc::UnboundedSender<String>>,
 }
 
 /// Token counts as the provider reports them.
@@ -36,12 +49,24 @@ pub struct CompletionRequest {
 pub struct Usage {
     pub input_tokens: u64,
     pub output_tokens: u64,
+    /// Input tokens served from the provider's prompt cache (part of `input_tokens`).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub cached_input_tokens: u64,
+    /// The provider reported no usage; these counts are estimates (four characters a token).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub estimated: bool,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl std::ops::AddAssign for Usage {
     fn add_assign(&mut self, other: Usage) {
         self.input_tokens += other.input_tokens;
         self.output_tokens += other.output_tokens;
+        self.cached_input_tokens += other.cached_input_tokens;
+        self.estimated |= other.estimated;
     }
 }
 
@@ -57,12 +82,155 @@ pub trait Provider: Send + Sync {
     async fn complete(&self, request: CompletionRequest) -> Result<Completion, ProviderError>;
 }
 
-/// Builds the provider for a profile.
-pub fn for_profile(profile: &Arc<Profile>) -> Result<Arc<dyn Provider>, ProviderError> {
-    match profile.provider {
-        ProviderKind::Mock => Ok(Arc::new(MockProvider::new(Arc::clone(profile)))),
-        other => Err(ProviderError::Unavailable {
-            provider: other.to_string(),
-        }),
+/// Builds providers for profiles: one client per profile, wrapped in the profile's limits
+/// and its endpoint's circuit breaker (shared by every profile on the same endpoint).
+#[derive(Default)]
+pub struct Factory {
+    breakers: HashMap<String, Arc<CircuitBreaker>>,
+}
+
+impl Factory {
+    /// The provider of a profile. Fails before any call when a needed key is missing.
+    pub fn build(&mut self, profile: &Arc<Profile>) -> Result<Arc<dyn Provider>, ProviderError> {
+        let first_byte = profile.first_byte_timeout.unwrap_or(DEFAULT_FIRST_BYTE);
+        let env = |var: &str| std::env::var(var).ok().filter(|v| !v.trim().is_empty());
+        let (inner, endpoint): (Arc<dyn Provider>, String) = match profile.provider {
+            ProviderKind::Mock => return Ok(Arc::new(MockProvider::new(Arc::clone(profile)))),
+            ProviderKind::Openai | ProviderKind::OpenaiCompatible => {
+                let lenient = profile.provider == ProviderKind::OpenaiCompatible;
+                let base = profile
+                    .base_url
+                    .clone()
+                    .or_else(|| (!lenient).then(|| env("OPENAI_BASE_URL")).flatten())
+                    .unwrap_or_else(|| "https://api.openai.com/v1".into());
+                let key = credentials::key_for(profile)?;
+                (
+                    Arc::new(openai::OpenAi::new(
+                        Arc::clone(profile),
+                        base.clone(),
+                        key,
+                        lenient,
+                        first_byte,
+                    )),
+                    base,
+                )
+            }
+            ProviderKind::Anthropic => {
+                let base = profile
+                    .base_url
+                    .clone()
+                    .or_else(|| env("ANTHROPIC_BASE_URL"))
+                    .unwrap_or_else(|| "https://api.anthropic.com".into());
+                let key = credentials::key_for(profile)?;
+                (
+                    Arc::new(anthropic::Anthropic::new(
+                        Arc::clone(profile),
+                        base.clone(),
+                        key,
+                        first_byte,
+                    )),
+                    base,
+                )
+            }
+            ProviderKind::Gemini => {
+                let base = profile
+                    .base_url
+                    .clone()
+                    .or_else(|| env("GEMINI_BASE_URL"))
+                    .unwrap_or_else(|| "https://generativelanguage.googleapis.com/v1beta".into());
+                let key = credentials::key_for(profile)?;
+                (
+                    Arc::new(gemini::Gemini::new(
+                        Arc::clone(profile),
+                        base.clone(),
+                        key,
+                        first_byte,
+                    )),
+                    base,
+                )
+            }
+            ProviderKind::Ollama => {
+                let base = profile
+                    .base_url
+                    .clone()
+                    .or_else(|| env("OLLAMA_HOST"))
+                    .map_or_else(
+                        || "http://127.0.0.1:11434".into(),
+                        |b| http::with_scheme(&b),
+                    );
+                (
+                    Arc::new(ollama::Ollama::new(
+                        Arc::clone(profile),
+                        base.clone(),
+                        first_byte,
+                    )),
+                    base,
+                )
+            }
+        };
+        let breaker = Arc::clone(self.breakers.entry(endpoint.clone()).or_insert_with(|| {
+            Arc::new(CircuitBreaker::new(
+                endpoint,
+                profile
+                    .breaker_failures
+                    .unwrap_or(breaker::DEFAULT_FAILURES),
+                profile
+                    .breaker_cool_down
+                    .unwrap_or(breaker::DEFAULT_COOL_DOWN),
+            ))
+        }));
+        Ok(Arc::new(Guarded {
+            inner,
+            limiter: Limiter::new(&profile.limits),
+            breaker,
+        }))
+    }
+}
+
+/// Default wait for a response's first byte and between stream chunks.
+pub const DEFAULT_FIRST_BYTE: Duration = Duration::from_secs(60);
+
+/// A remote provider behind its profile's limits and its endpoint's circuit breaker.
+struct Guarded {
+    inner: Arc<dyn Provider>,
+    limiter: Limiter,
+    breaker: Arc<CircuitBreaker>,
+}
+
+#[async_trait]
+impl Provider for Guarded {
+    async fn complete(&self, request: CompletionRequest) -> Result<Completion, ProviderError> {
+        self.breaker.before_call()?;
+        let expected = mock::estimate_tokens(&request.prompt)
+            + request.system.as_deref().map_or(0, mock::estimate_tokens)
+            + u64::from(request.max_tokens.unwrap_or(0));
+        let _admission = self.limiter.admit(expected).await;
+        // The breaker let this call through; it must hear how it ended, even when the
+        // caller's timeout drops this future (a dropped probe counts as a failure).
+        let mut guard = BreakerGuard {
+            breaker: &self.breaker,
+            reported: false,
+        };
+        let result = self.inner.complete(request).await;
+        if let Err(ProviderError::RateLimited { retry_after, .. }) = &result {
+            self.limiter
+                .cool_down(retry_after.unwrap_or(Duration::from_secs(1)));
+        }
+        self.breaker.after_call(result.as_ref().map(|_| ()));
+        guard.reported = true;
+        result
+    }
+}
+
+struct BreakerGuard<'a> {
+    breaker: &'a CircuitBreaker,
+    reported: bool,
+}
+
+impl Drop for BreakerGuard<'_> {
+    fn drop(&mut self) {
+        if !self.reported {
+            self.breaker.after_call(Err(&ProviderError::Timeout));
+        }
     }
 }

@@ -1,0 +1,371 @@
+//! The HTTP side shared by every remote provider: one pooled `reqwest::Client`, separate
+//! connect / first-byte / total timeouts, mapping of HTTP failures to `ProviderError`
+//! (with `Retry-After`, `retry-after-ms` and the provider's own error type), and a small
+//! line splitter for SSE and NDJSON streams.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use reqwest::header::HeaderMap;
+
+use super::ProviderError;
+
+/// Time allowed to open a connection.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The one client of the process: pooled connections, shared by every profile.
+pub fn client() -> reqwest::Client {
+    static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
+    CLIENT
+        .get_or_init(|| {
+            // rustls needs one crypto provider per process; ring builds quickly and has no
+            // system dependencies. Installing twice is harmless (the second call fails).
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            reqwest::Client::builder()
+                .connect_timeout(CONNECT_TIMEOUT)
+                .pool_max_idle_per_host(1024)
+                .user_agent(concat!("orc/", env!("CARGO_PKG_VERSION")))
+                .build()
+                .expect("the HTTP client configuration is valid")
+        })
+        .clone()
+}
+
+/// Sends a request and waits for the response head at most `first_byte`; a non-success
+/// status becomes a classified error (the body is read for the provider's error type).
+pub async fn send(
+    request: reqwest::RequestBuilder,
+    first_byte: Duration,
+) -> Result<reqwest::Response, ProviderError> {
+    let response = match tokio::time::timeout(first_byte, request.send()).await {
+        Err(_) => return Err(ProviderError::Timeout),
+        Ok(Err(e)) => return Err(transport_error(&e)),
+        Ok(Ok(r)) => r,
+    };
+    let status = response.status();
+    if status.is_success() {
+        return Ok(response);
+    }
+    let headers = response.headers().clone();
+    let body = tokio::time::timeout(first_byte, response.text())
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_default();
+    Err(status_error(status.as_u16(), &headers, &body))
+}
+
+/// Reads a whole JSON body, waiting at most `idle`.
+pub async fn json_body(
+    response: reqwest::Response,
+    idle: Duration,
+) -> Result<serde_json::Value, ProviderError> {
+    let bytes = match tokio::time::timeout(idle, response.bytes()).await {
+        Err(_) => return Err(ProviderError::Timeout),
+        Ok(Err(e)) => return Err(stream_broken(&e)),
+        Ok(Ok(b)) => b,
+    };
+    serde_json::from_slice(&bytes).map_err(|e| ProviderError::Decode {
+        message: format!("{e} in `{}`", excerpt(&String::from_utf8_lossy(&bytes))),
+    })
+}
+
+/// `OLLAMA_HOST`-style addresses may omit the scheme: `localhost:11434`.
+pub fn with_scheme(address: &str) -> String {
+    let address = address.trim().trim_end_matches('/');
+    if address.starts_with("http://") || address.starts_with("https://") {
+        address.to_string()
+    } else {
+        format!("http://{address}")
+    }
+}
+
+/// Maps a transport error.
+pub fn transport_error(error: &reqwest::Error) -> ProviderError {
+    if error.is_timeout() {
+        ProviderError::Timeout
+    } else if error.is_decode() {
+        ProviderError::Decode {
+            message: error.to_string(),
+        }
+    } else {
+        // Connection refused, reset, DNS, TLS: all worth another try.
+        let mut message = error.to_string();
+        let mut source = std::error::Error::source(error);
+        while let Some(s) = source {
+            message = format!("{message}: {s}");
+            source = s.source();
+        }
+        ProviderError::Connection { message }
+    }
+}
+
+/// The provider's hint of when to retry: `retry-after-ms`, or `Retry-After` in seconds or
+/// as an HTTP date.
+pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    if let Some(ms) = headers
+        .get("retry-after-ms")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<f64>().ok())
+    {
+        return Some(Duration::from_secs_f64((ms / 1000.0).max(0.0)));
+    }
+    let value = headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
+    if let Ok(secs) = value.parse::<f64>() {
+        return Some(Duration::from_secs_f64(secs.max(0.0)));
+    }
+    let when = httpdate::parse_http_date(value).ok()?;
+    Some(
+        when.duration_since(std::time::SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
+}
+
+/// Error `type` and `code` and message of a JSON error body, in the shapes providers use:
+/// `{"error": {"type", "code", "message"}}` (OpenAI, Anthropic), `{"error": {"status",
+/// "message"}}` (Gemini), `{"error": "text"}` (Ollama, llama.cpp), `{"message": ...}`.
+pub struct ErrorBody {
+    pub kind: Option<String>,
+    pub message: String,
+    pub json: Option<serde_json::Value>,
+}
+
+pub fn parse_error_body(body: &str) -> ErrorBody {
+    let json: Option<serde_json::Value> = serde_json::from_str(body).ok();
+    let error = json.as_ref().and_then(|j| j.get("error"));
+    let kind = error
+        .and_then(|e| {
+            e.get("code")
+                .and_then(|c| c.as_str())
+                .or_else(|| e.get("type").and_then(|t| t.as_str()))
+                .or_else(|| e.get("status").and_then(|t| t.as_str()))
+        })
+        .map(String::from);
+    let message = error
+        .and_then(|e| {
+            e.get("message")
+                .and_then(|m| m.as_str())
+                .or_else(|| e.as_str())
+        })
+        .or_else(|| {
+            json.as_ref()
+                .and_then(|j| j.get("message"))
+                .and_then(|m| m.as_str())
+        })
+        .map_or_else(|| excerpt(body), excerpt);
+    ErrorBody {
+        kind,
+        message,
+        json,
+    }
+}
+
+/// At most 300 characters of a body, on one line.
+pub fn excerpt(body: &str) -> String {
+    let one_line: String = body.split_whitespace().collect::<Vec<_>>().join(" ");
+    if one_line.chars().count() > 300 {
+        let mut s: String = one_line.chars().take(297).collect();
+        s.push_str("...");
+        s
+    } else {
+        one_line
+    }
+}
+
+/// Error types that mean "this will not succeed by retrying", whatever the status.
+const NEVER_RETRY: [&str; 3] = [
+    "insufficient_quota",
+    "enforced_spend_limit_reached",
+    "billing_hard_limit_reached",
+];
+
+/// Classifies a non-success HTTP response.
+pub fn status_error(status: u16, headers: &HeaderMap, body: &str) -> ProviderError {
+    let parsed = parse_error_body(body);
+    let kind = parsed.kind.clone();
+    if kind.as_deref().is_some_and(|k| NEVER_RETRY.contains(&k))
+        || parsed.message.contains("insufficient_quota")
+    {
+        return ProviderError::Quota {
+            message: parsed.message,
+        };
+    }
+    match status {
+        401 | 403 => ProviderError::Auth {
+            message: format!("HTTP {status}: {}", parsed.message),
+        },
+        429 => ProviderError::RateLimited {
+            retry_after: retry_after(headers)
+                .or_else(|| parsed.json.as_ref().and_then(gemini_retry_delay)),
+            message: parsed.message,
+        },
+        _ => ProviderError::Http {
+            status,
+            kind,
+            body_excerpt: parsed.message,
+            retry_after: retry_after(headers),
+        },
+    }
+}
+
+/// Gemini's `error.details[].retryDelay` ("1.5s") of a `google.rpc.RetryInfo`.
+fn gemini_retry_delay(json: &serde_json::Value) -> Option<Duration> {
+    json.pointer("/error/details")?
+        .as_array()?
+        .iter()
+        .find_map(|d| d.get("retryDelay")?.as_str())
+        .and_then(|s| s.trim_end_matches('s').parse::<f64>().ok())
+        .map(|secs| Duration::from_secs_f64(secs.max(0.0)))
+}
+
+/// Reads a response body as complete lines, calling `on_line` for each (without the line
+/// ending). Waits at most `idle` for each chunk, so a stalled stream fails as a timeout.
+pub async fn for_each_line(
+    response: reqwest::Response,
+    idle: Duration,
+    mut on_line: impl FnMut(&str) -> Result<(), ProviderError>,
+) -> Result<(), ProviderError> {
+    let mut stream = response.bytes_stream();
+    let mut buffer: Vec<u8> = Vec::new();
+    loop {
+        let chunk = match tokio::time::timeout(idle, stream.next()).await {
+            Err(_) => return Err(ProviderError::Timeout),
+            Ok(None) => break,
+            Ok(Some(Err(e))) => return Err(stream_broken(&e)),
+            Ok(Some(Ok(chunk))) => chunk,
+        };
+        buffer.extend_from_slice(&chunk);
+        while let Some(pos) = buffer.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = buffer.drain(..=pos).collect();
+            let text = String::from_utf8_lossy(&line);
+            on_line(text.trim_end_matches(['\n', '\r']))?;
+        }
+    }
+    if !buffer.is_empty() {
+        let text = String::from_utf8_lossy(&buffer).into_owned();
+        on_line(text.trim_end_matches('\r'))?;
+    }
+    Ok(())
+}
+
+fn stream_broken(error: &reqwest::Error) -> ProviderError {
+    ProviderError::StreamBroken {
+        message: transport_error(error).to_string(),
+    }
+}
+
+/// Server-sent events: collects `data:` lines into events, separated by blank lines.
+#[derive(Default)]
+pub struct SseParser {
+    event: Option<String>,
+    data: Vec<String>,
+}
+
+/// One server-sent event.
+pub struct SseEvent {
+    pub event: Option<String>,
+    pub data: String,
+}
+
+impl SseParser {
+    /// Feeds one line; returns an event when a blank line completes one.
+    pub fn line(&mut self, line: &str) -> Option<SseEvent> {
+        if line.is_empty() {
+            if self.data.is_empty() && self.event.is_none() {
+                return None;
+            }
+            return Some(SseEvent {
+                event: self.event.take(),
+                data: std::mem::take(&mut self.data).join("\n"),
+            });
+        }
+        if line.starts_with(':') {
+            return None;
+        }
+        let (field, value) = line.split_once(':').unwrap_or((line, ""));
+        let value = value.strip_prefix(' ').unwrap_or(value);
+        match field {
+            "data" => self.data.push(value.to_string()),
+            "event" => self.event = Some(value.to_string()),
+            _ => {}
+        }
+        None
+    }
+
+    /// The last event, if the stream ended without a blank line.
+    pub fn finish(&mut self) -> Option<SseEvent> {
+        self.line("")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_forms() {
+        let mut h = HeaderMap::new();
+        h.insert("retry-after", "2".parse().unwrap());
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(2)));
+        h.insert("retry-after-ms", "150".parse().unwrap());
+        assert_eq!(retry_after(&h), Some(Duration::from_millis(150)));
+        let mut h = HeaderMap::new();
+        let future =
+            httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(30));
+        h.insert("retry-after", future.parse().unwrap());
+        let d = retry_after(&h).unwrap();
+        assert!(d > Duration::from_secs(25) && d <= Duration::from_secs(30));
+    }
+
+    #[test]
+    fn classifies_bodies() {
+        let h = HeaderMap::new();
+        let quota = r#"{"error":{"message":"You exceeded your current quota","type":"insufficient_quota","code":"insufficient_quota"}}"#;
+        assert!(matches!(
+            status_error(429, &h, quota),
+            ProviderError::Quota { .. }
+        ));
+        let spend =
+            r#"{"type":"error","error":{"type":"enforced_spend_limit_reached","message":"limit"}}"#;
+        assert!(matches!(
+            status_error(400, &h, spend),
+            ProviderError::Quota { .. }
+        ));
+        assert!(matches!(
+            status_error(401, &h, "nope"),
+            ProviderError::Auth { .. }
+        ));
+        let gemini = r#"{"error":{"code":429,"status":"RESOURCE_EXHAUSTED","message":"slow down","details":[{"@type":"type.googleapis.com/google.rpc.RetryInfo","retryDelay":"1.5s"}]}}"#;
+        match status_error(429, &h, gemini) {
+            ProviderError::RateLimited { retry_after, .. } => {
+                assert_eq!(retry_after, Some(Duration::from_millis(1500)))
+            }
+            other => panic!("{other:?}"),
+        }
+        match status_error(
+            529,
+            &h,
+            r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#,
+        ) {
+            e @ ProviderError::Http { .. } => assert!(e.is_retryable()),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn sse_events() {
+        let mut p = SseParser::default();
+        assert!(p.line("event: message_start").is_none());
+        assert!(p.line("data: {\"a\":1}").is_none());
+        let e = p.line("").unwrap();
+        assert_eq!(e.event.as_deref(), Some("message_start"));
+        assert_eq!(e.data, "{\"a\":1}");
+        assert!(p.line(": ping").is_none());
+        assert!(p.line("").is_none());
+    }
+}

@@ -1,0 +1,209 @@
+//! OpenAI Chat Completions, and every server that speaks it (`openai-compatible`: llama.cpp's
+//! llama-server, vLLM, LM Studio, Ollama's `/v1`). `POST {base}/chat/completions` with a
+//! Bearer key; streaming is SSE with `stream_options.include_usage`, ending at `[DONE]`.
+//! Compatible servers are treated leniently: missing usage is estimated, a stream that
+//! ends without `[DONE]` after a finish reason is accepted, and their differing error bodies
+//! are all understood (`http::parse_error_body`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::{Value, json};
+
+use super::credentials::ApiKey;
+use super::http::{self, SseParser};
+use super::mock::estimate_tokens;
+use super::{Completion, CompletionRequest, Provider, ProviderError, Usage};
+use crate::config::Profile;
+
+pub(super) struct OpenAi {
+    profile: Arc<Profile>,
+    url: String,
+    key: Option<ApiKey>,
+    /// `openai-compatible`: tolerate what local servers leave out.
+    lenient: bool,
+    first_byte: Duration,
+}
+
+/// Reasoning models take `max_completion_tokens` and reject `temperature`.
+fn is_reasoning_model(model: &str) -> bool {
+    let m = model.rsplit('/').next().unwrap_or(model);
+    m.starts_with("o1") || m.starts_with("o3") || m.starts_with("o4") || m.starts_with("gpt-5")
+}
+
+impl OpenAi {
+    pub(super) fn new(
+        profile: Arc<Profile>,
+        base_url: String,
+        key: Option<ApiKey>,
+        lenient: bool,
+        first_byte: Duration,
+    ) -> OpenAi {
+        OpenAi {
+            url: format!("{}/chat/completions", base_url.trim_end_matches('/')),
+            profile,
+            key,
+            lenient,
+            first_byte,
+        }
+    }
+
+    fn body(&self, request: &CompletionRequest) -> Value {
+        let mut messages = Vec::new();
+        if let Some(system) = &request.system {
+            messages.push(json!({"role": "system", "content": system}));
+        }
+        messages.push(json!({"role": "user", "content": request.prompt}));
+        let mut body = json!({"model": self.profile.model, "messages": messages});
+        let reasoning = !self.lenient && is_reasoning_model(&self.profile.model);
+        if let Some(max) = request.max_tokens {
+            let key = if reasoning {
+                "max_completion_tokens"
+            } else {
+                "max_tokens"
+            };
+            body[key] = json!(max);
+        }
+        if let Some(t) = request.temperature.filter(|_| !reasoning) {
+            body["temperature"] = json!(t);
+        }
+        if request.deltas.is_some() {
+            body["stream"] = json!(true);
+            body["stream_options"] = json!({"include_usage": true});
+        }
+        for (k, v) in &request.options {
+            body[k] = v.clone();
+        }
+        body
+    }
+
+    fn usage(
+        &self,
+        value: Option<&Value>,
+        request: &CompletionRequest,
+        text: &str,
+    ) -> Result<Usage, ProviderError> {
+        let read = |v: &Value, key: &str| v.get(key).and_then(Value::as_u64);
+        match value.filter(|u| !u.is_null()) {
+            Some(u) => Ok(Usage {
+                input_tokens: read(u, "prompt_tokens").unwrap_or(0),
+                output_tokens: read(u, "completion_tokens").unwrap_or(0),
+                cached_input_tokens: u
+                    .pointer("/prompt_tokens_details/cached_tokens")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(0),
+                estimated: false,
+            }),
+            None if self.lenient => Ok(Usage {
+                input_tokens: estimate_tokens(&request.prompt)
+                    + request.system.as_deref().map_or(0, estimate_tokens),
+                output_tokens: estimate_tokens(text),
+                cached_input_tokens: 0,
+                estimated: true,
+            }),
+            None => Err(ProviderError::Decode {
+                message: "the response has no `usage`".into(),
+            }),
+        }
+    }
+
+    async fn stream(
+        &self,
+        response: reqwest::Response,
+        request: &CompletionRequest,
+    ) -> Result<Completion, ProviderError> {
+        let deltas = request.deltas.as_ref();
+        let mut parser = SseParser::default();
+        let mut text = String::new();
+        let mut usage: Option<Value> = None;
+        let mut done = false;
+        let mut finished = false;
+        let mut handle = |data: &str| -> Result<(), ProviderError> {
+            if done {
+                return Ok(());
+            }
+            if data == "[DONE]" {
+                done = true;
+                return Ok(());
+            }
+            let chunk: Value = serde_json::from_str(data).map_err(|e| ProviderError::Decode {
+                message: format!("bad stream chunk: {e}"),
+            })?;
+            if let Some(error) = chunk.get("error") {
+                return Err(ProviderError::StreamBroken {
+                    message: http::excerpt(&error.to_string()),
+                });
+            }
+            if let Some(choice) = chunk.pointer("/choices/0") {
+                if let Some(piece) = choice.pointer("/delta/content").and_then(Value::as_str) {
+                    text.push_str(piece);
+                    if let Some(tx) = deltas {
+                        let _ = tx.send(piece.to_string());
+                    }
+                }
+                if choice.get("finish_reason").is_some_and(|f| !f.is_null()) {
+                    finished = true;
+                }
+            }
+            if let Some(u) = chunk.get("usage").filter(|u| !u.is_null()) {
+                usage = Some(u.clone());
+            }
+            Ok(())
+        };
+        http::for_each_line(response, self.first_byte, |line| match parser.line(line) {
+            Some(event) => handle(&event.data),
+            None => Ok(()),
+        })
+        .await?;
+        if let Some(event) = parser.finish() {
+            handle(&event.data)?;
+        }
+        if !(done || (self.lenient && finished)) {
+            return Err(ProviderError::StreamBroken {
+                message: "the stream ended before `[DONE]`".into(),
+            });
+        }
+        let usage = self.usage(usage.as_ref(), request, &text)?;
+        Ok(Completion { text, usage })
+    }
+}
+
+#[async_trait]
+impl Provider for OpenAi {
+    async fn complete(&self, request: CompletionRequest) -> Result<Completion, ProviderError> {
+        let mut builder = http::client().post(&self.url).json(&self.body(&request));
+        if let Some(key) = &self.key {
+            builder = builder.bearer_auth(key.expose());
+        }
+        let response = http::send(builder, self.first_byte).await?;
+        if request.deltas.is_some() {
+            return self.stream(response, &request).await;
+        }
+        let body = http::json_body(response, self.first_byte).await?;
+        let text = body
+            .pointer("/choices/0/message/content")
+            .and_then(Value::as_str)
+            .ok_or_else(|| ProviderError::Decode {
+                message: format!(
+                    "no `choices[0].message.content` in `{}`",
+                    http::excerpt(&body.to_string())
+                ),
+            })?
+            .to_string();
+        let usage = self.usage(body.get("usage"), &request, &text)?;
+        Ok(Completion { text, usage })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasoning_models() {
+        assert!(is_reasoning_model("o3-mini"));
+        assert!(is_reasoning_model("gpt-5"));
+        assert!(!is_reasoning_model("gpt-4.1-mini"));
+    }
+}
