@@ -20,3 +20,18 @@ pub mod suggest;
 pub mod template;
 
 pub use cli::run;
+
+/// Installs the log subscriber: `ORC_LOG` (e.g. `debug`, `orc=trace`) filters, default
+/// `warn` so stderr stays quiet; logs go to stderr. Call once, from `main`.
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ORC_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("orc=warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(
+            std::io::IsTerminal::is_terminal(&std::io::stderr())
+                && std::env::var_os("NO_COLOR").is_none(),
+        )
+        .try_init();
+}

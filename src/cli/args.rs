@@ -67,7 +67,15 @@ pub enum Command {
     /// List the ensembles on the search path and where each comes from.
     List,
     /// List the model profiles in effect (built-in, user, project) and their origin.
-    Profiles,
+    Profiles {
+        #[command(subcommand)]
+        action: Option<ProfilesAction>,
+    },
+    /// Manage stored API keys (kept in the user config dir with 0600 permissions).
+    Auth {
+        #[command(subcommand)]
+        action: AuthAction,
+    },
     /// Print the JSON Schema of ensemble or profile files (for editors).
     Schema {
         /// Which file format.
@@ -133,4 +141,33 @@ fn parse_seconds(s: &str) -> Result<f64, String> {
         Ok(v) if v > 0.0 && v.is_finite() => Ok(v),
         _ => Err(format!("`{s}` is not a positive number of seconds")),
     }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProfilesAction {
+    /// Reach each profile's endpoint with a 1-token call and report what works.
+    Check {
+        /// Only this profile.
+        name: Option<String>,
+        /// Seconds to wait for each endpoint.
+        #[arg(long, default_value_t = 20.0, value_parser = parse_seconds)]
+        timeout: f64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuthAction {
+    /// Store a key for a provider, read from a hidden prompt or from stdin (never from an
+    /// argument, which would land in shell history).
+    Set {
+        /// `openai`, `anthropic`, `gemini`, `ollama` or `openai-compatible`.
+        provider: String,
+    },
+    /// Show where each provider's key comes from (never the key).
+    List,
+    /// Delete a stored key.
+    Remove {
+        /// The provider whose stored key to delete.
+        provider: String,
+    },
 }

@@ -46,7 +46,17 @@ pub(crate) fn validate(ctx: &Context, paths: &[PathBuf]) -> Exit {
     };
     let mut failed = 0usize;
     for file in &files {
-        let (summary, report) = if is_profiles_file(file) {
+        let (summary, report) = if file.file_name().is_some_and(|n| n == "prices.yaml") {
+            let report = match config::read_source(file) {
+                Ok(source) => config::PriceTable::default().merge_file(source),
+                Err(e) => {
+                    let mut report = config::ConfigReport::default();
+                    report.push(e);
+                    report
+                }
+            };
+            ("prices".to_string(), report)
+        } else if is_profiles_file(file) {
             let report = config::check_profiles_file(file);
             ("profiles".to_string(), report)
         } else {

@@ -2,6 +2,7 @@
 //! The only module that prints. `run` can be called more than once in a process.
 
 mod args;
+mod auth;
 mod commands;
 mod invoke;
 mod output;
@@ -43,7 +44,11 @@ where
         Command::Validate { paths } => commands::validate(&ctx, &paths),
         Command::Plan { ensemble, format } => commands::plan(&ctx, &ensemble, format),
         Command::List => commands::list(&ctx),
-        Command::Profiles => commands::profiles(&ctx),
+        Command::Profiles { action: None } => commands::profiles(&ctx),
+        Command::Profiles {
+            action: Some(args::ProfilesAction::Check { name, timeout }),
+        } => auth::check_profiles(&ctx, name.as_deref(), timeout),
+        Command::Auth { action } => auth::auth(&ctx, action),
         Command::Schema { kind } => commands::schema(kind),
         Command::Init { force } => commands::init(&ctx, force),
     };

@@ -22,7 +22,7 @@ pub use load::{Document, MAX_FILE_BYTES, parse_document, read_source};
 pub use model::{
     Agent, AgentIndex, DEFAULT_PROFILE, Ensemble, Limits, MockSettings, Origin, Price, Profile,
 };
-pub use profiles::ProfileSet;
+pub use profiles::{PriceTable, ProfileSet};
 pub use schema::{SchemaKind, schema, schema_text};
 
 /// Loads and validates an ensemble file against `profiles`. Warnings come back with the

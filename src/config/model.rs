@@ -58,8 +58,13 @@ pub struct Price {
 }
 
 impl Price {
-    pub fn cost(&self, input_tokens: u64, output_tokens: u64) -> f64 {
-        (input_tokens as f64 * self.input_per_mtok + output_tokens as f64 * self.output_per_mtok)
+    /// Dollars for a call; `cached` input tokens are part of `input` and billed at the
+    /// cached rate.
+    pub fn cost(&self, input: u64, cached: u64, output: u64) -> f64 {
+        let cached = cached.min(input);
+        ((input - cached) as f64 * self.input_per_mtok
+            + cached as f64 * self.cached_input_per_mtok
+            + output as f64 * self.output_per_mtok)
             / 1_000_000.0
     }
 }

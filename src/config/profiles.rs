@@ -1,7 +1,7 @@
 //! Model profiles: the built-in ones, the user's and the project's files, merged in that
 //! order (later wins), then the ensemble's own `model_profiles:` on top.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,15 +12,65 @@ use super::load::{parse_document, read_source, source_from_bytes};
 use super::locate::{Locator, PathSeg};
 use super::model::{Limits, MockSettings, Origin, Price, Profile};
 use super::schema::SchemaKind;
-use super::spec::{ProfileSpec, ProviderKind};
+use super::spec::{PricesFileSpec, ProfileSpec, ProviderKind};
 
 /// The shipped mock profiles, compiled in so they exist without any file.
 const BUILTIN_PROFILES: &str = include_str!("../../profiles/mock.yaml");
+/// The shipped price table, compiled in.
+const BUILTIN_PRICES: &str = include_str!("../../profiles/prices.yaml");
 
-/// Profiles by name.
+/// Model prices by provider and model, for profiles without a `price:` of their own.
+#[derive(Debug, Clone, Default)]
+pub struct PriceTable {
+    entries: HashMap<(ProviderKind, String), (Price, String)>,
+}
+
+impl PriceTable {
+    pub fn builtin() -> PriceTable {
+        let file = source_from_bytes(
+            Path::new("profiles/prices.yaml"),
+            "<built-in prices>".into(),
+            BUILTIN_PRICES.as_bytes().to_vec(),
+        )
+        .expect("the built-in prices are UTF-8");
+        let mut table = PriceTable::default();
+        let report = table.merge_file(file);
+        assert!(
+            !report.has_errors(),
+            "the built-in prices are valid: {report:?}"
+        );
+        table
+    }
+
+    /// Adds the entries of a `prices.yaml`, replacing those of the same provider and model.
+    pub fn merge_file(&mut self, file: SourceFile) -> ConfigReport {
+        let (doc, report) = parse_document(file, SchemaKind::Prices);
+        if let Some(spec) = doc.and_then(|d| serde_json::from_value::<PricesFileSpec>(d.value).ok())
+        {
+            for e in spec.prices {
+                let price = Price {
+                    input_per_mtok: e.input_per_mtok,
+                    output_per_mtok: e.output_per_mtok,
+                    cached_input_per_mtok: e.cached_input_per_mtok.unwrap_or(e.input_per_mtok),
+                };
+                self.entries.insert((e.provider, e.model), (price, e.as_of));
+            }
+        }
+        report
+    }
+
+    pub fn get(&self, provider: ProviderKind, model: &str) -> Option<Price> {
+        self.entries
+            .get(&(provider, model.to_string()))
+            .map(|(p, _)| *p)
+    }
+}
+
+/// Profiles by name, and the price table their costs come from.
 #[derive(Debug, Clone, Default)]
 pub struct ProfileSet {
     profiles: BTreeMap<String, Arc<Profile>>,
+    prices: PriceTable,
 }
 
 impl ProfileSet {
@@ -31,7 +81,10 @@ impl ProfileSet {
             BUILTIN_PROFILES.as_bytes().to_vec(),
         )
         .expect("the built-in profiles are UTF-8");
-        let mut set = ProfileSet::default();
+        let mut set = ProfileSet {
+            profiles: BTreeMap::new(),
+            prices: PriceTable::builtin(),
+        };
         let report = set.merge_file(file, &|_| Origin::Builtin);
         assert!(
             !report.has_errors(),
@@ -40,10 +93,24 @@ impl ProfileSet {
         set
     }
 
+    pub fn prices(&self) -> &PriceTable {
+        &self.prices
+    }
+
     /// Built-in, then user, then project profiles.
     pub fn load(dirs: &Dirs) -> (ProfileSet, ConfigReport) {
         let mut set = ProfileSet::builtin();
         let mut report = ConfigReport::default();
+        // Prices first: profiles without a price of their own look theirs up.
+        for dir in dirs.config_dirs() {
+            let path = dir.join("prices.yaml");
+            if path.is_file() {
+                match read_source(&path) {
+                    Ok(file) => report.extend(set.prices.merge_file(file)),
+                    Err(e) => report.push(e),
+                }
+            }
+        }
         for dir in dirs.config_dirs() {
             for path in profile_files(&dir) {
                 match read_source(&path) {
@@ -92,7 +159,7 @@ impl ProfileSet {
         let mut report = ConfigReport::default();
         let locator = Locator::new(file);
         for (name, spec) in specs {
-            match lower(name, spec, origin(name)) {
+            match lower(name, spec, origin(name), &self.prices) {
                 Ok(profile) => {
                     self.profiles.insert(name.clone(), Arc::new(profile));
                 }
@@ -141,6 +208,7 @@ pub(super) fn lower(
     name: &str,
     spec: &ProfileSpec,
     origin: Origin,
+    prices: &PriceTable,
 ) -> Result<Profile, ConfigErrorKind> {
     let missing = |key: &str| ConfigErrorKind::ProfileMissingKey {
         profile: name.to_string(),
@@ -192,7 +260,7 @@ pub(super) fn lower(
                 output_per_mtok: 0.0,
                 cached_input_per_mtok: 0.0,
             }),
-            (None, _) => None,
+            (None, provider) => prices.get(provider, spec.model.as_deref().unwrap_or_default()),
         },
         options: spec.options.clone().unwrap_or_default(),
         mock: MockSettings {

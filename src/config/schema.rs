@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use super::error::ConfigErrorKind;
 use super::locate::{PathSeg, parse_pointer};
-use super::spec::{EnsembleSpec, ProfilesFileSpec};
+use super::spec::{EnsembleSpec, PricesFileSpec, ProfilesFileSpec};
 use crate::suggest::closest;
 
 /// Which of our file formats a schema describes.
@@ -22,6 +22,8 @@ pub enum SchemaKind {
     Ensemble,
     /// A file of model profiles (`profiles/*.yaml`, `config.yaml`).
     Profiles,
+    /// The price table (`prices.yaml`).
+    Prices,
 }
 
 impl SchemaKind {
@@ -29,6 +31,7 @@ impl SchemaKind {
         match self {
             SchemaKind::Ensemble => "ensemble.schema.json",
             SchemaKind::Profiles => "profiles.schema.json",
+            SchemaKind::Prices => "prices.schema.json",
         }
     }
 }
@@ -37,9 +40,11 @@ impl SchemaKind {
 pub fn schema(kind: SchemaKind) -> &'static Value {
     static ENSEMBLE: OnceLock<Value> = OnceLock::new();
     static PROFILES: OnceLock<Value> = OnceLock::new();
+    static PRICES: OnceLock<Value> = OnceLock::new();
     match kind {
         SchemaKind::Ensemble => ENSEMBLE.get_or_init(generate::<EnsembleSpec>),
         SchemaKind::Profiles => PROFILES.get_or_init(generate::<ProfilesFileSpec>),
+        SchemaKind::Prices => PRICES.get_or_init(generate::<PricesFileSpec>),
     }
 }
 
@@ -94,9 +99,11 @@ fn strip_null(value: &mut Value) {
 fn validator(kind: SchemaKind) -> &'static jsonschema::Validator {
     static ENSEMBLE: OnceLock<jsonschema::Validator> = OnceLock::new();
     static PROFILES: OnceLock<jsonschema::Validator> = OnceLock::new();
+    static PRICES: OnceLock<jsonschema::Validator> = OnceLock::new();
     let cell = match kind {
         SchemaKind::Ensemble => &ENSEMBLE,
         SchemaKind::Profiles => &PROFILES,
+        SchemaKind::Prices => &PRICES,
     };
     cell.get_or_init(|| jsonschema::validator_for(schema(kind)).expect("our own schema compiles"))
 }

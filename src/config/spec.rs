@@ -547,3 +547,39 @@ pub struct PriceSpec {
     #[schemars(range(min = 0.0))]
     pub cached_input_per_mtok: Option<f64>,
 }
+
+/// The price table: `profiles/prices.yaml` (built in) and `prices.yaml` in the user's or the
+/// project's configuration directory.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "orc prices")]
+pub struct PricesFileSpec {
+    /// URL or path of the JSON Schema for editors; ignored by orc.
+    #[serde(rename = "$schema", default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<String>,
+    /// One entry per provider and model.
+    pub prices: Vec<PriceEntrySpec>,
+}
+
+/// The price of one model.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PriceEntrySpec {
+    pub provider: ProviderKind,
+    /// Model name as the provider knows it.
+    pub model: String,
+    /// Dollars per million input tokens.
+    #[schemars(range(min = 0.0))]
+    pub input_per_mtok: f64,
+    /// Dollars per million output tokens.
+    #[schemars(range(min = 0.0))]
+    pub output_per_mtok: f64,
+    /// Dollars per million cached input tokens (default: the input price).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0))]
+    pub cached_input_per_mtok: Option<f64>,
+    /// The date the price was read from its source (YYYY-MM-DD).
+    pub as_of: String,
+    /// Where the price comes from.
+    pub source: String,
+}

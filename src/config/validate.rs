@@ -445,7 +445,7 @@ fn resolve_profile(
                 ..ProfileSpec::default()
             };
             let name = format!("{}/{}", provider, model);
-            match lower(&name, &inline, Origin::Agent(agent)) {
+            match lower(&name, &inline, Origin::Agent(agent), profiles.prices()) {
                 Ok(p) => Some(Arc::new(p)),
                 Err(kind) => {
                     c.error_at_key(kind, &path!["agents", i, "provider"]);

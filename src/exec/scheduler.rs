@@ -472,10 +472,13 @@ fn finish(
             outcome.provider = r.profile.provider.to_string();
             outcome.attempts = r.attempts;
             outcome.usage = r.usage;
-            outcome.cost_usd = r
-                .profile
-                .price
-                .map(|p| p.cost(r.usage.input_tokens, r.usage.output_tokens));
+            outcome.cost_usd = r.profile.price.map(|p| {
+                p.cost(
+                    r.usage.input_tokens,
+                    r.usage.cached_input_tokens,
+                    r.usage.output_tokens,
+                )
+            });
             if let (Some(first), Some(now), Some(run_start)) = (r.first_start, now, run_start) {
                 outcome.latency_ms = now.saturating_duration_since(first).as_millis() as u64;
                 outcome.started_ms =
@@ -530,6 +533,7 @@ impl AgentTask {
                 };
                 let at = Instant::now();
                 first_start.get_or_insert(at);
+                tracing::debug!(agent = %agent.name, profile = %profile.name, attempt = attempts, "calling provider");
                 let _ = self.tx.send(Msg::Started {
                     agent: agent.index,
                     attempt: attempts,
@@ -582,6 +586,14 @@ impl AgentTask {
                             / u64::MAX as f64;
                         let delay =
                             backoff_delay(agent.retry_backoff, retry, error.retry_after(), unit);
+                        tracing::warn!(
+                            agent = %agent.name,
+                            profile = %profile.name,
+                            attempt = attempts,
+                            error = %error_text,
+                            delay_ms = delay.as_millis() as u64,
+                            "retrying"
+                        );
                         let _ = self.tx.send(Msg::Retrying {
                             agent: agent.index,
                             attempt: attempts,
@@ -597,6 +609,7 @@ impl AgentTask {
                     }
                 }
             };
+            tracing::warn!(agent = %agent.name, profile = %profile.name, error = %last_error, "profile failed");
             errors.push(format!("`{}`: {}", profile.name, last_error));
             if let Some(next) = chain.get(p + 1) {
                 let _ = self.tx.send(Msg::Fallback {

@@ -44,6 +44,7 @@ pub async fn send(
         Ok(Ok(r)) => r,
     };
     let status = response.status();
+    tracing::debug!(status = status.as_u16(), url = %response.url(), "response");
     if status.is_success() {
         return Ok(response);
     }
@@ -53,6 +54,7 @@ pub async fn send(
         .ok()
         .and_then(Result::ok)
         .unwrap_or_default();
+    tracing::trace!(status = status.as_u16(), body = %excerpt(&body), "error response");
     Err(status_error(status.as_u16(), &headers, &body))
 }
 

@@ -30,7 +30,7 @@ fn yaml_files(dir: &str) -> Vec<PathBuf> {
 
 #[test]
 fn committed_schemas_match_the_generated_ones() {
-    for kind in ["ensemble", "profiles"] {
+    for kind in ["ensemble", "profiles", "prices"] {
         let out = orc().args(["schema", kind]).output().unwrap();
         assert!(out.status.success());
         let generated = String::from_utf8(out.stdout).unwrap();
@@ -49,31 +49,62 @@ fn shipped_files_start_with_the_schema_modeline() {
     for (dir, schema) in [("ensembles", "ensemble"), ("profiles", "profiles")] {
         for file in yaml_files(dir) {
             let text = std::fs::read_to_string(&file).unwrap();
-            let expected = format!("# yaml-language-server: $schema=../schemas/{schema}.schema.json");
-            assert_eq!(text.lines().next(), Some(expected.as_str()), "{}", file.display());
+            let schema = if file.ends_with("prices.yaml") {
+                "prices"
+            } else {
+                schema
+            };
+            let expected =
+                format!("# yaml-language-server: $schema=../schemas/{schema}.schema.json");
+            assert_eq!(
+                text.lines().next(),
+                Some(expected.as_str()),
+                "{}",
+                file.display()
+            );
         }
     }
 }
 
 #[test]
 fn shipped_files_validate() {
-    let out = orc().args(["validate", "ensembles", "profiles"]).output().unwrap();
+    let out = orc()
+        .args(["validate", "ensembles", "profiles"])
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.is_empty(), "warnings on shipped files: {stderr}");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let count = yaml_files("ensembles").len() + yaml_files("profiles").len();
-    assert_eq!(stdout.lines().filter(|l| l.starts_with("ok ")).count(), count, "{stdout}");
+    assert_eq!(
+        stdout.lines().filter(|l| l.starts_with("ok ")).count(),
+        count,
+        "{stdout}"
+    );
 }
 
 #[test]
 fn shipped_ensembles_run_offline() {
     for file in yaml_files("ensembles") {
         let out = orc()
-            .args(["invoke", file.to_str().unwrap(), "--quiet", "--output", "json", "--input", "a topic"])
+            .args([
+                "invoke",
+                file.to_str().unwrap(),
+                "--quiet",
+                "--output",
+                "json",
+                "--input",
+                "a topic",
+            ])
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}: {}", file.display(), String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            file.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
         let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(doc["status"], "succeeded", "{}", file.display());
     }
