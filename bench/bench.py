@@ -125,24 +125,51 @@ def barrier_ms(agents):
 # --------------------------------------------------------------------------- measuring
 
 
-def maxrss_bytes(ru):
+def maxrss_bytes(value):
     # Linux reports KiB, macOS bytes.
-    return ru.ru_maxrss if sys.platform == "darwin" else ru.ru_maxrss * 1024
+    return value if sys.platform == "darwin" else value * 1024
+
+
+LAUNCHER = None  # path of the compiled rusage_exec helper, set in main()
+
+
+def build_launcher():
+    """Compiles bench/rusage_exec.rs with plain rustc (no crates) into target/bench/."""
+    src = os.path.join(ROOT, "bench", "rusage_exec.rs")
+    out_dir = os.path.join(ROOT, "target", "bench")
+    exe = os.path.join(out_dir, "rusage_exec")
+    if not os.path.exists(exe) or os.path.getmtime(exe) < os.path.getmtime(src):
+        os.makedirs(out_dir, exist_ok=True)
+        subprocess.run(["rustc", "--edition", "2021", "-O", src, "-o", exe], check=True)
+    return exe
 
 
 def run_once(argv, stdin_data=b"", cwd=None):
-    """Runs argv to completion; returns (wall seconds, peak RSS bytes, exit code, stderr)."""
-    with tempfile.TemporaryFile() as fin, tempfile.TemporaryFile() as ferr:
+    """Runs argv to completion; returns (wall seconds, peak RSS bytes, exit code, stderr).
+
+    Goes through the rusage_exec launcher when available: measured from Python, a child's
+    ru_maxrss would include the Python process's own RSS (see bench/rusage_exec.rs)."""
+    with tempfile.TemporaryFile() as fin, tempfile.TemporaryFile() as ferr, \
+            tempfile.NamedTemporaryFile(delete=False) as fres:
         fin.write(stdin_data)
         fin.seek(0)
+        full = [LAUNCHER, fres.name] + argv if LAUNCHER else argv
         t0 = time.perf_counter()
-        proc = subprocess.Popen(argv, stdin=fin, stdout=subprocess.DEVNULL, stderr=ferr, cwd=cwd)
+        proc = subprocess.Popen(full, stdin=fin, stdout=subprocess.DEVNULL, stderr=ferr, cwd=cwd)
         _, status, ru = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - t0
         proc.returncode = os.waitstatus_to_exitcode(status)
         ferr.seek(0)
         err = ferr.read().decode(errors="replace")
-    return wall, maxrss_bytes(ru), proc.returncode, err
+    try:
+        if LAUNCHER:
+            with open(fres.name) as f:
+                fields = f.read().split()
+            if len(fields) == 3:
+                return int(fields[0]) / 1e9, maxrss_bytes(int(fields[1])), int(fields[2]), err
+        return wall, maxrss_bytes(ru.ru_maxrss), proc.returncode, err
+    finally:
+        os.unlink(fres.name)
 
 
 def measure(argv, reps, stdin_data=b"", warmup=1, cwd=None):
@@ -162,6 +189,17 @@ def measure(argv, reps, stdin_data=b"", warmup=1, cwd=None):
         "rss_mib_median": round(statistics.median(rss), 1),
         "rss_mib_max": round(max(rss), 1),
     }
+
+
+def _capture(argv):
+    try:
+        return subprocess.run(argv, capture_output=True, text=True, timeout=10).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def fmt_ms(ms):
+    return f"{ms:.1f} ms" if ms < 100 else f"{ms:.0f} ms"
 
 
 def build():
@@ -189,8 +227,18 @@ def main():
     help_reps = 10 if args.quick else 20
 
     if not args.no_build:
-        print("building release binary ...", file=log, flush=True)
-        build()
+        print("building release binary (cargo build --release --quiet) ...", file=log, flush=True)
+        try:
+            secs = build()
+        except (OSError, subprocess.CalledProcessError) as e:
+            sys.exit(f"error: the release build failed ({e}); fix it or pass --no-build")
+        print(f"  built in {secs:.1f} s", file=log)
+    global LAUNCHER
+    try:
+        LAUNCHER = build_launcher()
+    except (OSError, subprocess.CalledProcessError) as e:
+        print(f"warning: cannot build bench/rusage_exec.rs ({e}); peak RSS will include "
+              "this Python process's own RSS", file=sys.stderr)
     orc = args.orc
     if not os.access(orc, os.X_OK):
         sys.exit(f"error: {orc} is not executable")
@@ -273,8 +321,8 @@ def main():
         rows.append([
             r["title"],
             str(r.get("agents", "")),
-            f"{r['wall_ms_median']:.0f} ms",
-            f"{r['wall_ms_min']:.0f} ms",
+            fmt_ms(r["wall_ms_median"]),
+            fmt_ms(r["wall_ms_min"]),
             f"{r['critical_path_ms']} ms" if "critical_path_ms" in r else "",
             f"{r['ratio_median']:.2f}x" if "ratio_median" in r else "",
             f"{r['overhead_ms_median']:+.0f} ms" if "overhead_ms_median" in r else "",
@@ -302,6 +350,10 @@ def main():
                 "cpus": os.cpu_count(),
                 "python": platform.python_version(),
             },
+            "orc": orc,
+            "orc_version": _capture([orc, "--version"]),
+            "git_commit": _capture(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"]),
+            "rss_via_launcher": LAUNCHER is not None,
             "quick": args.quick,
             "results": results,
         }
