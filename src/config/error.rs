@@ -70,6 +70,8 @@ pub enum ConfigErrorKind {
     NotUtf8,
     #[error("invalid YAML: {message}")]
     Syntax { message: String, tabs: bool },
+    #[error("YAML too deeply nested or expanding too far: {message}")]
+    YamlLimit { message: String },
     #[error("file is empty")]
     Empty,
     #[error("expected a mapping of keys at the top level, found {found}")]
@@ -167,6 +169,7 @@ impl ConfigErrorKind {
             ConfigErrorKind::TooLarge { .. } => "orc::config::too_large",
             ConfigErrorKind::NotUtf8 => "orc::config::not_utf8",
             ConfigErrorKind::Syntax { .. } => "orc::config::syntax",
+            ConfigErrorKind::YamlLimit { .. } => "orc::config::yaml_limit",
             ConfigErrorKind::Empty => "orc::config::empty",
             ConfigErrorKind::NotAMapping { .. } => "orc::config::not_a_mapping",
             ConfigErrorKind::UnknownKey { .. } => "orc::config::unknown_key",
@@ -235,6 +238,9 @@ impl ConfigErrorKind {
                 Some("ensembles and profiles are small files; check that this is the right path".into())
             }
             ConfigErrorKind::NotUtf8 => Some("save the file as UTF-8 text".into()),
+            ConfigErrorKind::YamlLimit { .. } => Some(
+                "orc reads at most 128 levels of nesting and refuses aliases that expand into huge documents; simplify the file".into(),
+            ),
             ConfigErrorKind::Syntax { tabs: true, .. } => Some(
                 "YAML does not allow tabs for indentation; indent with spaces".into(),
             ),
@@ -242,6 +248,7 @@ impl ConfigErrorKind {
                 Some("check the indentation and quoting on this line and the one above".into())
             }
             ConfigErrorKind::Empty => Some("an ensemble needs at least `name:` and `agents:`".into()),
+            ConfigErrorKind::MissingKey { key, .. } => Some(format!("add `{key}:`")),
             ConfigErrorKind::UnknownKey {
                 suggestion, valid, ..
             } => Some(match suggestion {

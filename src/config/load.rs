@@ -77,6 +77,17 @@ pub struct Document {
 /// Returns the document (when it could be parsed at all) and every problem found.
 pub fn parse_document(file: SourceFile, kind: SchemaKind) -> (Option<Document>, ConfigReport) {
     let mut report = ConfigReport::default();
+    if let Some(offset) = flow_nesting_beyond(&file.text, MAX_FLOW_DEPTH) {
+        let span = SourceSpan::new(offset.into(), 1);
+        report.push(ConfigError::new(
+            ConfigErrorKind::YamlLimit {
+                message: format!("more than {MAX_FLOW_DEPTH} nested `[` or `{{`"),
+            },
+            &file,
+            Some(span),
+        ));
+        return (None, report);
+    }
     let yaml: serde_yaml::Value = match serde_yaml::from_str(&file.text) {
         Ok(v) => v,
         Err(e) => {
@@ -114,7 +125,10 @@ pub fn parse_document(file: SourceFile, kind: SchemaKind) -> (Option<Document>, 
     if !issues.is_empty() {
         let locator = Locator::new(&file);
         for issue in issues {
-            let span = if issue.at_key {
+            let span = if issue.path.is_empty() {
+                // A problem with the document as a whole: point at its first line.
+                first_content_span(&file)
+            } else if issue.at_key {
                 locator.key_span(&issue.path)
             } else {
                 locator.value_span(&issue.path)
@@ -126,11 +140,52 @@ pub fn parse_document(file: SourceFile, kind: SchemaKind) -> (Option<Document>, 
     (Some(Document { file, value }), report)
 }
 
+/// libyaml's scanner is quadratic in flow nesting (100,000 `[` take a minute to reject),
+/// so absurd nesting is refused before parsing. serde_yaml itself stops at 128 levels; this
+/// bound only has to be cheap for it to handle.
+const MAX_FLOW_DEPTH: usize = 1000;
+
+/// Offset of the first `[` or `{` nested deeper than `limit`, outside quotes and comments.
+fn flow_nesting_beyond(text: &str, limit: usize) -> Option<usize> {
+    let mut depth = 0usize;
+    let mut quote: Option<char> = None;
+    let mut prev = '\n';
+    let mut chars = text.char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
+        match quote {
+            Some('"') if c == '\\' => {
+                chars.next();
+            }
+            Some(q) if c == q => quote = None,
+            Some(_) => {}
+            None => match c {
+                '"' | '\'' if !prev.is_alphanumeric() => quote = Some(c),
+                '#' if prev.is_whitespace() => {
+                    while chars.peek().is_some_and(|(_, c)| *c != '\n') {
+                        chars.next();
+                    }
+                }
+                '[' | '{' => {
+                    depth += 1;
+                    if depth > limit {
+                        return Some(i);
+                    }
+                }
+                ']' | '}' => depth = depth.saturating_sub(1),
+                _ => {}
+            },
+        }
+        prev = c;
+    }
+    None
+}
+
 fn syntax_error(file: &SourceFile, error: &serde_yaml::Error) -> ConfigError {
     let mut message = error.to_string();
     let span = error.location().map(|loc| {
-        // libyaml's index is the byte offset; clamp it to a char boundary to be safe.
-        let mut offset = loc.index().min(file.text.len());
+        // libyaml's index is the byte offset; clamp it into the text (an error at the very
+        // end would get no caret) and onto a char boundary.
+        let mut offset = loc.index().min(file.text.len().saturating_sub(1));
         while !file.text.is_char_boundary(offset) {
             offset -= 1;
         }
@@ -138,6 +193,10 @@ fn syntax_error(file: &SourceFile, error: &serde_yaml::Error) -> ConfigError {
     });
     if let Some(i) = message.find(" at line ") {
         message.truncate(i);
+    }
+    if message.contains("recursion limit exceeded") || message.contains("repetition limit exceeded")
+    {
+        return ConfigError::new(ConfigErrorKind::YamlLimit { message }, file, span);
     }
     let tabs = span.is_some_and(|s| {
         let offset = s.offset();
@@ -247,7 +306,27 @@ mod tests {
         let text = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
         let (doc, report) = parse(&text);
         assert!(doc.is_none());
-        assert!(report.has_errors());
+        assert!(matches!(
+            report.diagnostics[0].kind,
+            ConfigErrorKind::YamlLimit { .. }
+        ));
+        let text = format!("a: {}{}", "[".repeat(500), "]".repeat(500));
+        let (_, report) = parse(&text);
+        assert!(matches!(
+            report.diagnostics[0].kind,
+            ConfigErrorKind::YamlLimit { .. }
+        ));
+    }
+
+    #[test]
+    fn braces_in_strings_and_comments_do_not_count() {
+        let text = format!(
+            "a: \"{}\" # {}\nb: '{}'\n",
+            "[".repeat(2000),
+            "{".repeat(2000),
+            "[".repeat(2000)
+        );
+        assert_eq!(flow_nesting_beyond(&text, 1000), None);
     }
 
     #[test]

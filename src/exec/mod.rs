@@ -12,6 +12,6 @@ mod retry;
 mod scheduler;
 
 pub use event::{Event, EventSink, NoSink};
-pub use outcome::{AgentOutcome, AgentStatus, RunOutcome, RunStatus, Totals};
+pub use outcome::{AgentOutcome, AgentStatus, ProfileFailure, RunOutcome, RunStatus, Totals};
 pub use retry::backoff_delay;
 pub use scheduler::{ProviderRegistry, RunOptions, run};

@@ -57,9 +57,19 @@ pub struct AgentOutcome {
     /// From the first call to the last answer.
     pub latency_ms: u64,
     pub error: Option<String>,
+    /// Profiles tried before the one that answered (or every one, on failure), and why
+    /// each did not answer.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub failed_profiles: Vec<ProfileFailure>,
     /// Milliseconds since the run started, when the agent started and finished.
     pub started_ms: Option<u64>,
     pub finished_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ProfileFailure {
+    pub profile: String,
+    pub error: String,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]

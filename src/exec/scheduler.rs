@@ -18,7 +18,7 @@ use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 use super::event::{Event, EventSink};
 use super::layout::{DepView, default_prompt, render_prompt};
-use super::outcome::{AgentOutcome, AgentStatus, RunOutcome, RunStatus};
+use super::outcome::{AgentOutcome, AgentStatus, ProfileFailure, RunOutcome, RunStatus};
 use super::retry::backoff_delay;
 use crate::config::{Agent, AgentIndex, Profile};
 use crate::plan::Plan;
@@ -110,6 +110,8 @@ enum Msg {
 }
 
 struct TaskResult {
+    /// Profiles that failed before the one that answered (or all of them).
+    failed_profiles: Vec<ProfileFailure>,
     status: AgentStatus,
     output: Option<String>,
     error: Option<String>,
@@ -450,6 +452,7 @@ fn finish(
         cost_usd: None,
         latency_ms: 0,
         error: None,
+        failed_profiles: Vec::new(),
         started_ms: None,
         finished_ms: None,
     };
@@ -471,6 +474,7 @@ fn finish(
             outcome.model = r.profile.model.clone();
             outcome.provider = r.profile.provider.to_string();
             outcome.attempts = r.attempts;
+            outcome.failed_profiles = r.failed_profiles;
             outcome.usage = r.usage;
             outcome.cost_usd = r.profile.price.map(|p| {
                 p.cost(
@@ -522,7 +526,7 @@ impl AgentTask {
         let mut attempts = 0u32;
         let mut usage = Usage::default();
         let mut first_start = None;
-        let mut errors: Vec<String> = Vec::new();
+        let mut errors: Vec<ProfileFailure> = Vec::new();
         for (p, profile) in chain.iter().enumerate() {
             let provider = self.providers.get(profile);
             let mut retry = 0u32;
@@ -571,6 +575,7 @@ impl AgentTask {
                             attempts,
                             usage,
                             first_start,
+                            failed_profiles: errors,
                         };
                     }
                     Err(error) => {
@@ -610,24 +615,27 @@ impl AgentTask {
                 }
             };
             tracing::warn!(agent = %agent.name, profile = %profile.name, error = %last_error, "profile failed");
-            errors.push(format!("`{}`: {}", profile.name, last_error));
             if let Some(next) = chain.get(p + 1) {
                 let _ = self.tx.send(Msg::Fallback {
                     agent: agent.index,
                     from: profile.name.clone(),
                     to: next.name.clone(),
-                    error: last_error,
+                    error: last_error.clone(),
                 });
             }
+            errors.push(ProfileFailure {
+                profile: profile.name.clone(),
+                error: last_error,
+            });
         }
         let error = if errors.len() == 1 {
-            errors
-                .remove(0)
-                .split_once(": ")
-                .map(|(_, e)| e.to_string())
-                .unwrap_or_default()
+            errors[0].error.clone()
         } else {
-            format!("every profile failed: {}", errors.join("; "))
+            let each: Vec<String> = errors
+                .iter()
+                .map(|f| format!("`{}`: {}", f.profile, f.error))
+                .collect();
+            format!("every profile failed: {}", each.join("; "))
         };
         TaskResult {
             status: AgentStatus::Failed,
@@ -637,6 +645,7 @@ impl AgentTask {
             attempts,
             usage,
             first_start,
+            failed_profiles: errors,
         }
     }
 
@@ -668,7 +677,9 @@ impl AgentTask {
                 biased;
                 () = self.cancel.cancelled() => return None,
                 Some(text) = deltas.recv() => forward(text),
-                r = &mut call => break r.unwrap_or(Err(ProviderError::Timeout)),
+                r = &mut call => break r.unwrap_or(Err(ProviderError::Deadline {
+                    seconds: self.agent.timeout.as_secs_f64(),
+                })),
             }
         };
         while let Ok(text) = deltas.try_recv() {
@@ -692,6 +703,7 @@ impl AgentTask {
         first_start: Option<Instant>,
     ) -> TaskResult {
         TaskResult {
+            failed_profiles: Vec::new(),
             status: AgentStatus::Cancelled,
             output: None,
             error: Some("cancelled".into()),
@@ -703,11 +715,6 @@ impl AgentTask {
     }
 }
 
-fn describe(error: &ProviderError, agent: &Agent) -> String {
-    match error {
-        ProviderError::Timeout => {
-            format!("timed out after {:.3}s", agent.timeout.as_secs_f64()).replace(".000s", "s")
-        }
-        other => other.to_string(),
-    }
+fn describe(error: &ProviderError, _agent: &Agent) -> String {
+    error.to_string()
 }

@@ -4,8 +4,10 @@ use std::time::Duration;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ProviderError {
-    #[error("request timed out")]
+    #[error("request timed out (no response or stream data in time)")]
     Timeout,
+    #[error("timed out after {}s (timeout_seconds)", trim_float(*.seconds))]
+    Deadline { seconds: f64 },
     #[error("rate limited (HTTP 429){}: {message}", retry_hint(.retry_after))]
     RateLimited {
         retry_after: Option<Duration>,
@@ -40,6 +42,11 @@ pub enum ProviderError {
     Unavailable { provider: String },
 }
 
+fn trim_float(x: f64) -> String {
+    let s = format!("{x:.3}");
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
 fn retry_hint(after: &Option<Duration>) -> String {
     after.map_or_else(String::new, |d| {
         format!(", retry after {} ms", d.as_millis())
@@ -52,6 +59,7 @@ impl ProviderError {
     pub fn is_retryable(&self) -> bool {
         match self {
             ProviderError::Timeout
+            | ProviderError::Deadline { .. }
             | ProviderError::RateLimited { .. }
             | ProviderError::Connection { .. }
             | ProviderError::StreamBroken { .. } => true,
@@ -90,7 +98,7 @@ impl ProviderError {
     /// Short machine-readable kind for JSON output.
     pub fn kind(&self) -> &'static str {
         match self {
-            ProviderError::Timeout => "timeout",
+            ProviderError::Timeout | ProviderError::Deadline { .. } => "timeout",
             ProviderError::RateLimited { .. } => "rate_limited",
             ProviderError::Http { .. } => "http",
             ProviderError::Connection { .. } => "connection",

@@ -128,9 +128,13 @@ fn split_layout(prompt: &str) -> (&str, Vec<String>) {
         .filter_map(|rest| rest.split('`').next())
         .map(String::from)
         .collect();
-    let input = prompt
-        .find(&format!("\n{DEPENDENCY_HEADER}"))
-        .map_or(prompt, |i| &prompt[..i]);
+    let input = if prompt.starts_with(DEPENDENCY_HEADER) {
+        ""
+    } else {
+        prompt
+            .find(&format!("\n{DEPENDENCY_HEADER}"))
+            .map_or(prompt, |i| &prompt[..i])
+    };
     (input.trim(), deps)
 }
 

@@ -1,1 +1,12 @@
+//! Integration tests: the real `orc` binary, run in temp dirs. One test binary (see
+//! STYLE.md section 8); `support` holds the `Test` builder.
 
+mod commands;
+mod config_errors;
+mod each_line;
+mod failures;
+mod interrupt;
+mod invoke;
+mod plan;
+mod shipped;
+mod support;

@@ -16,43 +16,48 @@ use serde_json::Value;
 use tempfile::TempDir;
 
 /// Path of the binary under test.
-pub const ORC: &str = env!("CARGO_BIN_EXE_orc");
+pub(crate) const ORC: &str = env!("CARGO_BIN_EXE_orc");
 
 /// Longest any single run may take before the test fails instead of hanging.
 const RUN_LIMIT: Duration = Duration::from_secs(60);
 
 /// The usual file name of the ensemble under test.
-pub const ENSEMBLE: &str = "ensemble.yaml";
+pub(crate) const ENSEMBLE: &str = "ensemble.yaml";
 
 #[must_use]
-pub struct Test {
+pub(crate) struct Test {
     dir: TempDir,
     current_dir: PathBuf,
     args: Vec<OsString>,
     env: Vec<(OsString, OsString)>,
+    env_remove: Vec<OsString>,
     stdin: Option<Vec<u8>>,
 }
 
 impl Test {
-    pub fn new() -> Test {
-        let dir = tempfile::Builder::new().prefix("orc-test-").tempdir().expect("create temp dir");
+    pub(crate) fn new() -> Test {
+        let dir = tempfile::Builder::new()
+            .prefix("orc-test-")
+            .tempdir()
+            .expect("create temp dir");
         let current_dir = dir.path().to_path_buf();
         Test {
             dir,
             current_dir,
             args: Vec::new(),
             env: Vec::new(),
+            env_remove: Vec::new(),
             stdin: None,
         }
     }
 
     /// The temp dir every file is relative to.
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         self.dir.path()
     }
 
     /// Writes `text` to `name` (relative to the temp dir), creating parent directories.
-    pub fn file(self, name: impl AsRef<Path>, text: impl AsRef<[u8]>) -> Test {
+    pub(crate) fn file(self, name: impl AsRef<Path>, text: impl AsRef<[u8]>) -> Test {
         let path = self.dir.path().join(name);
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).expect("create parent dirs");
@@ -62,30 +67,24 @@ impl Test {
     }
 
     /// Writes the ensemble under test to `ensemble.yaml`.
-    pub fn ensemble(self, yaml: &str) -> Test {
+    pub(crate) fn ensemble(self, yaml: &str) -> Test {
         self.file(ENSEMBLE, yaml)
     }
 
-    /// Creates a directory (relative to the temp dir).
-    pub fn dir(self, name: impl AsRef<Path>) -> Test {
-        std::fs::create_dir_all(self.dir.path().join(name)).expect("create dir");
-        self
-    }
-
     /// Runs orc in this directory (relative to the temp dir; created if missing).
-    pub fn current_dir(mut self, name: impl AsRef<Path>) -> Test {
+    pub(crate) fn current_dir(mut self, name: impl AsRef<Path>) -> Test {
         let path = self.dir.path().join(name);
         std::fs::create_dir_all(&path).expect("create current dir");
         self.current_dir = path;
         self
     }
 
-    pub fn arg(mut self, arg: impl Into<OsString>) -> Test {
+    pub(crate) fn arg(mut self, arg: impl Into<OsString>) -> Test {
         self.args.push(arg.into());
         self
     }
 
-    pub fn args<I, S>(mut self, args: I) -> Test
+    pub(crate) fn args<I, S>(mut self, args: I) -> Test
     where
         I: IntoIterator<Item = S>,
         S: Into<OsString>,
@@ -94,19 +93,25 @@ impl Test {
         self
     }
 
-    pub fn stdin(mut self, text: impl Into<Vec<u8>>) -> Test {
+    pub(crate) fn stdin(mut self, text: impl Into<Vec<u8>>) -> Test {
         self.stdin = Some(text.into());
         self
     }
 
-    pub fn env(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> Test {
+    pub(crate) fn env(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> Test {
         self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// Leaves a variable of the clean environment (`XDG_CONFIG_HOME`, ...) unset.
+    pub(crate) fn env_remove(mut self, key: impl Into<OsString>) -> Test {
+        self.env_remove.push(key.into());
         self
     }
 
     /// The command this test would run, for tests that drive the process themselves
     /// (signals). Stdin is null; stdout and stderr are piped.
-    pub fn command(&self) -> Command {
+    pub(crate) fn command(&self) -> Command {
         let mut command = Command::new(ORC);
         command
             .env_clear()
@@ -124,12 +129,15 @@ impl Test {
         for (k, v) in &self.env {
             command.env(k, v);
         }
+        for k in &self.env_remove {
+            command.env_remove(k);
+        }
         command
     }
 
     /// Runs orc and returns what it did. Fails the test if it runs for more than a minute.
     #[track_caller]
-    pub fn run(self) -> Output {
+    pub(crate) fn run(self) -> Output {
         let mut command = self.command();
         if self.stdin.is_some() {
             command.stdin(Stdio::piped());
@@ -154,7 +162,7 @@ impl Test {
 
 /// Collects a child's output, killing it (and failing) if it outlives `limit`.
 #[track_caller]
-pub fn wait_with_limit(mut child: Child, limit: Duration) -> (Option<i32>, String, String) {
+pub(crate) fn wait_with_limit(mut child: Child, limit: Duration) -> (Option<i32>, String, String) {
     let mut out = child.stdout.take().expect("stdout is piped");
     let mut err = child.stderr.take().expect("stderr is piped");
     let out_reader = std::thread::spawn(move || {
@@ -185,17 +193,17 @@ pub fn wait_with_limit(mut child: Child, limit: Duration) -> (Option<i32>, Strin
 }
 
 /// What a run of orc produced. Keeps the temp dir alive for follow-up checks.
-pub struct Output {
+pub(crate) struct Output {
     /// `None` when killed by a signal.
-    pub code: Option<i32>,
-    pub stdout: String,
-    pub stderr: String,
-    pub test: Test,
+    pub(crate) code: Option<i32>,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
+    pub(crate) test: Test,
 }
 
 impl Output {
     #[track_caller]
-    pub fn code(self, expected: i32) -> Output {
+    pub(crate) fn code(self, expected: i32) -> Output {
         assert!(
             !self.stderr.contains("panicked"),
             "orc panicked:\n--- stderr ---\n{}",
@@ -212,77 +220,86 @@ impl Output {
     }
 
     #[track_caller]
-    pub fn success(self) -> Output {
+    pub(crate) fn success(self) -> Output {
         self.code(0)
     }
 
     /// Exit code 1: some agent failed, was skipped or cancelled.
     #[track_caller]
-    pub fn failure(self) -> Output {
+    pub(crate) fn failure(self) -> Output {
         self.code(1)
     }
 
     /// Exit code 2: invalid usage or configuration.
     #[track_caller]
-    pub fn invalid(self) -> Output {
+    pub(crate) fn invalid(self) -> Output {
         self.code(2)
     }
 
     #[track_caller]
-    pub fn stdout(self, expected: &str) -> Output {
+    pub(crate) fn stdout(self, expected: &str) -> Output {
         assert_eq!(self.stdout, expected, "stdout differs");
         self
     }
 
     #[track_caller]
-    pub fn stderr(self, expected: &str) -> Output {
+    pub(crate) fn stderr(self, expected: &str) -> Output {
         assert_eq!(self.stderr, expected, "stderr differs");
         self
     }
 
     #[track_caller]
-    pub fn stdout_contains(self, needle: &str) -> Output {
-        assert!(self.stdout.contains(needle), "stdout lacks {needle:?}:\n{}", self.stdout);
+    pub(crate) fn stdout_contains(self, needle: &str) -> Output {
+        assert!(
+            self.stdout.contains(needle),
+            "stdout lacks {needle:?}:\n{}",
+            self.stdout
+        );
         self
     }
 
     #[track_caller]
-    pub fn stderr_contains(self, needle: &str) -> Output {
-        assert!(self.stderr.contains(needle), "stderr lacks {needle:?}:\n{}", self.stderr);
+    pub(crate) fn stderr_contains(self, needle: &str) -> Output {
+        assert!(
+            self.stderr.contains(needle),
+            "stderr lacks {needle:?}:\n{}",
+            self.stderr
+        );
         self
     }
 
     /// stdout parsed as one JSON document.
     #[track_caller]
-    pub fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_str(&self.stdout)
             .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", self.stdout))
     }
 
     /// stdout parsed as JSON lines.
     #[track_caller]
-    pub fn json_lines(&self) -> Vec<Value> {
+    pub(crate) fn json_lines(&self) -> Vec<Value> {
         self.stdout
             .lines()
             .map(|line| {
-                serde_json::from_str(line).unwrap_or_else(|e| panic!("line is not JSON ({e}): {line}"))
+                serde_json::from_str(line)
+                    .unwrap_or_else(|e| panic!("line is not JSON ({e}): {line}"))
             })
             .collect()
     }
 
     /// stderr with the temp dir replaced by `[TEMP]`, for snapshots.
-    pub fn stderr_redacted(&self) -> String {
+    pub(crate) fn stderr_redacted(&self) -> String {
         redact(&self.stderr, self.test.path())
     }
 
     /// stdout with the temp dir replaced by `[TEMP]`, for snapshots.
-    pub fn stdout_redacted(&self) -> String {
+    pub(crate) fn stdout_redacted(&self) -> String {
         redact(&self.stdout, self.test.path())
     }
 }
 
 /// Replaces the temp dir (as given and canonicalized) with `[TEMP]`.
-pub fn redact(text: &str, dir: &Path) -> String {
+pub(crate) fn redact(text: &str, dir: &Path) -> String {
     let mut out = text.to_string();
     let mut forms = vec![dir.display().to_string()];
     if let Ok(canonical) = dir.canonicalize() {
@@ -297,7 +314,7 @@ pub fn redact(text: &str, dir: &Path) -> String {
 
 /// The agent of a `--output json` document with this name.
 #[track_caller]
-pub fn agent<'a>(doc: &'a Value, name: &str) -> &'a Value {
+pub(crate) fn agent<'a>(doc: &'a Value, name: &str) -> &'a Value {
     doc["agents"]
         .as_array()
         .expect("`agents` is an array")
