@@ -3,11 +3,13 @@
 
 Standard library only. Builds the release binary, generates the ensembles into a temporary
 directory, runs every case several times and prints median / min wall time and peak RSS of
-the child process (from `os.wait4`'s rusage, so no GNU time is needed).
+the child process (from `os.wait4`'s rusage, so no GNU time is needed). The HTTP cases run
+against bench/fake_openai.py, a local OpenAI-compatible server started as a subprocess.
 
     python3 bench/bench.py            # full run
     python3 bench/bench.py --quick    # fewer repetitions
     python3 bench/bench.py --json     # JSON summary on stdout (table goes to stderr)
+    python3 bench/bench.py --no-http  # skip the cases against the fake HTTP server
 
 See bench/README.md for what each case measures.
 """
@@ -21,7 +23,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MIB = 1024 * 1024
@@ -30,10 +34,16 @@ MIB = 1024 * 1024
 # --------------------------------------------------------------------------- ensembles
 
 
-def _header(name, profiles, default):
+def _header(name, profiles, default, base_url=None):
+    """Mock profiles with fixed latencies, or, with `base_url`, OpenAI-compatible profiles on
+    the fake server (whose delay is fixed server-side; the latencies only feed the ideal)."""
     lines = [f"name: {name}", "model_profiles:"]
     for pname, latency in profiles.items():
-        lines.append(f"  {pname}: {{ provider: mock, latency_ms: {latency}, jitter_ms: 0 }}")
+        if base_url:
+            lines.append(f"  {pname}: {{ provider: openai-compatible, base_url: \"{base_url}\", "
+                         "model: bench }")
+        else:
+            lines.append(f"  {pname}: {{ provider: mock, latency_ms: {latency}, jitter_ms: 0 }}")
     lines.append(f"defaults: {{ model_profile: {default} }}")
     lines.append("agents:")
     return lines
@@ -48,9 +58,9 @@ def _agent(name, deps=(), profile=None):
     return out
 
 
-def gen_fan_in(latency=200):
+def gen_fan_in(latency=200, base_url=None):
     """16 roots -> 4 mids (each on 4 roots) -> 1 final. Critical path = 3 * latency."""
-    lines = _header("fan_in_16_4_1", {"p": latency}, "p")
+    lines = _header("fan_in_16_4_1", {"p": latency}, "p", base_url)
     for i in range(16):
         lines += _agent(f"root{i}")
     for j in range(4):
@@ -79,8 +89,8 @@ def gen_skewed(slow=1000, fast=150, chain=5, final=200):
     return "\n".join(lines) + "\n", agents
 
 
-def gen_flat(n, latency=200):
-    lines = _header(f"flat_{n}", {"p": latency}, "p")
+def gen_flat(n, latency=200, base_url=None):
+    lines = _header(f"flat_{n}", {"p": latency}, "p", base_url)
     for i in range(n):
         lines.append(f"  - name: a{i}")
     agents = {f"a{i}": (latency, []) for i in range(n)}
@@ -144,44 +154,59 @@ def build_launcher():
     return exe
 
 
-def run_once(argv, stdin_data=b"", cwd=None):
-    """Runs argv to completion; returns (wall seconds, peak RSS bytes, exit code, stderr).
+def run_once(argv, stdin_data=b"", cwd=None, capture=False):
+    """Runs argv to completion; returns (wall seconds, peak RSS bytes, exit code, stderr,
+    stdout bytes if `capture` else None).
 
     Goes through the rusage_exec launcher when available: measured from Python, a child's
     ru_maxrss would include the Python process's own RSS (see bench/rusage_exec.rs)."""
     with tempfile.TemporaryFile() as fin, tempfile.TemporaryFile() as ferr, \
-            tempfile.NamedTemporaryFile(delete=False) as fres:
+            tempfile.TemporaryFile() as fout, tempfile.NamedTemporaryFile(delete=False) as fres:
         fin.write(stdin_data)
         fin.seek(0)
         full = [LAUNCHER, fres.name] + argv if LAUNCHER else argv
         t0 = time.perf_counter()
-        proc = subprocess.Popen(full, stdin=fin, stdout=subprocess.DEVNULL, stderr=ferr, cwd=cwd)
+        proc = subprocess.Popen(full, stdin=fin, stdout=fout if capture else subprocess.DEVNULL,
+                                stderr=ferr, cwd=cwd)
         _, status, ru = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - t0
         proc.returncode = os.waitstatus_to_exitcode(status)
         ferr.seek(0)
         err = ferr.read().decode(errors="replace")
+        out = None
+        if capture:
+            fout.seek(0)
+            out = fout.read()
     try:
         if LAUNCHER:
             with open(fres.name) as f:
                 fields = f.read().split()
             if len(fields) == 3:
-                return int(fields[0]) / 1e9, maxrss_bytes(int(fields[1])), int(fields[2]), err
-        return wall, maxrss_bytes(ru.ru_maxrss), proc.returncode, err
+                return int(fields[0]) / 1e9, maxrss_bytes(int(fields[1])), int(fields[2]), err, out
+        return wall, maxrss_bytes(ru.ru_maxrss), proc.returncode, err, out
     finally:
         os.unlink(fres.name)
 
 
-def measure(argv, reps, stdin_data=b"", warmup=1, cwd=None):
-    walls, rss = [], []
+def measure(argv, reps, stdin_data=b"", warmup=1, cwd=None, check=None, server=None):
+    """`check(stdout bytes)` returns an error message or None and is applied to every run;
+    with a `server` (FakeServer), its counters are reset before and read after every run."""
+    walls, rss, stats = [], [], []
     for i in range(warmup + reps):
-        wall, peak, rc, err = run_once(argv, stdin_data, cwd)
+        if server:
+            server.reset()
+        wall, peak, rc, err, out = run_once(argv, stdin_data, cwd, capture=check is not None)
         if rc != 0:
             sys.exit(f"error: {' '.join(argv)} exited with {rc}\n{err[-2000:]}")
+        problem = check(out) if check else None
+        if problem:
+            sys.exit(f"error: {' '.join(argv)}: {problem}\n{err[-2000:]}")
         if i >= warmup:
             walls.append(wall * 1000.0)
             rss.append(peak / MIB)
-    return {
+            if server:
+                stats.append(server.stats())
+    r = {
         "reps": reps,
         "wall_ms_median": round(statistics.median(walls), 1),
         "wall_ms_min": round(min(walls), 1),
@@ -189,6 +214,77 @@ def measure(argv, reps, stdin_data=b"", warmup=1, cwd=None):
         "rss_mib_median": round(statistics.median(rss), 1),
         "rss_mib_max": round(max(rss), 1),
     }
+    if server:
+        col = lambda k: [s[k] for s in stats if s.get(k) is not None]
+        r["server"] = {
+            "requests_per_run": sorted(set(col("requests"))),
+            "errors": sum(col("errors")),
+            "peak_in_flight_median": statistics.median(col("peak_in_flight")),
+            "peak_in_flight_max": max(col("peak_in_flight")),
+            "connections_per_run_median": statistics.median(col("connections")),
+            "arrival_spread_ms_median": round(statistics.median(col("arrival_spread_ms") or [0]), 1),
+            "busy_span_ms_median": round(statistics.median(col("busy_span_ms") or [0]), 1),
+        }
+    return r
+
+
+def check_totals(expected):
+    """A check for `--output json`: every one of the `expected` agents succeeded."""
+    def check(out):
+        try:
+            totals = json.loads(out)["totals"]
+        except (ValueError, KeyError, TypeError) as e:
+            return f"cannot read the JSON document ({e}): {out[:300]!r}"
+        if totals.get("succeeded") != expected or totals.get("agents") != expected:
+            return f"expected {expected} agents to succeed, totals: {totals}"
+        return None
+    return check
+
+
+class FakeServer:
+    """bench/fake_openai.py as a subprocess: started on a free port, stopped by stop()."""
+
+    def __init__(self, delay_ms):
+        script = os.path.join(ROOT, "bench", "fake_openai.py")
+        self.proc = subprocess.Popen(
+            [sys.executable, script, "--delay-ms", str(delay_ms), "--quiet"],
+            stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+        line = []
+        reader = threading.Thread(target=lambda: line.append(self.proc.stdout.readline()),
+                                  daemon=True)
+        reader.start()
+        reader.join(10)
+        if not line or not line[0].startswith("PORT "):
+            self.stop()
+            raise RuntimeError(f"fake_openai.py did not report its port (got {line!r})")
+        self.port = int(line[0].split()[1])
+        self.base_url = f"http://127.0.0.1:{self.port}/v1"
+
+    # No proxy for 127.0.0.1, whatever the environment says.
+    _opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+    def _call(self, method, path):
+        req = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", method=method,
+                                     data=b"" if method == "POST" else None)
+        with self._opener.open(req, timeout=10) as resp:
+            return json.loads(resp.read())
+
+    def stats(self):
+        s = self._call("GET", "/stats")
+        s["connections"] -= 1  # this /stats request's own connection
+        return s
+
+    def reset(self):
+        return self._call("POST", "/reset")
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
 
 
 def _capture(argv):
@@ -219,6 +315,8 @@ def main():
     ap.add_argument("--orc", default=os.path.join(ROOT, "target", "release", "orc"),
                     help="binary to benchmark (default: target/release/orc)")
     ap.add_argument("--keep", metavar="DIR", help="write the generated ensembles to DIR and keep them")
+    ap.add_argument("--no-http", action="store_true",
+                    help="skip the cases against the fake OpenAI-compatible server")
     args = ap.parse_args()
 
     log = sys.stderr if args.json else sys.stdout
@@ -263,12 +361,16 @@ def main():
     invoke = lambda path: [orc, "invoke", path, "--quiet", "--color", "never"]
     results = []
 
-    def case(key, title, argv, n_reps, stdin_data=b"", ref=None, agents=None, barrier=None):
+    def case(key, title, argv, n_reps, stdin_data=b"", ref=None, agents=None, barrier=None,
+             check=None, server=None, target=None):
         print(f"  {title} ...", file=log, flush=True)
-        r = measure(argv, n_reps, stdin_data, cwd=env_cwd)
+        r = measure(argv, n_reps, stdin_data, cwd=env_cwd, check=check, server=server)
         r.update({"case": key, "title": title})
         if agents is not None:
             r["agents"] = agents
+        if target is not None:
+            r["target_ms"] = target
+            r["target_met"] = r["wall_ms_median"] < target
         if ref is not None:
             r["critical_path_ms"] = ref
             r["ratio_median"] = round(r["wall_ms_median"] / ref, 3)
@@ -310,6 +412,32 @@ def main():
     # 5. start-up
     case("help", "orc --help (start-up)", [orc, "--help"], help_reps)
 
+    # 6-7. the same shapes over HTTP, against bench/fake_openai.py (200 ms per request)
+    if not args.no_http:
+        # reqwest honours HTTP(S)_PROXY: keep the loopback server out of any proxy.
+        for var in ("NO_PROXY", "no_proxy"):
+            os.environ[var] = ",".join(filter(None, [os.environ.get(var), "127.0.0.1", "localhost"]))
+        try:
+            server = FakeServer(200)
+        except (OSError, RuntimeError) as e:
+            sys.exit(f"error: cannot start bench/fake_openai.py ({e}); pass --no-http to skip")
+        print(f"  (fake OpenAI-compatible server on {server.base_url}, 200 ms per request)",
+              file=log, flush=True)
+        try:
+            invoke_json = lambda path: invoke(path) + ["--output", "json"]
+            text, ag = gen_fan_in(200, base_url=server.base_url)
+            p = write("http_fan_in.yaml", text)
+            case("http_fan_in", "http 16->4->1 @200ms", invoke_json(p), reps, inp,
+                 ref=critical_path_ms(ag), agents=len(ag), barrier=barrier_ms(ag),
+                 check=check_totals(len(ag)), server=server, target=750)
+            text, ag = gen_flat(1000, 200, base_url=server.base_url)
+            p = write("http_flat_1000.yaml", text)
+            case("http_flat_1000", "http 1000 independent @200ms", invoke_json(p), reps, inp,
+                 ref=critical_path_ms(ag), agents=len(ag), check=check_totals(len(ag)),
+                 server=server, target=2000)
+        finally:
+            server.stop()
+
     if tmp_ctx:
         tmp_ctx.cleanup()
 
@@ -342,6 +470,37 @@ def main():
     print("wall = whole process (spawn to exit); RSS = peak resident set of the child; "
           "barrier = time a phase-barrier scheduler would take (sum of each phase's slowest agent).",
           file=log)
+
+    http = [r for r in results if "server" in r]
+    if http:
+        cols = ["HTTP case", "target", "wall med", "met", "requests/run", "peak in-flight",
+                "connections/run", "arrival spread", "server busy"]
+        rows = []
+        for r in http:
+            sv = r["server"]
+            rows.append([
+                r["title"],
+                f"< {r['target_ms']} ms",
+                fmt_ms(r["wall_ms_median"]),
+                "yes" if r["target_met"] else "NO",
+                "/".join(str(n) for n in sv["requests_per_run"]),
+                f"{sv['peak_in_flight_median']:g} (max {sv['peak_in_flight_max']})",
+                f"{sv['connections_per_run_median']:g}",
+                fmt_ms(sv["arrival_spread_ms_median"]),
+                fmt_ms(sv["busy_span_ms_median"]),
+            ])
+        widths = [max(len(c), *(len(row[i]) for row in rows)) for i, c in enumerate(cols)]
+        print(file=log)
+        print(fmt(cols), file=log)
+        print("  ".join("-" * w for w in widths), file=log)
+        for row in rows:
+            print(fmt(row), file=log)
+        print(file=log)
+        print("Server-side medians per run (fake_openai.py counters, reset before each run): "
+              "peak in-flight = completion requests being delayed at once; connections = TCP "
+              "connections orc opened; arrival spread = first to last request; server busy = "
+              "first request to last response. Every run was checked: totals.succeeded == agents.",
+              file=log)
 
     if args.json:
         summary = {
