@@ -49,6 +49,11 @@ pub enum TemplateProblem {
 /// Checks `source` for syntax errors, unknown filters, undefined variables and
 /// `agents.NAME` references outside `available` (the agent's dependencies).
 pub fn check(source: &str, available: &[&str]) -> Vec<TemplateProblem> {
+    check_with(source, &TEMPLATE_VARIABLES, available)
+}
+
+/// As `check`, for a template that may read `variables`.
+pub fn check_with(source: &str, allowed: &[&str], available: &[&str]) -> Vec<TemplateProblem> {
     let env = environment();
     let template = match env.template_from_str(source) {
         Ok(t) => t,
@@ -66,7 +71,7 @@ pub fn check(source: &str, available: &[&str]) -> Vec<TemplateProblem> {
     variables.sort();
     for variable in variables {
         let (root, rest) = variable.split_once('.').unwrap_or((&variable, ""));
-        if !TEMPLATE_VARIABLES.contains(&root) {
+        if !allowed.contains(&root) {
             problems.push(TemplateProblem::Undefined {
                 range: find_word(source, root),
                 variable: root.to_string(),
@@ -97,7 +102,10 @@ pub fn check(source: &str, available: &[&str]) -> Vec<TemplateProblem> {
             .zip(&deps)
             .map(|(n, d)| (*n, d.clone()))
             .collect();
-        let ctx = minijinja::context! { input => "", deps => deps, agents => agents };
+        let ctx = minijinja::context! {
+            input => "", deps => deps, agents => agents,
+            topic => "", subtopic => "", seen => Vec::<String>::new(), batch_size => 10,
+        };
         if let Err(e) = template.render(ctx) {
             if matches!(
                 e.kind(),

@@ -51,6 +51,11 @@ pub enum Command {
     /// Run an ensemble on input from the argument, --input, --input-file or stdin.
     #[command(after_help = AFTER_HELP)]
     Invoke(InvokeArgs),
+    /// Explore a topic with a one-node `generate` ensemble: unique items, one per line.
+    #[command(
+        after_help = "Examples:\n  orc explore \"kitchen tools\" --producers 4 --iterations 10 --profile mock\n  orc explore \"board games\" --profile mock-fast --profile mock --optimizer maximize_uam --save items.jsonl\n  cat topics.txt | orc explore --each-line --output jsonl"
+    )]
+    Explore(ExploreArgs),
     /// Check ensemble and profile files; all ensembles on the search path when none given.
     Validate {
         /// Files or directories to check.
@@ -170,4 +175,70 @@ pub enum AuthAction {
         /// The provider whose stored key to delete.
         provider: String,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct ExploreArgs {
+    /// The topic (else each stdin line with --each-line, or all of stdin).
+    pub topic: Option<String>,
+    /// Concurrent producer loops.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
+    pub producers: u32,
+    /// Calls per producer.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    pub iterations: u32,
+    /// Items asked for per call.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    pub batch_size: u32,
+    /// Candidate profile; repeat for several (default `mock`).
+    #[arg(long = "profile", value_name = "PROFILE")]
+    pub profiles: Vec<String>,
+    /// How calls are routed among several profiles.
+    #[arg(long, value_enum)]
+    pub optimizer: Option<OptimizerArg>,
+    /// How the topic is split among producers.
+    #[arg(long, value_enum, default_value_t = PartitionArg::None)]
+    pub partition: PartitionArg,
+    /// Accepted items fed back per prompt (0 turns feedback off).
+    #[arg(long, default_value_t = 20)]
+    pub feedback: u32,
+    /// Stop at this many unique items.
+    #[arg(long)]
+    pub unique: Option<u64>,
+    /// Also write the items as JSON lines to this file.
+    #[arg(long, value_name = "FILE.jsonl")]
+    pub save: Option<PathBuf>,
+    /// Output format on stdout (text: one item per line).
+    #[arg(long, short, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+    /// Explore one topic per stdin line.
+    #[arg(long, conflicts_with = "topic")]
+    pub each_line: bool,
+    /// Most provider calls in flight at once.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_concurrency: u32,
+    /// Stop after this many seconds; items found so far are kept.
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
+    pub timeout: Option<f64>,
+    /// Seed for the mock provider.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// No progress or summary on stderr.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OptimizerArg {
+    MaximizeUam,
+    MinimizeCost,
+    MaximizeEfficiency,
+    Weighted,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PartitionArg {
+    None,
+    Semantic,
+    AttributeType,
 }

@@ -165,6 +165,7 @@ pub(crate) fn check_profiles(ctx: &Context, only: Option<&str>, timeout: f64) ->
                     attempt: 1,
                     seed: 0,
                     deltas: None,
+                    generation: None,
                 };
                 let started = Instant::now();
                 let result = tokio::time::timeout(timeout, provider.complete(request))

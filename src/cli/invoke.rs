@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use super::Context;
 use super::args::{InvokeArgs, OutputFormat};
 use super::output::{JsonLines, json_result, text_result, write_stdout};
-use crate::config::{ConfigErrorKind, Ensemble};
+use crate::config::{ConfigErrorKind, ConfigReport, Ensemble};
 use crate::diagnostics::Exit;
 use crate::exec::{
     self, AgentStatus, Event, EventSink, ProviderRegistry, RunOptions, RunOutcome, RunStatus,
@@ -24,6 +24,16 @@ pub(crate) fn invoke(ctx: &Context, args: InvokeArgs) -> Exit {
         Ok(loaded) => loaded,
         Err(exit) => return exit,
     };
+    run_loaded(ctx, ensemble, &report, args)
+}
+
+/// Runs a loaded ensemble as `orc invoke` would (also used by `orc explore`).
+pub(crate) fn run_loaded(
+    ctx: &Context,
+    ensemble: Ensemble,
+    report: &ConfigReport,
+    args: InvokeArgs,
+) -> Exit {
     let unsupported: Vec<&str> = report
         .diagnostics
         .iter()
@@ -52,9 +62,6 @@ pub(crate) fn invoke(ctx: &Context, args: InvokeArgs) -> Exit {
         Ok(p) => p,
         Err((profile, error)) => {
             ctx.error(&format!("profile `{profile}`: {error}"));
-            eprintln!(
-                "  help: this version runs the offline `mock` provider only; use `model_profile: mock` (see `orc profiles`)"
-            );
             return Exit::Invalid;
         }
     };

@@ -4,6 +4,7 @@
 mod args;
 mod auth;
 mod commands;
+mod explore;
 mod invoke;
 mod output;
 
@@ -41,6 +42,7 @@ where
     let ctx = Context::new(cli.color);
     let exit = match cli.command {
         Command::Invoke(args) => invoke::invoke(&ctx, args),
+        Command::Explore(args) => explore::explore(&ctx, args),
         Command::Validate { paths } => commands::validate(&ctx, &paths),
         Command::Plan { ensemble, format } => commands::plan(&ctx, &ensemble, format),
         Command::List => commands::list(&ctx),

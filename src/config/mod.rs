@@ -20,7 +20,8 @@ pub use discover::{Dirs, FoundEnsemble, Scope};
 pub use error::{ConfigError, ConfigErrorKind, ConfigReport, SourceFile};
 pub use load::{Document, MAX_FILE_BYTES, parse_document, read_source};
 pub use model::{
-    Agent, AgentIndex, DEFAULT_PROFILE, Ensemble, Limits, MockSettings, Origin, Price, Profile,
+    Agent, AgentIndex, DEFAULT_PROFILE, DedupSettings, Ensemble, GenerateSettings, Limits,
+    MockSettings, NodeKind, Origin, Price, Profile,
 };
 pub use profiles::{PriceTable, ProfileSet};
 pub use schema::{SchemaKind, schema, schema_text};

@@ -7,7 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::error::SourceFile;
-use super::spec::{AgentKind, MockFailure, OnDependencyFailure, ProviderKind, ResponseFormatSpec};
+use super::spec::{
+    AgentKind, MockFailure, OnDependencyFailure, OptimizerSpec, PartitionSpec, ProviderKind,
+    ResponseFormatSpec, StopSpec,
+};
 
 /// Where a profile was defined.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,13 +36,17 @@ impl std::fmt::Display for Origin {
 }
 
 /// Settings of the offline mock provider.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct MockSettings {
     pub latency: Duration,
     pub jitter: Duration,
     pub fail_rate: f64,
     pub fail_attempts: u32,
     pub fail_with: MockFailure,
+    pub vocabulary: u32,
+    pub zipf: f64,
+    pub yield_rate: f64,
+    pub feedback_adherence: f64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -93,6 +100,43 @@ pub struct Profile {
     pub mock: MockSettings,
 }
 
+/// Settings of a `generate` node.
+#[derive(Debug, Clone)]
+pub struct GenerateSettings {
+    /// Template of the topic; `None` means the run input.
+    pub topic: Option<String>,
+    pub producers: u32,
+    pub batch_size: u32,
+    /// Candidate profiles (at least one).
+    pub profiles: Vec<Arc<Profile>>,
+    /// Template overriding the built-in prompt.
+    pub prompt: Option<String>,
+    pub feedback: u32,
+    pub partition: PartitionSpec,
+    pub stop: StopSpec,
+    pub normalize: bool,
+    pub output: Option<PathBuf>,
+    pub optimizer: Option<OptimizerSpec>,
+    pub expected_items: u64,
+    pub false_positive_rate: f64,
+}
+
+/// Settings of a `dedup` node.
+#[derive(Debug, Clone)]
+pub struct DedupSettings {
+    pub normalize: bool,
+    /// Drop near-duplicates at or above this token-set similarity.
+    pub near_duplicates: Option<f64>,
+}
+
+/// What kind of work a node does, with its settings.
+#[derive(Debug, Clone)]
+pub enum NodeKind {
+    Llm,
+    Generate(Box<GenerateSettings>),
+    Dedup(DedupSettings),
+}
+
 /// Index of an agent in declaration order.
 pub type AgentIndex = usize;
 
@@ -102,6 +146,7 @@ pub struct Agent {
     pub index: AgentIndex,
     pub name: String,
     pub kind: AgentKind,
+    pub node: NodeKind,
     pub profile: Arc<Profile>,
     /// Tried in order when the primary still fails after its retries.
     pub fallbacks: Vec<Arc<Profile>>,

@@ -269,6 +269,10 @@ pub(super) fn lower(
             fail_rate: spec.fail_rate.unwrap_or(0.0),
             fail_attempts: spec.fail_attempts.unwrap_or(0),
             fail_with: spec.fail_with.unwrap_or_default(),
+            vocabulary: spec.vocabulary.unwrap_or(2000),
+            zipf: spec.zipf.unwrap_or(1.0),
+            yield_rate: spec.yield_rate.unwrap_or(1.0),
+            feedback_adherence: spec.feedback_adherence.unwrap_or(0.8),
         },
     })
 }

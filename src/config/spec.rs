@@ -247,6 +247,9 @@ pub struct AgentSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0.0, max = 1.0))]
     pub near_duplicates: Option<f64>,
+    /// `generate`: size of the uniqueness tracker's Bloom filter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracker: Option<TrackerSpec>,
     /// `generate`: JSONL file the unique items are written to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output: Option<String>,
@@ -281,6 +284,21 @@ pub enum ResponseFormatSpec {
 pub enum ResponseFormatKeyword {
     /// The output must be valid JSON.
     Json,
+}
+
+/// Sizing of the uniqueness tracker (a Bloom filter in front of an exact set: a wrong
+/// size costs speed and memory, never items).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TrackerSpec {
+    /// Items the filter is sized for (default 100000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub expected_items: Option<u64>,
+    /// Target false-positive rate of the filter (default 0.01).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub false_positive_rate: Option<f64>,
 }
 
 /// Optimizer settings for a node with several candidate `profiles`.
@@ -483,6 +501,24 @@ pub struct ProfileSpec {
     /// `mock`: the failure injected by `fail_rate` and `fail_attempts`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fail_with: Option<MockFailure>,
+    /// `mock`, for `generate`: how many distinct items a topic has (default 2000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 64000))]
+    pub vocabulary: Option<u32>,
+    /// `mock`, for `generate`: skew of the item distribution (Zipf exponent, default 1.0);
+    /// higher means more repeats.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 4.0))]
+    pub zipf: Option<f64>,
+    /// `mock`, for `generate`: fraction of the asked-for items a call returns (default 1.0).
+    #[serde(default, rename = "yield", skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub yield_rate: Option<f64>,
+    /// `mock`, for `generate`: how often an item shown as already found is avoided
+    /// (default 0.8; real models avoid most, not all).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub feedback_adherence: Option<f64>,
 }
 
 /// Failures the mock provider can inject.

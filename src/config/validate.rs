@@ -14,11 +14,11 @@ use super::error::{ConfigError, ConfigErrorKind, ConfigReport, SourceFile};
 use super::load::Document;
 use super::locate::{Locator, PathSeg};
 use super::model::{
-    Agent, DEFAULT_PROFILE, DEFAULT_RETRIES, DEFAULT_RETRY_BACKOFF, DEFAULT_TIMEOUT, Ensemble,
-    Origin, Profile,
+    Agent, DEFAULT_PROFILE, DEFAULT_RETRIES, DEFAULT_RETRY_BACKOFF, DEFAULT_TIMEOUT, DedupSettings,
+    Ensemble, GenerateSettings, NodeKind, Origin, Profile,
 };
 use super::profiles::{ProfileSet, lower};
-use super::spec::{AgentKind, AgentSpec, BudgetSpec, DefaultsSpec, ProfileSpec};
+use super::spec::{AgentKind, AgentSpec, BudgetSpec, DefaultsSpec, PartitionSpec, ProfileSpec};
 use crate::path;
 use crate::plan::find_cycles;
 use crate::suggest::closest;
@@ -50,28 +50,33 @@ impl Checker<'_> {
 
 /// Keys whose behaviour belongs to later versions: accepted and shape-checked, reported as
 /// warnings, and refused by `orc invoke` rather than silently ignored.
-const NOT_YET_RUN: [&str; 20] = [
+const NOT_YET_RUN: [&str; 8] = [
     "response_format",
     "when",
     "input_key",
     "fan_out",
     "cache",
-    "profiles",
-    "optimizer",
-    "topic",
-    "producers",
-    "batch_size",
-    "feedback",
-    "partition",
-    "stop",
-    "normalize",
-    "near_duplicates",
-    "output",
     "run",
     "script",
     "parameters",
-    "ensemble",
 ];
+
+/// Keys that only mean something on `generate` nodes.
+const GENERATE_KEYS: [&str; 10] = [
+    "topic",
+    "producers",
+    "batch_size",
+    "profiles",
+    "feedback",
+    "partition",
+    "stop",
+    "output",
+    "optimizer",
+    "tracker",
+];
+
+/// Default `stop` when a `generate` node gives none: this many calls per producer.
+const DEFAULT_ITERATIONS: u32 = 5;
 
 /// Validates a parsed ensemble document against the profiles in effect.
 pub(super) fn validate(
@@ -238,7 +243,7 @@ pub(super) fn validate(
             continue;
         };
         let kind = spec.kind.unwrap_or_default();
-        for key in NOT_YET_RUN {
+        for key in NOT_YET_RUN.into_iter().chain(["ensemble"]) {
             if raw.get(key).is_some() {
                 c.error_at_key(
                     ConfigErrorKind::NotYetSupported {
@@ -249,7 +254,7 @@ pub(super) fn validate(
                 );
             }
         }
-        if kind != AgentKind::Llm {
+        if kind == AgentKind::Script {
             c.error(
                 ConfigErrorKind::NotYetSupported {
                     key: format!("type: {}", kind_name(kind)),
@@ -258,8 +263,62 @@ pub(super) fn validate(
                 &path!["agents", i, "type"],
             );
         }
+        let misplaced: Vec<&str> = match kind {
+            AgentKind::Generate => vec!["near_duplicates"],
+            AgentKind::Dedup => GENERATE_KEYS.to_vec(),
+            _ => GENERATE_KEYS
+                .iter()
+                .copied()
+                .chain(["normalize", "near_duplicates"])
+                .collect(),
+        };
+        for key in misplaced {
+            if raw.get(key).is_some() {
+                let applies_to = if key == "near_duplicates" {
+                    "dedup"
+                } else if key == "normalize" {
+                    "generate` and `dedup"
+                } else {
+                    "generate"
+                };
+                c.error_at_key(
+                    ConfigErrorKind::KeyNotForKind {
+                        key: key.to_string(),
+                        applies_to: applies_to.to_string(),
+                    },
+                    &path!["agents", i, key],
+                );
+            }
+        }
         let profile = resolve_profile(&mut c, i, &spec, &profiles, default_profile.as_ref());
-        if let Some(prompt) = &spec.prompt {
+        let node = match kind {
+            AgentKind::Generate => {
+                let Some(profile) = &profile else { continue };
+                generate_settings(&mut c, i, &spec, profile, &profiles)
+                    .map(|g| NodeKind::Generate(Box::new(g)))
+            }
+            AgentKind::Dedup => {
+                if deps[i].is_empty() && spec.depends_on.is_empty() {
+                    c.error_at_key(
+                        ConfigErrorKind::MissingKey {
+                            key: "depends_on".into(),
+                            context: Some(format!(
+                                "dedup agent `{}`: it deduplicates its dependencies' lists",
+                                spec.name
+                            )),
+                        },
+                        &path!["agents", i, "name"],
+                    );
+                }
+                Some(NodeKind::Dedup(DedupSettings {
+                    normalize: spec.normalize.unwrap_or(true),
+                    near_duplicates: spec.near_duplicates,
+                }))
+            }
+            AgentKind::Llm | AgentKind::Script => Some(NodeKind::Llm),
+        };
+        let Some(node) = node else { continue };
+        if let (Some(prompt), false) = (&spec.prompt, kind == AgentKind::Generate) {
             let available: Vec<&str> = ancestors(i)
                 .into_iter()
                 .filter_map(|a| names[a].as_deref())
@@ -286,6 +345,7 @@ pub(super) fn validate(
             index: i,
             name: spec.name.clone(),
             kind,
+            node,
             fallbacks,
             system_prompt: spec.system_prompt.clone(),
             prompt: spec.prompt.clone(),
@@ -380,6 +440,81 @@ fn fallback_chain(
     Some(chain)
 }
 
+/// Validates the keys of a `generate` node.
+fn generate_settings(
+    c: &mut Checker<'_>,
+    i: usize,
+    spec: &AgentSpec,
+    profile: &Arc<Profile>,
+    profiles: &ProfileSet,
+) -> Option<GenerateSettings> {
+    let mut candidates = Vec::new();
+    let mut ok = true;
+    for (j, name) in spec.profiles.iter().flatten().enumerate() {
+        match profiles.get(name) {
+            Some(p) => candidates.push(Arc::clone(p)),
+            None => {
+                c.error(
+                    unknown_profile(name, profiles),
+                    &path!["agents", i, "profiles", j],
+                );
+                ok = false;
+            }
+        }
+    }
+    if candidates.is_empty() {
+        candidates.push(Arc::clone(profile));
+    }
+    if let Some(topic) = &spec.topic {
+        check_template_with(
+            c,
+            &spec.name,
+            topic,
+            &["input", "deps", "agents"],
+            &[],
+            &path!["agents", i, "topic"],
+        );
+    }
+    if let Some(prompt) = &spec.prompt {
+        check_template_with(
+            c,
+            &spec.name,
+            prompt,
+            &["topic", "subtopic", "seen", "batch_size", "input"],
+            &[],
+            &path!["agents", i, "prompt"],
+        );
+    }
+    let mut stop = spec.stop.clone().unwrap_or_default();
+    let has_stop = stop.iterations.is_some()
+        || stop.unique.is_some()
+        || stop.seconds.is_some()
+        || stop.cost_usd.is_some()
+        || stop.min_new_per_call.is_some();
+    if !has_stop {
+        stop.iterations = Some(DEFAULT_ITERATIONS);
+    }
+    if stop.min_new_per_call.is_some() && stop.patience.is_none() {
+        stop.patience = Some(3);
+    }
+    let tracker = spec.tracker.clone().unwrap_or_default();
+    ok.then(|| GenerateSettings {
+        topic: spec.topic.clone(),
+        producers: spec.producers.unwrap_or(4).max(1),
+        batch_size: spec.batch_size.unwrap_or(10).max(1),
+        profiles: candidates,
+        prompt: spec.prompt.clone(),
+        feedback: spec.feedback.unwrap_or(20),
+        partition: spec.partition.unwrap_or(PartitionSpec::None),
+        stop,
+        normalize: spec.normalize.unwrap_or(true),
+        output: spec.output.as_ref().map(std::path::PathBuf::from),
+        optimizer: spec.optimizer.clone(),
+        expected_items: tracker.expected_items.unwrap_or(100_000),
+        false_positive_rate: tracker.false_positive_rate.unwrap_or(0.01),
+    })
+}
+
 fn kind_name(kind: AgentKind) -> &'static str {
     match kind {
         AgentKind::Llm => "llm",
@@ -464,7 +599,25 @@ fn check_template(
     available: &[&str],
     at: &[PathSeg],
 ) {
-    for problem in template::check(source, available) {
+    check_template_with(
+        c,
+        agent,
+        source,
+        &template::TEMPLATE_VARIABLES,
+        available,
+        at,
+    );
+}
+
+fn check_template_with(
+    c: &mut Checker<'_>,
+    agent: &str,
+    source: &str,
+    variables: &[&str],
+    available: &[&str],
+    at: &[PathSeg],
+) {
+    for problem in template::check_with(source, variables, available) {
         let (kind, range) = match problem {
             TemplateProblem::Syntax { message, range } => (
                 ConfigErrorKind::TemplateSyntax {
@@ -476,8 +629,7 @@ fn check_template(
             TemplateProblem::Undefined { variable, range } => (
                 ConfigErrorKind::TemplateUndefined {
                     agent: agent.to_string(),
-                    suggestion: closest(&variable, template::TEMPLATE_VARIABLES)
-                        .map(str::to_string),
+                    suggestion: closest(&variable, variables.iter().copied()).map(str::to_string),
                     variable,
                 },
                 range,

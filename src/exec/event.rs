@@ -43,6 +43,16 @@ pub enum Event {
         attempt: u32,
         text: String,
     },
+    /// A multi-call node's running numbers (`generate`), after each call.
+    NodeProgress {
+        agent: String,
+        unique: u64,
+        candidates: u64,
+        calls: u64,
+        /// Unique attributes per minute so far, over wall-clock time.
+        uam: f64,
+        cost_usd: Option<f64>,
+    },
     AgentTokens {
         agent: String,
         usage: Usage,

@@ -61,6 +61,12 @@ pub struct AgentOutcome {
     /// each did not answer.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub failed_profiles: Vec<ProfileFailure>,
+    /// `generate` and `dedup`: the items, with provenance.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub items: Option<serde_json::Value>,
+    /// `generate` and `dedup`: the node's metrics.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<serde_json::Value>,
     /// Milliseconds since the run started, when the agent started and finished.
     pub started_ms: Option<u64>,
     pub finished_ms: Option<u64>,

@@ -20,7 +20,8 @@ use super::event::{Event, EventSink};
 use super::layout::{DepView, default_prompt, render_prompt};
 use super::outcome::{AgentOutcome, AgentStatus, ProfileFailure, RunOutcome, RunStatus};
 use super::retry::backoff_delay;
-use crate::config::{Agent, AgentIndex, Profile};
+use crate::config::{Agent, AgentIndex, NodeKind, Profile};
+use crate::nodes;
 use crate::plan::Plan;
 use crate::providers::{self, CompletionRequest, Provider, ProviderError, Usage};
 
@@ -37,7 +38,14 @@ impl ProviderRegistry {
         let mut registry = ProviderRegistry::default();
         let mut factory = providers::Factory::default();
         for agent in &plan.ensemble.agents {
-            for profile in std::iter::once(&agent.profile).chain(&agent.fallbacks) {
+            let candidates: &[Arc<Profile>] = match &agent.node {
+                NodeKind::Generate(g) => &g.profiles,
+                _ => &[],
+            };
+            for profile in std::iter::once(&agent.profile)
+                .chain(&agent.fallbacks)
+                .chain(candidates)
+            {
                 if !registry.providers.contains_key(&profile.name) {
                     let provider = factory
                         .build(profile)
@@ -80,6 +88,10 @@ pub struct RunOptions {
 }
 
 enum Msg {
+    Progress {
+        agent: AgentIndex,
+        progress: nodes::generate::Progress,
+    },
     Delta {
         agent: AgentIndex,
         attempt: u32,
@@ -105,13 +117,17 @@ enum Msg {
     },
     Done {
         agent: AgentIndex,
-        result: TaskResult,
+        result: Box<TaskResult>,
     },
 }
 
 struct TaskResult {
     /// Profiles that failed before the one that answered (or all of them).
     failed_profiles: Vec<ProfileFailure>,
+    /// Cost when the node computed it (several calls, several profiles); else from usage.
+    cost: Option<f64>,
+    items: Option<serde_json::Value>,
+    metrics: Option<serde_json::Value>,
     status: AgentStatus,
     output: Option<String>,
     error: Option<String>,
@@ -177,7 +193,7 @@ pub async fn run(
                     continue;
                 }
                 match prepare(&plan, agent, &input, &slots) {
-                    Ok(prompt) => {
+                    Ok(work) => {
                         slots[i] = Slot::Running;
                         running += 1;
                         sink.emit(&Event::AgentQueued {
@@ -185,7 +201,8 @@ pub async fn run(
                         });
                         let task = AgentTask {
                             agent: agent.clone(),
-                            prompt,
+                            work,
+                            input: input.clone(),
                             seed: options.seed,
                             cancel: cancel.clone(),
                             slots: Arc::clone(&options.slots),
@@ -223,6 +240,14 @@ pub async fn run(
         };
         let Some(msg) = msg else { break };
         match msg {
+            Msg::Progress { agent, progress } => sink.emit(&Event::NodeProgress {
+                agent: plan.ensemble.agents[agent].name.clone(),
+                unique: progress.unique,
+                candidates: progress.candidates,
+                calls: progress.calls,
+                uam: progress.uam,
+                cost_usd: progress.cost_usd,
+            }),
             Msg::Delta {
                 agent,
                 attempt,
@@ -376,11 +401,21 @@ enum Finished {
     Skipped(String),
     PromptFailed(String),
     Cancelled,
-    Task(TaskResult),
+    Task(Box<TaskResult>),
 }
 
 /// The prompt of a ready agent, or why it will not run.
-fn prepare(plan: &Plan, agent: &Agent, input: &str, slots: &[Slot]) -> Result<String, Finished> {
+/// What a ready agent will work on.
+enum Work {
+    /// The user message of an LLM call.
+    Prompt(String),
+    /// The topic of a `generate` node.
+    Topic(String),
+    /// The outputs of a `dedup` node's dependencies.
+    Lists(Vec<(String, String)>),
+}
+
+fn prepare(plan: &Plan, agent: &Agent, input: &str, slots: &[Slot]) -> Result<Work, Finished> {
     let outcome_of = |d: AgentIndex| match &slots[d] {
         Slot::Done(o) => o,
         _ => unreachable!("a ready agent's dependencies are done"),
@@ -410,13 +445,26 @@ fn prepare(plan: &Plan, agent: &Agent, input: &str, slots: &[Slot]) -> Result<St
         }
     };
     let deps: Vec<DepView<'_>> = agent.depends_on.iter().map(|&d| view(d)).collect();
-    match &agent.prompt {
-        None => Ok(default_prompt(input, &deps)),
-        Some(source) => {
-            let ancestors: Vec<DepView<'_>> =
-                ancestors(plan, agent.index).into_iter().map(view).collect();
-            render_prompt(source, input, &deps, &ancestors).map_err(Finished::PromptFailed)
-        }
+    let render = |source: &str| {
+        let ancestors: Vec<DepView<'_>> =
+            ancestors(plan, agent.index).into_iter().map(view).collect();
+        render_prompt(source, input, &deps, &ancestors).map_err(Finished::PromptFailed)
+    };
+    match &agent.node {
+        NodeKind::Dedup(_) => Ok(Work::Lists(
+            deps.iter()
+                .filter(|d| d.status == AgentStatus::Succeeded)
+                .map(|d| (d.name.to_string(), d.output.to_string()))
+                .collect(),
+        )),
+        NodeKind::Generate(g) => match &g.topic {
+            Some(source) => render(source).map(Work::Topic),
+            None => Ok(Work::Topic(input.to_string())),
+        },
+        NodeKind::Llm => match &agent.prompt {
+            None => Ok(Work::Prompt(default_prompt(input, &deps))),
+            Some(source) => render(source).map(Work::Prompt),
+        },
     }
 }
 
@@ -453,6 +501,8 @@ fn finish(
         latency_ms: 0,
         error: None,
         failed_profiles: Vec::new(),
+        items: None,
+        metrics: None,
         started_ms: None,
         finished_ms: None,
     };
@@ -475,14 +525,21 @@ fn finish(
             outcome.provider = r.profile.provider.to_string();
             outcome.attempts = r.attempts;
             outcome.failed_profiles = r.failed_profiles;
+            outcome.items = r.items;
+            outcome.metrics = r.metrics;
             outcome.usage = r.usage;
-            outcome.cost_usd = r.profile.price.map(|p| {
-                p.cost(
-                    r.usage.input_tokens,
-                    r.usage.cached_input_tokens,
-                    r.usage.output_tokens,
-                )
-            });
+            // Nodes with many calls (generate, dedup) add up their own cost.
+            outcome.cost_usd = if outcome.metrics.is_some() {
+                r.cost
+            } else {
+                r.profile.price.map(|p| {
+                    p.cost(
+                        r.usage.input_tokens,
+                        r.usage.cached_input_tokens,
+                        r.usage.output_tokens,
+                    )
+                })
+            };
             if let (Some(first), Some(now), Some(run_start)) = (r.first_start, now, run_start) {
                 outcome.latency_ms = now.saturating_duration_since(first).as_millis() as u64;
                 outcome.started_ms =
@@ -497,7 +554,8 @@ fn finish(
 
 struct AgentTask {
     agent: Agent,
-    prompt: String,
+    work: Work,
+    input: String,
     seed: u64,
     cancel: CancellationToken,
     slots: Arc<Semaphore>,
@@ -509,16 +567,144 @@ struct AgentTask {
 impl AgentTask {
     async fn run(self) {
         let index = self.agent.index;
-        let result = self.attempt_all().await;
+        let result = match &self.work {
+            Work::Prompt(prompt) => self.attempt_all(prompt).await,
+            Work::Topic(topic) => self.generate(topic).await,
+            Work::Lists(lists) => self.dedup(lists),
+        };
         // The owner may be gone after cancellation; nothing to report to then.
         let _ = self.tx.send(Msg::Done {
             agent: index,
-            result,
+            result: Box::new(result),
         });
     }
 
+    fn dedup(&self, lists: &[(String, String)]) -> TaskResult {
+        let NodeKind::Dedup(settings) = &self.agent.node else {
+            unreachable!("dedup work is prepared for dedup nodes only")
+        };
+        let (items, metrics) =
+            nodes::dedup::dedup(lists, settings.normalize, settings.near_duplicates);
+        let output = items
+            .iter()
+            .map(|i| i.text.as_str())
+            .collect::<Vec<_>>()
+            .join("\n");
+        TaskResult {
+            status: AgentStatus::Succeeded,
+            output: Some(output),
+            error: None,
+            profile: Arc::clone(&self.agent.profile),
+            attempts: 0,
+            usage: Usage::default(),
+            cost: Some(0.0),
+            first_start: Some(Instant::now()),
+            failed_profiles: Vec::new(),
+            items: Some(serde_json::to_value(&items).expect("items serialize")),
+            metrics: Some(serde_json::to_value(&metrics).expect("metrics serialize")),
+        }
+    }
+
+    async fn generate(&self, topic: &str) -> TaskResult {
+        let NodeKind::Generate(settings) = &self.agent.node else {
+            unreachable!("a topic is prepared for generate nodes only")
+        };
+        let agent = &self.agent;
+        let first_start = Some(Instant::now());
+        let _ = self.tx.send(Msg::Started {
+            agent: agent.index,
+            attempt: 1,
+            profile: Arc::clone(&settings.profiles[0]),
+            at: Instant::now(),
+        });
+        let ctx = nodes::generate::Context {
+            agent: agent.name.clone(),
+            settings: (**settings).clone(),
+            topic: topic.to_string(),
+            input: self.input.clone(),
+            providers: settings
+                .profiles
+                .iter()
+                .map(|p| self.providers.get(p))
+                .collect(),
+            slots: Arc::clone(&self.slots),
+            cancel: self.cancel.clone(),
+            seed: self.seed,
+            call_timeout: agent.timeout,
+            system_prompt: agent.system_prompt.clone(),
+            temperature: agent.temperature,
+            max_tokens: agent.max_tokens,
+        };
+        let tx = self.tx.clone();
+        let index = agent.index;
+        let progress = move |p: nodes::generate::Progress| {
+            let _ = tx.send(Msg::Progress {
+                agent: index,
+                progress: p,
+            });
+        };
+        match nodes::generate::run(ctx, progress).await {
+            Ok(outcome) => {
+                let output = outcome
+                    .items
+                    .iter()
+                    .map(|i| i.text.as_str())
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                let cancelled =
+                    outcome.metrics.stop_reason == nodes::generate::StopReason::Cancelled;
+                let all_failed =
+                    outcome.metrics.stop_reason == nodes::generate::StopReason::AllCallsFailed;
+                TaskResult {
+                    status: if cancelled {
+                        AgentStatus::Cancelled
+                    } else if all_failed {
+                        AgentStatus::Failed
+                    } else {
+                        AgentStatus::Succeeded
+                    },
+                    error: all_failed.then(|| {
+                        outcome
+                            .metrics
+                            .calls_log
+                            .last()
+                            .and_then(|c| c.error.clone())
+                            .map_or_else(
+                                || "every call failed".to_string(),
+                                |e| format!("every call failed; last: {e}"),
+                            )
+                    }),
+                    output: Some(output),
+                    profile: Arc::clone(&settings.profiles[0]),
+                    attempts: outcome.calls as u32,
+                    usage: outcome.usage,
+                    cost: outcome.metrics.cost_usd,
+                    first_start,
+                    failed_profiles: Vec::new(),
+                    items: Some(serde_json::to_value(&outcome.items).expect("items serialize")),
+                    metrics: Some(
+                        serde_json::to_value(&outcome.metrics).expect("metrics serialize"),
+                    ),
+                }
+            }
+            Err(error) => TaskResult {
+                status: AgentStatus::Failed,
+                output: None,
+                error: Some(error),
+                profile: Arc::clone(&settings.profiles[0]),
+                attempts: 0,
+                usage: Usage::default(),
+                cost: Some(0.0),
+                first_start,
+                failed_profiles: Vec::new(),
+                items: None,
+                metrics: None,
+            },
+        }
+    }
+
     /// The primary profile with its retries, then each fallback with its own.
-    async fn attempt_all(&self) -> TaskResult {
+    async fn attempt_all(&self, prompt: &str) -> TaskResult {
         let agent = &self.agent;
         let chain: Vec<&Arc<Profile>> = std::iter::once(&agent.profile)
             .chain(&agent.fallbacks)
@@ -547,7 +733,7 @@ impl AgentTask {
                 let request = CompletionRequest {
                     agent: agent.name.clone(),
                     system: agent.system_prompt.clone(),
-                    prompt: self.prompt.clone(),
+                    prompt: prompt.to_string(),
                     temperature: agent.temperature.or(profile.temperature),
                     max_tokens: agent.max_tokens.or(profile.max_tokens),
                     options: profile
@@ -559,6 +745,7 @@ impl AgentTask {
                     attempt: attempts,
                     seed: self.seed,
                     deltas: None,
+                    generation: None,
                 };
                 let Some(result) = self.call(provider.as_ref(), request, attempts).await else {
                     return self.cancelled(profile, attempts, usage, first_start);
@@ -576,6 +763,9 @@ impl AgentTask {
                             usage,
                             first_start,
                             failed_profiles: errors,
+                            cost: None,
+                            items: None,
+                            metrics: None,
                         };
                     }
                     Err(error) => {
@@ -646,6 +836,9 @@ impl AgentTask {
             usage,
             first_start,
             failed_profiles: errors,
+            cost: None,
+            items: None,
+            metrics: None,
         }
     }
 
@@ -704,6 +897,9 @@ impl AgentTask {
     ) -> TaskResult {
         TaskResult {
             failed_profiles: Vec::new(),
+            cost: None,
+            items: None,
+            metrics: None,
             status: AgentStatus::Cancelled,
             output: None,
             error: Some("cancelled".into()),

@@ -136,6 +136,22 @@ impl EventSink for ProgressView {
                     bar.set_message(format!("retrying in {delay_ms} ms: {error}"));
                 }
             }
+            Event::NodeProgress {
+                agent,
+                unique,
+                calls,
+                uam,
+                cost_usd,
+                ..
+            } => {
+                let cost =
+                    cost_usd.map_or_else(|| "cost unknown".to_string(), |c| format!("${c:.4}"));
+                if let Some(bar) = self.agents.get(agent) {
+                    bar.set_message(format!(
+                        "{unique} unique · {uam:.0} UAM · {calls} calls · {cost}"
+                    ));
+                }
+            }
             Event::AgentTokens { usage, .. } => {
                 self.usage += *usage;
                 self.refresh_totals();

@@ -123,7 +123,7 @@ impl Provider for Anthropic {
         if let Some(key) = &self.key {
             builder = builder.header("x-api-key", key.expose());
         }
-        let response = http::send(builder, self.first_byte).await?;
+        let response = http::send(builder, self.first_byte, self.key.as_ref()).await?;
         if request.deltas.is_none() {
             let body = http::json_body(response, self.first_byte).await?;
             let content = body

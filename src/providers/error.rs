@@ -54,6 +54,51 @@ fn retry_hint(after: &Option<Duration>) -> String {
 }
 
 impl ProviderError {
+    /// The same error with every occurrence of `secret` replaced: some servers echo the key
+    /// they were sent in their error messages.
+    pub fn redact(self, secret: &str) -> ProviderError {
+        if secret.len() < 4 {
+            return self;
+        }
+        let r = |s: String| s.replace(secret, "[REDACTED]");
+        match self {
+            ProviderError::RateLimited {
+                retry_after,
+                message,
+            } => ProviderError::RateLimited {
+                retry_after,
+                message: r(message),
+            },
+            ProviderError::Http {
+                status,
+                kind,
+                body_excerpt,
+                retry_after,
+            } => ProviderError::Http {
+                status,
+                kind: kind.map(r),
+                body_excerpt: r(body_excerpt),
+                retry_after,
+            },
+            ProviderError::Connection { message } => ProviderError::Connection {
+                message: r(message),
+            },
+            ProviderError::StreamBroken { message } => ProviderError::StreamBroken {
+                message: r(message),
+            },
+            ProviderError::Decode { message } => ProviderError::Decode {
+                message: r(message),
+            },
+            ProviderError::Auth { message } => ProviderError::Auth {
+                message: r(message),
+            },
+            ProviderError::Quota { message } => ProviderError::Quota {
+                message: r(message),
+            },
+            other => other,
+        }
+    }
+
     /// Whether trying again can succeed: timeouts, connection errors, broken streams, 408,
     /// 409, 429, 5xx and Anthropic's 529. Never auth, bad requests or exhausted quota.
     pub fn is_retryable(&self) -> bool {

@@ -99,7 +99,7 @@ impl Provider for Gemini {
         if let Some(key) = &self.key {
             builder = builder.header("x-goog-api-key", key.expose());
         }
-        let response = http::send(builder, self.first_byte).await?;
+        let response = http::send(builder, self.first_byte, self.key.as_ref()).await?;
         if !streaming {
             let body = http::json_body(response, self.first_byte).await?;
             if body.pointer("/candidates/0").is_none() {

@@ -10,6 +10,7 @@ use futures_util::StreamExt;
 use reqwest::header::HeaderMap;
 
 use super::ProviderError;
+use super::credentials::ApiKey;
 
 /// Time allowed to open a connection.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -37,7 +38,23 @@ pub fn client() -> reqwest::Client {
 pub async fn send(
     request: reqwest::RequestBuilder,
     first_byte: Duration,
+    secret: Option<&ApiKey>,
 ) -> Result<reqwest::Response, ProviderError> {
+    let redact = |text: &str| match secret {
+        Some(key) if key.expose().len() >= 4 => text.replace(key.expose(), "[REDACTED]"),
+        _ => text.to_string(),
+    };
+    // Logs show the method, URL and body, never the headers (they carry the key).
+    if tracing::enabled!(tracing::Level::TRACE) {
+        if let Some(built) = request.try_clone().and_then(|b| b.build().ok()) {
+            let body = built
+                .body()
+                .and_then(|b| b.as_bytes())
+                .map(String::from_utf8_lossy)
+                .unwrap_or_default();
+            tracing::trace!(method = %built.method(), url = %redact(built.url().as_str()), body = %redact(&excerpt(&body)), "request");
+        }
+    }
     let response = match tokio::time::timeout(first_byte, request.send()).await {
         Err(_) => return Err(ProviderError::Timeout),
         Ok(Err(e)) => return Err(transport_error(&e)),
@@ -54,6 +71,7 @@ pub async fn send(
         .ok()
         .and_then(Result::ok)
         .unwrap_or_default();
+    let body = redact(&body);
     tracing::trace!(status = status.as_u16(), body = %excerpt(&body), "error response");
     Err(status_error(status.as_u16(), &headers, &body))
 }

@@ -59,13 +59,7 @@ impl Limiter {
         }
         {
             let _turn = self.queue.lock().await;
-            loop {
-                let until = *self.cool_until.lock().expect("not poisoned");
-                match until {
-                    Some(t) if t > Instant::now() => tokio::time::sleep_until(t.into()).await,
-                    _ => break,
-                }
-            }
+            self.wait_cool_down().await;
             if let Some(requests) = &self.requests {
                 requests.until_ready().await;
             }
@@ -80,7 +74,19 @@ impl Limiter {
             Some(s) => Arc::clone(s).acquire_owned().await.ok(),
             None => None,
         };
+        // A 429 may have arrived while this call waited for its slot.
+        self.wait_cool_down().await;
         Admission { _permit: permit }
+    }
+
+    async fn wait_cool_down(&self) {
+        loop {
+            let until = *self.cool_until.lock().expect("not poisoned");
+            match until {
+                Some(t) if t > Instant::now() => tokio::time::sleep_until(t.into()).await,
+                _ => break,
+            }
+        }
     }
 
     /// After a 429: nobody calls this profile again before `delay` has passed.

@@ -9,7 +9,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
-use super::{Completion, CompletionRequest, Provider, ProviderError, Usage};
+use std::collections::HashSet;
+
+use super::vocab::{FACETS, Vocabulary};
+use super::{Completion, CompletionRequest, GenerationHint, Provider, ProviderError, Usage};
 use crate::config::Profile;
 use crate::config::spec::MockFailure;
 use crate::exec::layout::DEPENDENCY_HEADER;
@@ -120,6 +123,56 @@ impl MockProvider {
     }
 }
 
+impl MockProvider {
+    /// Answers a `generate` node: items drawn from the topic's vocabulary with its skew,
+    /// avoiding most (`feedback_adherence`) of the items it was shown, one per line and
+    /// numbered, as the built-in prompt asks.
+    fn generate(&self, request: &CompletionRequest, hint: &GenerationHint) -> String {
+        let settings = &self.profile.mock;
+        let mut rng =
+            fastrand::Rng::with_seed(self.hash(request, &format!("generate {}", request.attempt)));
+        match hint {
+            GenerationHint::Subtopics { topic, count } => (0..*count as usize)
+                .map(|i| format!("{}. {} of {}", i + 1, FACETS[i % FACETS.len()], topic))
+                .collect::<Vec<_>>()
+                .join("\n"),
+            GenerationHint::Items {
+                topic,
+                subtopic,
+                count,
+                avoid,
+            } => {
+                let key = match subtopic {
+                    Some(s) => format!("{topic}\u{0}{s}"),
+                    None => topic.clone(),
+                };
+                let vocab = Vocabulary::get(&key, settings.vocabulary, settings.zipf);
+                let avoid: HashSet<&str> = avoid.iter().map(String::as_str).collect();
+                let wanted =
+                    ((f64::from(*count) * settings.yield_rate).round() as usize).min(vocab.len());
+                let mut out: Vec<&str> = Vec::with_capacity(wanted);
+                let mut tries = 0;
+                while out.len() < wanted && tries < wanted * 20 {
+                    tries += 1;
+                    let item = vocab.draw(rng.f64());
+                    if out.contains(&item) {
+                        continue;
+                    }
+                    if avoid.contains(item) && rng.f64() < settings.feedback_adherence {
+                        continue;
+                    }
+                    out.push(item);
+                }
+                out.iter()
+                    .enumerate()
+                    .map(|(i, item)| format!("{}. {item}", i + 1))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            }
+        }
+    }
+}
+
 /// Input part of a prompt and the dependency names of orc's default layout.
 fn split_layout(prompt: &str) -> (&str, Vec<String>) {
     let deps = prompt
@@ -194,7 +247,10 @@ impl Provider for MockProvider {
                 },
             });
         }
-        let text = self.compose(&request);
+        let text = match &request.generation {
+            Some(hint) => self.generate(&request, hint),
+            None => self.compose(&request),
+        };
         if let Some(deltas) = &request.deltas {
             for piece in text.split_inclusive(' ') {
                 let _ = deltas.send(piece.to_string());
@@ -229,6 +285,7 @@ mod tests {
             attempt: 1,
             seed,
             deltas: None,
+            generation: None,
         }
     }
 

@@ -12,6 +12,7 @@ mod limits;
 mod mock;
 mod ollama;
 mod openai;
+mod vocab;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -42,6 +43,23 @@ pub struct CompletionRequest {
     pub seed: u64,
     /// When set, the provider streams and sends each piece of text as it arrives.
     pub deltas: Option<tokio::sync::mpsc::UnboundedSender<String>>,
+    /// What a `generate` node asks for, in structured form. Real providers read only the
+    /// prompt; the offline mock answers from this.
+    pub generation: Option<GenerationHint>,
+}
+
+/// The structured meaning of a `generate` node's prompt.
+#[derive(Debug, Clone)]
+pub enum GenerationHint {
+    /// `count` new items about `topic` (and `subtopic`), avoiding those in `avoid`.
+    Items {
+        topic: String,
+        subtopic: Option<String>,
+        count: u32,
+        avoid: Vec<String>,
+    },
+    /// `count` subtopics of `topic`.
+    Subtopics { topic: String, count: u32 },
 }
 
 /// Token counts as the provider reports them.
@@ -158,10 +176,13 @@ impl Factory {
                         || "http://127.0.0.1:11434".into(),
                         |b| http::with_scheme(&b),
                     );
+                // No key by default; one behind a proxy is named with `api_key_env`.
+                let key = credentials::key_for(profile)?;
                 (
                     Arc::new(ollama::Ollama::new(
                         Arc::clone(profile),
                         base.clone(),
+                        key,
                         first_byte,
                     )),
                     base,
@@ -183,6 +204,7 @@ impl Factory {
             inner,
             limiter: Limiter::new(&profile.limits),
             breaker,
+            secret: credentials::key_for(profile).ok().flatten(),
         }))
     }
 }
@@ -195,16 +217,20 @@ struct Guarded {
     inner: Arc<dyn Provider>,
     limiter: Limiter,
     breaker: Arc<CircuitBreaker>,
+    /// Redacted from every error, in case the server echoes it.
+    secret: Option<credentials::ApiKey>,
 }
 
 #[async_trait]
 impl Provider for Guarded {
     async fn complete(&self, request: CompletionRequest) -> Result<Completion, ProviderError> {
-        self.breaker.before_call()?;
         let expected = mock::estimate_tokens(&request.prompt)
             + request.system.as_deref().map_or(0, mock::estimate_tokens)
             + u64::from(request.max_tokens.unwrap_or(0));
+        // Limits first, then the breaker: a call that waited for its turn must not go to an
+        // endpoint that failed meanwhile.
         let _admission = self.limiter.admit(expected).await;
+        self.breaker.before_call()?;
         // The breaker let this call through; it must hear how it ended, even when the
         // caller's timeout drops this future (a dropped probe counts as a failure).
         let mut guard = BreakerGuard {
@@ -218,7 +244,10 @@ impl Provider for Guarded {
         }
         self.breaker.after_call(result.as_ref().map(|_| ()));
         guard.reported = true;
-        result
+        match &self.secret {
+            Some(key) => result.map_err(|e| e.redact(key.expose())),
+            None => result,
+        }
     }
 }
 

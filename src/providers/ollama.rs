@@ -8,6 +8,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::{Value, json};
 
+use super::credentials::ApiKey;
 use super::http;
 use super::{Completion, CompletionRequest, Provider, ProviderError, Usage};
 use crate::config::Profile;
@@ -15,14 +16,21 @@ use crate::config::Profile;
 pub(super) struct Ollama {
     profile: Arc<Profile>,
     url: String,
+    key: Option<ApiKey>,
     first_byte: Duration,
 }
 
 impl Ollama {
-    pub(super) fn new(profile: Arc<Profile>, base_url: String, first_byte: Duration) -> Ollama {
+    pub(super) fn new(
+        profile: Arc<Profile>,
+        base_url: String,
+        key: Option<ApiKey>,
+        first_byte: Duration,
+    ) -> Ollama {
         Ollama {
             url: format!("{}/api/chat", base_url.trim_end_matches('/')),
             profile,
+            key,
             first_byte,
         }
     }
@@ -66,8 +74,11 @@ fn usage_of(done: &Value) -> Usage {
 #[async_trait]
 impl Provider for Ollama {
     async fn complete(&self, request: CompletionRequest) -> Result<Completion, ProviderError> {
-        let builder = http::client().post(&self.url).json(&self.body(&request));
-        let response = http::send(builder, self.first_byte).await?;
+        let mut builder = http::client().post(&self.url).json(&self.body(&request));
+        if let Some(key) = &self.key {
+            builder = builder.bearer_auth(key.expose());
+        }
+        let response = http::send(builder, self.first_byte, self.key.as_ref()).await?;
         let Some(deltas) = request.deltas.as_ref() else {
             let body = http::json_body(response, self.first_byte).await?;
             let text = body

@@ -136,7 +136,11 @@ impl OpenAi {
                 });
             }
             if let Some(choice) = chunk.pointer("/choices/0") {
-                if let Some(piece) = choice.pointer("/delta/content").and_then(Value::as_str) {
+                if let Some(piece) = choice
+                    .pointer("/delta/content")
+                    .and_then(Value::as_str)
+                    .filter(|p| !p.is_empty())
+                {
                     text.push_str(piece);
                     if let Some(tx) = deltas {
                         let _ = tx.send(piece.to_string());
@@ -176,7 +180,7 @@ impl Provider for OpenAi {
         if let Some(key) = &self.key {
             builder = builder.bearer_auth(key.expose());
         }
-        let response = http::send(builder, self.first_byte).await?;
+        let response = http::send(builder, self.first_byte, self.key.as_ref()).await?;
         if request.deltas.is_some() {
             return self.stream(response, &request).await;
         }

@@ -8,5 +8,6 @@ mod failures;
 mod interrupt;
 mod invoke;
 mod plan;
+mod providers;
 mod shipped;
 mod support;
