@@ -95,6 +95,9 @@ pub struct CallRecord {
     pub cost_usd: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// `partition` for the call that split the topic; absent for item calls.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub purpose: Option<&'static str>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -205,7 +208,7 @@ pub async fn run(
         },
         None => None,
     };
-    let subtopics = partition(&ctx).await;
+    let (subtopics, partition_call) = partition(&ctx).await;
     let optimizer = s
         .optimizer
         .as_ref()
@@ -235,6 +238,38 @@ pub async fn run(
         output,
         output_error: None,
     }));
+    if let Some((usage, latency)) = partition_call {
+        let mut st = state.lock().expect("not poisoned");
+        st.calls += 1;
+        let profile = &s.profiles[0];
+        let cost = profile.price.map(|p| {
+            p.cost(
+                usage.input_tokens,
+                usage.cached_input_tokens,
+                usage.output_tokens,
+            )
+        });
+        let record = CallRecord {
+            call: st.calls,
+            producer: 0,
+            profile: profile.name.clone(),
+            at: started.elapsed().as_millis() as u64,
+            latency_ms: latency.as_millis() as u64,
+            candidates: 0,
+            new: 0,
+            usage,
+            cost_usd: cost,
+            error: None,
+            purpose: Some("partition"),
+        };
+        st.usage += usage;
+        st.cost = st.cost.zip(cost).map(|(a, b)| a + b);
+        st.per_profile
+            .entry(profile.name.clone())
+            .or_default()
+            .add(&record);
+        st.calls_log.push(record);
+    }
     let producers: Vec<_> = (0..s.producers)
         .map(|p| producer(&ctx, p, &subtopics, &state, started, &on_progress))
         .collect();
@@ -274,7 +309,12 @@ pub async fn run(
         cost_usd: st.cost,
         cost_per_minute: st.cost.map(|c| c / minutes.max(1e-9)),
         elapsed_ms: elapsed.as_millis() as u64,
-        new_per_call: st.calls_log.iter().map(|c| c.new).collect(),
+        new_per_call: st
+            .calls_log
+            .iter()
+            .filter(|c| c.purpose.is_none())
+            .map(|c| c.new)
+            .collect(),
         per_profile: st.per_profile.clone(),
         per_producer: st.per_producer.clone(),
         stop_reason,
@@ -300,14 +340,18 @@ fn round(x: f64, digits: i32) -> f64 {
     (x * f).round() / f
 }
 
-/// The subtopics producers work through (`[None]` without partitioning).
-async fn partition(ctx: &Context) -> Vec<Option<String>> {
+/// The subtopics producers work through (`[None]` without partitioning), and the usage of
+/// the call that asked for them (`partition: semantic`), which is paid for like any other.
+async fn partition(ctx: &Context) -> (Vec<Option<String>>, Option<(Usage, Duration)>) {
     match ctx.settings.partition {
-        PartitionSpec::None => vec![None],
-        PartitionSpec::AttributeType => ATTRIBUTE_TYPES
-            .iter()
-            .map(|t| Some((*t).to_string()))
-            .collect(),
+        PartitionSpec::None => (vec![None], None),
+        PartitionSpec::AttributeType => (
+            ATTRIBUTE_TYPES
+                .iter()
+                .map(|t| Some((*t).to_string()))
+                .collect(),
+            None,
+        ),
         PartitionSpec::Semantic => {
             let count = ctx.settings.producers.max(4);
             let request = CompletionRequest {
@@ -330,19 +374,21 @@ async fn partition(ctx: &Context) -> Vec<Option<String>> {
                 }),
             };
             let _permit = ctx.slots.acquire().await;
+            let started = Instant::now();
             let answer =
                 tokio::time::timeout(ctx.call_timeout, ctx.providers[0].complete(request)).await;
             match answer {
                 Ok(Ok(c)) => {
                     let parsed = parse_items(&c.text);
-                    if parsed.items.is_empty() {
+                    let subtopics = if parsed.items.is_empty() {
                         vec![None]
                     } else {
                         parsed.items.into_iter().map(Some).collect()
-                    }
+                    };
+                    (subtopics, Some((c.usage, started.elapsed())))
                 }
                 // Without subtopics the producers still work on the whole topic.
-                _ => vec![None],
+                _ => (vec![None], None),
             }
         }
     }
@@ -614,6 +660,7 @@ fn record_call(
         usage,
         cost_usd: cost,
         error: error.clone(),
+        purpose: None,
     };
     st.usage += usage;
     st.candidates += candidates;
