@@ -166,6 +166,7 @@ pub(crate) fn check_profiles(ctx: &Context, only: Option<&str>, timeout: f64) ->
                     seed: 0,
                     deltas: None,
                     generation: None,
+                    response_format: None,
                 };
                 let started = Instant::now();
                 let result = tokio::time::timeout(timeout, provider.complete(request))

@@ -43,6 +43,7 @@ pub struct MockSettings {
     pub fail_rate: f64,
     pub fail_attempts: u32,
     pub fail_with: MockFailure,
+    pub invalid_json_attempts: u32,
     pub vocabulary: u32,
     pub zipf: f64,
     pub yield_rate: f64,

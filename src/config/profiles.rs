@@ -269,6 +269,7 @@ pub(super) fn lower(
             fail_rate: spec.fail_rate.unwrap_or(0.0),
             fail_attempts: spec.fail_attempts.unwrap_or(0),
             fail_with: spec.fail_with.unwrap_or_default(),
+            invalid_json_attempts: spec.invalid_json_attempts.unwrap_or(0),
             vocabulary: spec.vocabulary.unwrap_or(2000),
             zipf: spec.zipf.unwrap_or(1.0),
             yield_rate: spec.yield_rate.unwrap_or(1.0),

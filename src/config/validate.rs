@@ -50,8 +50,7 @@ impl Checker<'_> {
 
 /// Keys whose behaviour belongs to later versions: accepted and shape-checked, reported as
 /// warnings, and refused by `orc invoke` rather than silently ignored.
-const NOT_YET_RUN: [&str; 8] = [
-    "response_format",
+const NOT_YET_RUN: [&str; 7] = [
     "when",
     "input_key",
     "fan_out",
@@ -287,6 +286,17 @@ pub(super) fn validate(
                         applies_to: applies_to.to_string(),
                     },
                     &path!["agents", i, key],
+                );
+            }
+        }
+        if let Some(schema) = spec.response_format.as_ref().and_then(|f| f.schema()) {
+            if let Err(e) = jsonschema::validator_for(&schema) {
+                c.error_at_key(
+                    ConfigErrorKind::OutOfRange {
+                        key: "response_format".into(),
+                        problem: format!("is not a valid JSON Schema: {e}"),
+                    },
+                    &path!["agents", i, "response_format"],
                 );
             }
         }

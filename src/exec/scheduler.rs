@@ -23,7 +23,7 @@ use super::retry::backoff_delay;
 use crate::config::{Agent, AgentIndex, NodeKind, Profile};
 use crate::nodes;
 use crate::plan::Plan;
-use crate::providers::{self, CompletionRequest, Provider, ProviderError, Usage};
+use crate::providers::{self, Completion, CompletionRequest, Provider, ProviderError, Usage};
 
 /// One provider client per profile, built once per process and shared by every run.
 #[derive(Default, Clone)]
@@ -716,6 +716,8 @@ impl AgentTask {
         for (p, profile) in chain.iter().enumerate() {
             let provider = self.providers.get(profile);
             let mut retry = 0u32;
+            // Why the previous answer was rejected (`response_format`), told to the model.
+            let mut rejection: Option<String> = None;
             let last_error = loop {
                 attempts += 1;
                 let Some(permit) = self.acquire().await else {
@@ -730,10 +732,25 @@ impl AgentTask {
                     profile: Arc::clone(profile),
                     at,
                 });
+                let prompt = match &rejection {
+                    Some(why) => format!(
+                        "{prompt}\n\nYour previous answer was rejected: {why}\nReply again with only the JSON{}.",
+                        if agent
+                            .response_format
+                            .as_ref()
+                            .is_some_and(|f| f.schema().is_some())
+                        {
+                            " that matches the schema"
+                        } else {
+                            ""
+                        }
+                    ),
+                    None => prompt.to_string(),
+                };
                 let request = CompletionRequest {
                     agent: agent.name.clone(),
                     system: agent.system_prompt.clone(),
-                    prompt: prompt.to_string(),
+                    prompt,
                     temperature: agent.temperature.or(profile.temperature),
                     max_tokens: agent.max_tokens.or(profile.max_tokens),
                     options: profile
@@ -746,11 +763,22 @@ impl AgentTask {
                     seed: self.seed,
                     deltas: None,
                     generation: None,
+                    response_format: agent.response_format.clone(),
                 };
                 let Some(result) = self.call(provider.as_ref(), request, attempts).await else {
                     return self.cancelled(profile, attempts, usage, first_start);
                 };
                 drop(permit);
+                let result = result.and_then(|c| match &agent.response_format {
+                    None => Ok(c),
+                    Some(format) => match format.check(&c.text) {
+                        Ok(text) => Ok(Completion { text, ..c }),
+                        Err(why) => {
+                            usage += c.usage;
+                            Err(ProviderError::InvalidOutput { message: why })
+                        }
+                    },
+                });
                 match result {
                     Ok(completion) => {
                         usage += completion.usage;
@@ -767,6 +795,23 @@ impl AgentTask {
                             items: None,
                             metrics: None,
                         };
+                    }
+                    Err(ProviderError::InvalidOutput { message }) => {
+                        let error_text = format!(
+                            "the answer is not valid JSON for `response_format`: {message}"
+                        );
+                        if retry >= agent.retries {
+                            break error_text;
+                        }
+                        retry += 1;
+                        tracing::warn!(agent = %agent.name, attempt = attempts, error = %error_text, "retrying with the validation error");
+                        let _ = self.tx.send(Msg::Retrying {
+                            agent: agent.index,
+                            attempt: attempts,
+                            error: error_text,
+                            delay: Duration::ZERO,
+                        });
+                        rejection = Some(message);
                     }
                     Err(error) => {
                         let error_text = describe(&error, agent);

@@ -368,6 +368,7 @@ async fn partition(ctx: &Context) -> (Vec<Option<String>>, Option<(Usage, Durati
                 attempt: 1,
                 seed: ctx.seed,
                 deltas: None,
+                response_format: None,
                 generation: Some(GenerationHint::Subtopics {
                     topic: ctx.topic.clone(),
                     count,
@@ -456,6 +457,7 @@ async fn producer(
             attempt: 1,
             seed: ctx.seed.wrapping_add(call_no.wrapping_mul(0x9e37_79b9)),
             deltas: None,
+            response_format: None,
             generation: Some(GenerationHint::Items {
                 topic: ctx.topic.clone(),
                 subtopic: subtopic.clone(),

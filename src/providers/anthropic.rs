@@ -52,7 +52,18 @@ impl Anthropic {
             "max_tokens": request.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS),
             "messages": [{"role": "user", "content": request.prompt}],
         });
-        if let Some(system) = &request.system {
+        // Messages has no JSON mode: the instruction goes into the system prompt, and orc
+        // validates (and retries) the answer itself.
+        let json_note = request.response_format.as_ref().map(|f| match f.schema() {
+            Some(schema) => format!("Answer with JSON only, matching this JSON Schema: {schema}"),
+            None => "Answer with JSON only.".to_string(),
+        });
+        let system = match (&request.system, json_note) {
+            (Some(s), Some(n)) => Some(format!("{s}\n\n{n}")),
+            (Some(s), None) => Some(s.clone()),
+            (None, n) => n,
+        };
+        if let Some(system) = system {
             body["system"] = json!(system);
         }
         if let Some(t) = request.temperature {

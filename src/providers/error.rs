@@ -40,6 +40,9 @@ pub enum ProviderError {
     },
     #[error("provider `{provider}` is not available in this version of orc")]
     Unavailable { provider: String },
+    /// The answer arrived but does not satisfy the agent's `response_format`.
+    #[error("invalid output: {message}")]
+    InvalidOutput { message: String },
 }
 
 fn trim_float(x: f64) -> String {
@@ -116,7 +119,8 @@ impl ProviderError {
             | ProviderError::Quota { .. }
             | ProviderError::MissingKey { .. }
             | ProviderError::CircuitOpen { .. }
-            | ProviderError::Unavailable { .. } => false,
+            | ProviderError::Unavailable { .. }
+            | ProviderError::InvalidOutput { .. } => false,
         }
     }
 
@@ -154,6 +158,7 @@ impl ProviderError {
             ProviderError::MissingKey { .. } => "missing_key",
             ProviderError::CircuitOpen { .. } => "circuit_open",
             ProviderError::Unavailable { .. } => "unavailable",
+            ProviderError::InvalidOutput { .. } => "invalid_output",
         }
     }
 }

@@ -47,6 +47,12 @@ impl Gemini {
         if let Some(m) = request.max_tokens {
             config.insert("maxOutputTokens".into(), json!(m));
         }
+        if let Some(format) = &request.response_format {
+            config.insert("responseMimeType".into(), json!("application/json"));
+            if let Some(schema) = format.schema() {
+                config.insert("responseJsonSchema".into(), schema);
+            }
+        }
         if !config.is_empty() {
             body["generationConfig"] = Value::Object(config);
         }

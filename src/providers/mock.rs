@@ -173,6 +173,80 @@ impl MockProvider {
     }
 }
 
+/// A value that satisfies (the common parts of) a JSON Schema, made from the mock's text.
+fn sample_json(
+    schema: &serde_json::Value,
+    text: &str,
+    rng: &mut fastrand::Rng,
+    depth: u32,
+) -> serde_json::Value {
+    use serde_json::{Value, json};
+    if let Some(values) = schema
+        .get("enum")
+        .and_then(Value::as_array)
+        .filter(|v| !v.is_empty())
+    {
+        return values[rng.usize(..values.len())].clone();
+    }
+    if let Some(c) = schema.get("const") {
+        return c.clone();
+    }
+    let kind = match schema.get("type") {
+        Some(Value::String(t)) => t.as_str(),
+        Some(Value::Array(ts)) => ts
+            .iter()
+            .filter_map(Value::as_str)
+            .find(|t| *t != "null")
+            .unwrap_or("string"),
+        _ if schema.get("properties").is_some() => "object",
+        _ => "string",
+    };
+    match kind {
+        "object" if depth < 6 => {
+            let mut map = serde_json::Map::new();
+            if let Some(props) = schema.get("properties").and_then(Value::as_object) {
+                for (name, sub) in props {
+                    map.insert(name.clone(), sample_json(sub, text, rng, depth + 1));
+                }
+            }
+            Value::Object(map)
+        }
+        "array" if depth < 6 => {
+            let n = schema
+                .get("minItems")
+                .and_then(Value::as_u64)
+                .unwrap_or(2)
+                .max(1) as usize;
+            let items = schema
+                .get("items")
+                .cloned()
+                .unwrap_or(json!({"type": "string"}));
+            Value::Array(
+                (0..n)
+                    .map(|_| sample_json(&items, text, rng, depth + 1))
+                    .collect(),
+            )
+        }
+        "integer" => json!(rng.i64(1..10)),
+        "number" => json!((rng.f64() * 100.0).round() / 10.0),
+        "boolean" => json!(rng.bool()),
+        "null" => Value::Null,
+        _ => {
+            let words: Vec<&str> = text.split_whitespace().collect();
+            let start = rng.usize(..words.len().max(1));
+            json!(
+                words
+                    .iter()
+                    .skip(start)
+                    .take(6)
+                    .copied()
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            )
+        }
+    }
+}
+
 /// Input part of a prompt and the dependency names of orc's default layout.
 fn split_layout(prompt: &str) -> (&str, Vec<String>) {
     let deps = prompt
@@ -247,9 +321,24 @@ impl Provider for MockProvider {
                 },
             });
         }
-        let text = match &request.generation {
-            Some(hint) => self.generate(&request, hint),
-            None => self.compose(&request),
+        let text = match (&request.generation, &request.response_format) {
+            (Some(hint), _) => self.generate(&request, hint),
+            (None, Some(_)) if request.attempt <= settings.invalid_json_attempts => {
+                format!(
+                    "Sure! Here is the JSON you asked for: {}",
+                    self.compose(&request)
+                )
+            }
+            (None, Some(format)) => {
+                let text = self.compose(&request);
+                let mut rng = fastrand::Rng::with_seed(self.hash(&request, "json"));
+                let value = match format.schema() {
+                    Some(schema) => sample_json(&schema, &text, &mut rng, 0),
+                    None => serde_json::json!({ "answer": text }),
+                };
+                value.to_string()
+            }
+            (None, None) => self.compose(&request),
         };
         if let Some(deltas) = &request.deltas {
             for piece in text.split_inclusive(' ') {
@@ -286,6 +375,7 @@ mod tests {
             seed,
             deltas: None,
             generation: None,
+            response_format: None,
         }
     }
 

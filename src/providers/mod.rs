@@ -43,6 +43,9 @@ pub struct CompletionRequest {
     pub seed: u64,
     /// When set, the provider streams and sends each piece of text as it arrives.
     pub deltas: Option<tokio::sync::mpsc::UnboundedSender<String>>,
+    /// The agent's `response_format`: ask for JSON (matching the schema) where the provider
+    /// supports it.
+    pub response_format: Option<crate::config::spec::ResponseFormatSpec>,
     /// What a `generate` node asks for, in structured form. Real providers read only the
     /// prompt; the offline mock answers from this.
     pub generation: Option<GenerationHint>,

@@ -55,6 +55,9 @@ impl Ollama {
             "stream": request.deltas.is_some(),
             "options": options,
         });
+        if let Some(format) = &request.response_format {
+            body["format"] = format.schema().unwrap_or_else(|| json!("json"));
+        }
         for (k, v) in &request.options {
             body[k] = v.clone();
         }

@@ -72,6 +72,15 @@ impl OpenAi {
             body["stream"] = json!(true);
             body["stream_options"] = json!({"include_usage": true});
         }
+        if let Some(format) = &request.response_format {
+            body["response_format"] = match format.schema() {
+                Some(schema) => json!({
+                    "type": "json_schema",
+                    "json_schema": {"name": "output", "schema": schema, "strict": false},
+                }),
+                None => json!({"type": "json_object"}),
+            };
+        }
         for (k, v) in &request.options {
             body[k] = v.clone();
         }

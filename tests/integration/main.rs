@@ -10,4 +10,5 @@ mod invoke;
 mod plan;
 mod providers;
 mod shipped;
+mod structured;
 mod support;
