@@ -139,6 +139,10 @@ pub struct InvokeArgs {
     /// No progress or summary on stderr (errors are still shown).
     #[arg(long, short)]
     pub quiet: bool,
+    /// Resolve profile OLD as profile NEW (repeatable), e.g. to run an llm-orc ensemble's
+    /// `default-local` on `mock` or on one of your profiles.
+    #[arg(long = "profile-map", value_name = "OLD=NEW")]
+    pub profile_map: Vec<String>,
 }
 
 fn parse_seconds(s: &str) -> Result<f64, String> {

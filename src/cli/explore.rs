@@ -44,6 +44,7 @@ pub(crate) fn explore(ctx: &Context, args: ExploreArgs) -> Exit {
         timeout: args.timeout,
         seed: args.seed,
         quiet: args.quiet,
+        profile_map: Vec::new(),
     };
     super::invoke::run_loaded(ctx, ensemble, &report, invoke)
 }

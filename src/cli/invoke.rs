@@ -20,7 +20,7 @@ use crate::plan::Plan;
 use crate::progress::ProgressView;
 
 pub(crate) fn invoke(ctx: &Context, args: InvokeArgs) -> Exit {
-    let (ensemble, report) = match ctx.load(&args.ensemble) {
+    let (ensemble, report) = match ctx.load_mapped(&args.ensemble, &args.profile_map) {
         Ok(loaded) => loaded,
         Err(exit) => return exit,
     };

@@ -166,8 +166,27 @@ impl Context {
     /// Resolves, loads and validates an ensemble, printing its diagnostics (warnings
     /// included, which come back with the ensemble).
     pub(crate) fn load(&self, arg: &str) -> Result<(Ensemble, ConfigReport), Exit> {
+        self.load_mapped(arg, &[])
+    }
+
+    /// As `load`, with `--profile-map OLD=NEW` entries applied first.
+    pub(crate) fn load_mapped(
+        &self,
+        arg: &str,
+        map: &[String],
+    ) -> Result<(Ensemble, ConfigReport), Exit> {
         let path = self.resolve_ensemble(arg)?;
-        let profiles = self.profiles()?;
+        let mut profiles = self.profiles()?;
+        for entry in map {
+            let Some((old, new)) = entry.split_once('=') else {
+                self.error(&format!("`--profile-map {entry}` is not OLD=NEW"));
+                return Err(Exit::Invalid);
+            };
+            if let Err(message) = profiles.alias(old.trim(), new.trim()) {
+                self.error(&message);
+                return Err(Exit::Invalid);
+            }
+        }
         let (ensemble, report) = config::load_ensemble(&path, &profiles);
         self.print_report(&report);
         match ensemble {

@@ -149,6 +149,20 @@ pub enum ConfigErrorKind {
         "template of agent `{agent}` reads `agents.{other}`, which is not among its dependencies"
     )]
     TemplateNotDependency { agent: String, other: String },
+    #[error("invalid `when` condition: {message}")]
+    InvalidCondition { message: String },
+    #[error("condition of agent `{agent}` reads `{other}`, which is not among its dependencies")]
+    ConditionNotDependency { agent: String, other: String },
+    #[error("agent `{agent}` fans out but has no dependency to take the list from")]
+    FanOutWithoutDependency { agent: String },
+    #[error("script `{path}` of agent `{agent}` {problem}")]
+    ScriptProblem {
+        agent: String,
+        path: String,
+        problem: String,
+    },
+    #[error("`{key}` is an llm-orc key that orc accepts but does not use")]
+    IgnoredKey { key: String },
     #[error("`{key}` on a `{kind}` agent is not run by this version of orc")]
     NotYetSupported { key: String, kind: String },
     #[error("`{key}` is only used by `{applies_to}` agents")]
@@ -192,6 +206,15 @@ impl ConfigErrorKind {
             ConfigErrorKind::TemplateUndefined { .. } => "orc::config::template_undefined",
             ConfigErrorKind::TemplateNotDependency { .. } => "orc::config::template_not_dependency",
             ConfigErrorKind::NotYetSupported { .. } => "orc::config::not_yet_supported",
+            ConfigErrorKind::IgnoredKey { .. } => "orc::config::ignored_key",
+            ConfigErrorKind::InvalidCondition { .. } => "orc::config::invalid_condition",
+            ConfigErrorKind::ConditionNotDependency { .. } => {
+                "orc::config::condition_not_dependency"
+            }
+            ConfigErrorKind::FanOutWithoutDependency { .. } => {
+                "orc::config::fan_out_without_dependency"
+            }
+            ConfigErrorKind::ScriptProblem { .. } => "orc::config::script",
             ConfigErrorKind::KeyNotForKind { .. } => "orc::config::key_not_for_kind",
         }
     }
@@ -220,6 +243,7 @@ impl ConfigErrorKind {
             ConfigErrorKind::TemplateUndefined { .. } => "undefined",
             ConfigErrorKind::TemplateNotDependency { .. } => "not a dependency",
             ConfigErrorKind::NotYetSupported { .. } => "accepted, but not run yet",
+            ConfigErrorKind::IgnoredKey { .. } => "ignored",
             ConfigErrorKind::KeyNotForKind { .. } => "ignored on this agent",
             _ => "here",
         }
@@ -302,6 +326,21 @@ impl ConfigErrorKind {
                 "the key is validated now; `orc invoke` refuses to run the agent until support lands".into(),
             ),
             ConfigErrorKind::KeyNotForKind { .. } => Some("remove the key or change `type`".into()),
+            ConfigErrorKind::IgnoredKey { .. } => Some(
+                "the file still runs; see the README's notes on llm-orc compatibility".into(),
+            ),
+            ConfigErrorKind::InvalidCondition { .. } => Some(
+                "write `${agent.path}`, optionally followed by `== value` or `!= value`".into(),
+            ),
+            ConfigErrorKind::ConditionNotDependency { other, .. } => {
+                Some(format!("add `{other}` to `depends_on`"))
+            }
+            ConfigErrorKind::FanOutWithoutDependency { .. } => Some(
+                "add the agent whose JSON array output to fan out over to `depends_on` (and `input_key` to pick the array)".into(),
+            ),
+            ConfigErrorKind::ScriptProblem { .. } => Some(
+                "paths are relative to the ensemble file; make the file executable, or give the interpreter with `run: [python3, script.py]`".into(),
+            ),
             _ => None,
         }
     }
@@ -309,7 +348,9 @@ impl ConfigErrorKind {
     pub fn is_warning(&self) -> bool {
         matches!(
             self,
-            ConfigErrorKind::NotYetSupported { .. } | ConfigErrorKind::KeyNotForKind { .. }
+            ConfigErrorKind::NotYetSupported { .. }
+                | ConfigErrorKind::KeyNotForKind { .. }
+                | ConfigErrorKind::IgnoredKey { .. }
         )
     }
 }

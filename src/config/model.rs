@@ -136,6 +136,7 @@ pub enum NodeKind {
     Llm,
     Generate(Box<GenerateSettings>),
     Dedup(DedupSettings),
+    Script(crate::nodes::script::Script),
 }
 
 /// Index of an agent in declaration order.
@@ -148,6 +149,14 @@ pub struct Agent {
     pub name: String,
     pub kind: AgentKind,
     pub node: NodeKind,
+    /// Run only if this holds over a dependency's output.
+    pub condition: Option<crate::nodes::condition::Condition>,
+    /// Dotted path into a dependency's JSON output used as the input.
+    pub input_key: Option<String>,
+    /// One instance per element of the input array.
+    pub fan_out: bool,
+    /// Passed to scripts as `parameters`.
+    pub parameters: Option<serde_json::Value>,
     pub profile: Arc<Profile>,
     /// Tried in order when the primary still fails after its retries.
     pub fallbacks: Vec<Arc<Profile>>,

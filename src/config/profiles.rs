@@ -173,6 +173,19 @@ impl ProfileSet {
         report
     }
 
+    /// Makes `old` resolve to the profile `new` (`--profile-map old=new`), e.g. to run an
+    /// llm-orc ensemble's `default-local` on a profile defined here.
+    pub fn alias(&mut self, old: &str, new: &str) -> Result<(), String> {
+        let target = self.profiles.get(new).cloned().ok_or_else(|| {
+            match crate::suggest::closest(new, self.profiles.keys().map(String::as_str)) {
+                Some(s) => format!("unknown profile `{new}` in `--profile-map {old}={new}`; did you mean `{s}`?"),
+                None => format!("unknown profile `{new}` in `--profile-map {old}={new}`; `orc profiles` lists them"),
+            }
+        })?;
+        self.profiles.insert(old.to_string(), target);
+        Ok(())
+    }
+
     pub fn get(&self, name: &str) -> Option<&Arc<Profile>> {
         self.profiles.get(name)
     }

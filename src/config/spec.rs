@@ -41,7 +41,50 @@ pub struct EnsembleSpec {
     /// The agents of the ensemble, in declaration order.
     #[schemars(length(min = 1))]
     pub agents: Vec<AgentSpec>,
+    /// llm-orc's older name for `default_task`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<String>,
+    /// llm-orc compatibility: accepted and reported as a warning; orc does not use it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation: Option<serde_json::Value>,
+    /// llm-orc compatibility: accepted and reported as a warning; orc does not use it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_mode: Option<serde_json::Value>,
+    /// llm-orc compatibility: accepted and reported as a warning; orc does not use it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw_output: Option<serde_json::Value>,
+    /// llm-orc compatibility: accepted and reported as a warning; orc does not use it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topaz_skill: Option<serde_json::Value>,
+    /// llm-orc compatibility: accepted and reported as a warning; orc does not use it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_schema: Option<serde_json::Value>,
+    /// llm-orc compatibility: accepted and reported as a warning; orc does not use it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_substrate: Option<serde_json::Value>,
+    /// llm-orc compatibility: accepted and reported as a warning; orc does not use it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_retention: Option<serde_json::Value>,
+    /// llm-orc compatibility: accepted and reported as a warning; orc does not use it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibration_substrate_access: Option<serde_json::Value>,
 }
+
+/// Ensemble keys of llm-orc that orc accepts but does not use (reported as warnings).
+pub const LLM_ORC_IGNORED_ENSEMBLE_KEYS: [&str; 8] = [
+    "validation",
+    "test_mode",
+    "raw_output",
+    "topaz_skill",
+    "output_schema",
+    "output_substrate",
+    "output_retention",
+    "calibration_substrate_access",
+];
+
+/// Agent keys of llm-orc that orc accepts but does not run (reported as warnings; an agent
+/// using `loop` or `dispatch` is refused by `orc invoke`).
+pub const LLM_ORC_IGNORED_AGENT_KEYS: [&str; 2] = ["input_scope", "output_format"];
 
 /// Settings applied to every agent that does not set them itself.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
@@ -266,6 +309,18 @@ pub struct AgentSpec {
     /// Run another ensemble (name or path) as this agent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ensemble: Option<String>,
+    /// llm-orc compatibility: accepted and reported as a warning; orc does not use it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_scope: Option<serde_json::Value>,
+    /// llm-orc compatibility: accepted and reported as a warning; orc does not use it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_format: Option<serde_json::Value>,
+    /// llm-orc bounded loops: accepted, not run by this version (`orc invoke` refuses).
+    #[serde(default, rename = "loop", skip_serializing_if = "Option::is_none")]
+    pub loop_spec: Option<serde_json::Value>,
+    /// llm-orc dynamic dispatch: accepted, not run by this version (`orc invoke` refuses).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dispatch: Option<serde_json::Value>,
 }
 
 /// `json` or a JSON Schema object.

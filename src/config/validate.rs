@@ -50,15 +50,7 @@ impl Checker<'_> {
 
 /// Keys whose behaviour belongs to later versions: accepted and shape-checked, reported as
 /// warnings, and refused by `orc invoke` rather than silently ignored.
-const NOT_YET_RUN: [&str; 7] = [
-    "when",
-    "input_key",
-    "fan_out",
-    "cache",
-    "run",
-    "script",
-    "parameters",
-];
+const NOT_YET_RUN: [&str; 4] = ["cache", "ensemble", "loop", "dispatch"];
 
 /// Keys that only mean something on `generate` nodes.
 const GENERATE_KEYS: [&str; 10] = [
@@ -117,6 +109,16 @@ pub(super) fn validate(
         );
     }
 
+    for key in crate::config::spec::LLM_ORC_IGNORED_ENSEMBLE_KEYS {
+        if value.get(key).is_some() {
+            c.error_at_key(
+                ConfigErrorKind::IgnoredKey {
+                    key: key.to_string(),
+                },
+                &path![key],
+            );
+        }
+    }
     let raw_agents: Vec<Value> = value
         .get("agents")
         .and_then(Value::as_array)
@@ -241,8 +243,25 @@ pub(super) fn validate(
         let Ok(spec) = serde_json::from_value::<AgentSpec>(raw.clone()) else {
             continue;
         };
-        let kind = spec.kind.unwrap_or_default();
-        for key in NOT_YET_RUN.into_iter().chain(["ensemble"]) {
+        // llm-orc decides the kind by the keys present: `script` makes a script agent.
+        let kind = spec
+            .kind
+            .unwrap_or(if spec.script.is_some() || spec.run.is_some() {
+                AgentKind::Script
+            } else {
+                AgentKind::Llm
+            });
+        for key in crate::config::spec::LLM_ORC_IGNORED_AGENT_KEYS {
+            if raw.get(key).is_some() {
+                c.error_at_key(
+                    ConfigErrorKind::IgnoredKey {
+                        key: key.to_string(),
+                    },
+                    &path!["agents", i, key],
+                );
+            }
+        }
+        for key in NOT_YET_RUN {
             if raw.get(key).is_some() {
                 c.error_at_key(
                     ConfigErrorKind::NotYetSupported {
@@ -253,13 +272,38 @@ pub(super) fn validate(
                 );
             }
         }
-        if kind == AgentKind::Script {
-            c.error(
-                ConfigErrorKind::NotYetSupported {
-                    key: format!("type: {}", kind_name(kind)),
-                    kind: kind_name(kind).to_string(),
+        let condition = spec
+            .when
+            .as_ref()
+            .and_then(|w| match crate::nodes::condition::parse(w) {
+                Ok(cond) => {
+                    let known = spec.depends_on.iter().any(|d| d.name() == cond.agent);
+                    if !known {
+                        c.error(
+                            ConfigErrorKind::ConditionNotDependency {
+                                agent: spec.name.clone(),
+                                other: cond.agent.clone(),
+                            },
+                            &path!["agents", i, "when"],
+                        );
+                    }
+                    Some(cond)
+                }
+                Err(message) => {
+                    c.error(
+                        ConfigErrorKind::InvalidCondition { message },
+                        &path!["agents", i, "when"],
+                    );
+                    None
+                }
+            });
+        let fan_out = spec.fan_out.unwrap_or(false);
+        if fan_out && spec.depends_on.is_empty() {
+            c.error_at_key(
+                ConfigErrorKind::FanOutWithoutDependency {
+                    agent: spec.name.clone(),
                 },
-                &path!["agents", i, "type"],
+                &path!["agents", i, "fan_out"],
             );
         }
         let misplaced: Vec<&str> = match kind {
@@ -325,7 +369,8 @@ pub(super) fn validate(
                     near_duplicates: spec.near_duplicates,
                 }))
             }
-            AgentKind::Llm | AgentKind::Script => Some(NodeKind::Llm),
+            AgentKind::Script => script_settings(&mut c, i, &spec, &file).map(NodeKind::Script),
+            AgentKind::Llm => Some(NodeKind::Llm),
         };
         let Some(node) = node else { continue };
         if let (Some(prompt), false) = (&spec.prompt, kind == AgentKind::Generate) {
@@ -356,6 +401,13 @@ pub(super) fn validate(
             name: spec.name.clone(),
             kind,
             node,
+            condition,
+            input_key: spec.input_key.clone(),
+            fan_out,
+            parameters: spec
+                .parameters
+                .as_ref()
+                .map(|p| Value::Object(p.iter().map(|(k, v)| (k.clone(), v.clone())).collect())),
             fallbacks,
             system_prompt: spec.system_prompt.clone(),
             prompt: spec.prompt.clone(),
@@ -402,6 +454,7 @@ pub(super) fn validate(
             .map(String::from),
         default_task: value
             .get("default_task")
+            .or_else(|| value.get("task"))
             .and_then(Value::as_str)
             .map(String::from),
         max_cost_usd: budget.max_cost_usd,
@@ -448,6 +501,75 @@ fn fallback_chain(
         }
     }
     Some(chain)
+}
+
+/// The program a `script` agent runs: `run: [argv...]`, or llm-orc's `script: path`
+/// (relative to the ensemble file; run directly when executable, else by its extension's
+/// interpreter).
+fn script_settings(
+    c: &mut Checker<'_>,
+    i: usize,
+    spec: &AgentSpec,
+    file: &SourceFile,
+) -> Option<crate::nodes::script::Script> {
+    let base = file
+        .path
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_default();
+    if let Some(argv) = &spec.run {
+        return Some(crate::nodes::script::Script {
+            argv: argv.clone(),
+            cwd: None,
+        });
+    }
+    let Some(script) = &spec.script else {
+        c.error_at_key(
+            ConfigErrorKind::MissingKey {
+                key: "run".into(),
+                context: Some(format!("script agent `{}` (or `script: PATH`)", spec.name)),
+            },
+            &path!["agents", i, "name"],
+        );
+        return None;
+    };
+    let path = base.join(script);
+    let problem = |problem: &str| ConfigErrorKind::ScriptProblem {
+        agent: spec.name.clone(),
+        path: script.clone(),
+        problem: problem.to_string(),
+    };
+    let Ok(meta) = std::fs::metadata(&path) else {
+        c.error(problem("does not exist"), &path!["agents", i, "script"]);
+        return None;
+    };
+    #[cfg(unix)]
+    let executable = {
+        use std::os::unix::fs::PermissionsExt;
+        meta.permissions().mode() & 0o111 != 0
+    };
+    #[cfg(not(unix))]
+    let executable = false;
+    let shown = path.to_string_lossy().into_owned();
+    let interpreter = match path.extension().and_then(|e| e.to_str()) {
+        Some("py") => Some("python3"),
+        Some("sh") => Some("sh"),
+        Some("js" | "mjs") => Some("node"),
+        Some("rb") => Some("ruby"),
+        _ => None,
+    };
+    let argv = match (interpreter, executable) {
+        (Some(interp), _) => vec![interp.to_string(), shown],
+        (None, true) => vec![shown],
+        (None, false) => {
+            c.error(
+                problem("is not executable and has no known extension"),
+                &path!["agents", i, "script"],
+            );
+            return None;
+        }
+    };
+    Some(crate::nodes::script::Script { argv, cwd: None })
 }
 
 /// Validates the keys of a `generate` node.

@@ -32,12 +32,15 @@ pub struct DepView<'a> {
     /// The output parsed as JSON, when it is JSON.
     pub json: Option<serde_json::Value>,
     pub status: AgentStatus,
+    /// Skipped by its own condition: left out of the default layout.
+    #[serde(skip)]
+    pub neutral: bool,
 }
 
 /// The user message of an agent without a template.
 pub fn default_prompt(input: &str, deps: &[DepView<'_>]) -> String {
     let mut out = String::from(input);
-    for dep in deps {
+    for dep in deps.iter().filter(|d| !d.neutral) {
         if !out.is_empty() {
             out.push_str("\n\n");
         }
@@ -91,6 +94,7 @@ mod tests {
             output,
             json: None,
             status: AgentStatus::Succeeded,
+            neutral: false,
         }
     }
 

@@ -57,6 +57,10 @@ pub struct AgentOutcome {
     /// From the first call to the last answer.
     pub latency_ms: u64,
     pub error: Option<String>,
+    /// Skipped by design (its `when` was false, or every dependency was), not because
+    /// something failed; such a skip does not fail the run.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub neutral_skip: bool,
     /// Profiles tried before the one that answered (or every one, on failure), and why
     /// each did not answer.
     #[serde(skip_serializing_if = "Vec::is_empty")]

@@ -346,7 +346,11 @@ pub async fn run(
         })
         .collect();
     let totals = RunOutcome::compute_totals(&agents, started.elapsed().as_millis() as u64);
-    let status = status.unwrap_or(if totals.failed + totals.skipped + totals.cancelled > 0 {
+    let failure_skips = agents
+        .iter()
+        .filter(|a| a.status == AgentStatus::Skipped && !a.neutral_skip)
+        .count();
+    let status = status.unwrap_or(if totals.failed + failure_skips + totals.cancelled > 0 {
         RunStatus::Failed
     } else {
         RunStatus::Succeeded
@@ -398,7 +402,11 @@ fn release_dependents(plan: &Plan, i: AgentIndex, slots: &mut [Slot], ready: &mu
 }
 
 enum Finished {
-    Skipped(String),
+    /// Not run; `neutral` when that is by design (a false `when`), not because of a failure.
+    Skipped {
+        reason: String,
+        neutral: bool,
+    },
     PromptFailed(String),
     Cancelled,
     Task(Box<TaskResult>),
@@ -413,6 +421,10 @@ enum Work {
     Topic(String),
     /// The outputs of a `dedup` node's dependencies.
     Lists(Vec<(String, String)>),
+    /// The JSON a script gets on stdin.
+    Script(serde_json::Value),
+    /// One piece of work per element of the fanned-out array, in order.
+    FanOut(Vec<Work>),
 }
 
 fn prepare(plan: &Plan, agent: &Agent, input: &str, slots: &[Slot]) -> Result<Work, Finished> {
@@ -420,18 +432,43 @@ fn prepare(plan: &Plan, agent: &Agent, input: &str, slots: &[Slot]) -> Result<Wo
         Slot::Done(o) => o,
         _ => unreachable!("a ready agent's dependencies are done"),
     };
-    if let Some(&bad) = agent
-        .depends_on
-        .iter()
-        .find(|&&d| outcome_of(d).status != AgentStatus::Succeeded)
-    {
-        if agent.on_dependency_failure == crate::config::spec::OnDependencyFailure::Skip {
+    // A dependency skipped by its own `when` is neutral (llm-orc's routing): it neither
+    // fails its dependents nor feeds them. Any other non-success is a failure.
+    let is_neutral = |o: &AgentOutcome| o.status == AgentStatus::Skipped && o.neutral_skip;
+    let run_anyway = agent.on_dependency_failure == crate::config::spec::OnDependencyFailure::Run;
+    if let Some(&bad) = agent.depends_on.iter().find(|&&d| {
+        let o = outcome_of(d);
+        o.status != AgentStatus::Succeeded && !is_neutral(o)
+    }) {
+        if !run_anyway {
             let dep = outcome_of(bad);
-            return Err(Finished::Skipped(format!(
-                "dependency `{}` {}",
-                dep.name,
-                dep.status.as_str()
-            )));
+            return Err(Finished::Skipped {
+                reason: format!("dependency `{}` {}", dep.name, dep.status.as_str()),
+                neutral: false,
+            });
+        }
+    }
+    if !run_anyway
+        && !agent.depends_on.is_empty()
+        && agent.depends_on.iter().all(|&d| is_neutral(outcome_of(d)))
+    {
+        return Err(Finished::Skipped {
+            reason: "every dependency was skipped by its condition".into(),
+            neutral: true,
+        });
+    }
+    if let Some(condition) = &agent.condition {
+        let output = agent
+            .depends_on
+            .iter()
+            .map(|&d| outcome_of(d))
+            .find(|o| o.name == condition.agent)
+            .and_then(|o| o.output.as_deref());
+        if !condition.eval(output) {
+            return Err(Finished::Skipped {
+                reason: format!("condition `{}` is false", condition.source),
+                neutral: true,
+            });
         }
     }
     let view = |d: AgentIndex| {
@@ -442,30 +479,153 @@ fn prepare(plan: &Plan, agent: &Agent, input: &str, slots: &[Slot]) -> Result<Wo
             output,
             json: serde_json::from_str(output).ok(),
             status: o.status,
+            neutral: o.status == AgentStatus::Skipped && o.neutral_skip,
         }
     };
     let deps: Vec<DepView<'_>> = agent.depends_on.iter().map(|&d| view(d)).collect();
-    let render = |source: &str| {
-        let ancestors: Vec<DepView<'_>> =
-            ancestors(plan, agent.index).into_iter().map(view).collect();
-        render_prompt(source, input, &deps, &ancestors).map_err(Finished::PromptFailed)
+    // `input_key`: a slice of a dependency's JSON output replaces the input.
+    let selected: Option<serde_json::Value> = match &agent.input_key {
+        Some(key) => {
+            let found = deps
+                .iter()
+                .find_map(|d| select(d.json.as_ref()?, key).cloned());
+            match found {
+                Some(v) => Some(v),
+                None => {
+                    return Err(Finished::PromptFailed(format!(
+                        "no dependency output has the key `{key}`"
+                    )));
+                }
+            }
+        }
+        // Fanning out without `input_key`: the (first) dependency's whole output.
+        None if agent.fan_out => deps.iter().find_map(|d| d.json.clone()),
+        None => None,
     };
-    match &agent.node {
-        NodeKind::Dedup(_) => Ok(Work::Lists(
-            deps.iter()
-                .filter(|d| d.status == AgentStatus::Succeeded)
-                .map(|d| (d.name.to_string(), d.output.to_string()))
-                .collect(),
-        )),
-        NodeKind::Generate(g) => match &g.topic {
-            Some(source) => render(source).map(Work::Topic),
-            None => Ok(Work::Topic(input.to_string())),
-        },
-        NodeKind::Llm => match &agent.prompt {
-            None => Ok(Work::Prompt(default_prompt(input, &deps))),
-            Some(source) => render(source).map(Work::Prompt),
-        },
+    let as_text = |v: &serde_json::Value| match v {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let has_slice = selected.is_some();
+    let work_for = |item_input: &str, item: Option<&serde_json::Value>| -> Result<Work, Finished> {
+        match &agent.node {
+            NodeKind::Dedup(_) => Ok(Work::Lists(
+                deps.iter()
+                    .filter(|d| d.status == AgentStatus::Succeeded)
+                    .map(|d| (d.name.to_string(), d.output.to_string()))
+                    .collect(),
+            )),
+            NodeKind::Script(_) => {
+                // Both orc's fields and llm-orc's (`input_data`, dependencies as
+                // `{response, status}`), so llm-orc scripts run unchanged.
+                let dependencies: serde_json::Map<String, serde_json::Value> = deps
+                    .iter()
+                    .filter(|d| d.status == AgentStatus::Succeeded)
+                    .map(|d| {
+                        let value = d
+                            .json
+                            .clone()
+                            .unwrap_or_else(|| serde_json::Value::String(d.output.to_string()));
+                        let entry = serde_json::json!({
+                            "response": d.output, "status": "success", "output": value,
+                        });
+                        (d.name.to_string(), entry)
+                    })
+                    .collect();
+                Ok(Work::Script(serde_json::json!({
+                    "agent_name": agent.name,
+                    "input": item.cloned().unwrap_or_else(|| serde_json::Value::String(item_input.to_string())),
+                    "input_data": item_input,
+                    "parameters": agent.parameters.clone().unwrap_or_else(|| serde_json::json!({})),
+                    "dependencies": dependencies,
+                    "context": {"run_input": input},
+                })))
+            }
+            NodeKind::Generate(g) => match &g.topic {
+                Some(source) => {
+                    let ancestors: Vec<DepView<'_>> =
+                        ancestors(plan, agent.index).into_iter().map(view).collect();
+                    render_prompt(source, item_input, &deps, &ancestors)
+                        .map(Work::Topic)
+                        .map_err(Finished::PromptFailed)
+                }
+                None => Ok(Work::Topic(item_input.to_string())),
+            },
+            NodeKind::Llm => match &agent.prompt {
+                Some(source) => {
+                    let ancestors: Vec<DepView<'_>> =
+                        ancestors(plan, agent.index).into_iter().map(view).collect();
+                    render_prompt(source, item_input, &deps, &ancestors)
+                        .map(Work::Prompt)
+                        .map_err(Finished::PromptFailed)
+                }
+                // With an input slice the agent works on that alone.
+                None if has_slice => Ok(Work::Prompt(item_input.to_string())),
+                None => Ok(Work::Prompt(default_prompt(item_input, &deps))),
+            },
+        }
+    };
+    if agent.fan_out {
+        let items = match selected {
+            Some(serde_json::Value::Array(items)) => items,
+            // llm-orc's script output shape: `{"data": [...]}`.
+            Some(serde_json::Value::Object(mut map))
+                if agent.input_key.is_none()
+                    && map.get("data").is_some_and(serde_json::Value::is_array) =>
+            {
+                match map.remove("data") {
+                    Some(serde_json::Value::Array(items)) => items,
+                    _ => unreachable!("checked to be an array"),
+                }
+            }
+            Some(other) => {
+                return Err(Finished::PromptFailed(format!(
+                    "`fan_out` needs a JSON array, found `{}`",
+                    crate::providers::http::excerpt(&other.to_string())
+                )));
+            }
+            None => {
+                return Err(Finished::PromptFailed(
+                    "`fan_out` needs a dependency whose output is a JSON array".into(),
+                ));
+            }
+        };
+        let total = items.len();
+        let works = items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| {
+                // Without a template an LLM instance sees its element in context, as
+                // llm-orc shows it.
+                let text = if matches!(agent.node, NodeKind::Llm) && agent.prompt.is_none() {
+                    format!(
+                        "Processing chunk {} of {total}.\n\nOriginal task: {input}\n\nChunk content:\n{}",
+                        i + 1,
+                        as_text(item)
+                    )
+                } else {
+                    as_text(item)
+                };
+                work_for(&text, Some(item))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        return Ok(Work::FanOut(works));
     }
+    match &selected {
+        Some(v) => work_for(&as_text(v), Some(v)),
+        None => work_for(input, None),
+    }
+}
+
+/// The value at a dotted path (`a.b.0.c`) of a JSON value.
+fn select<'a>(value: &'a serde_json::Value, path: &str) -> Option<&'a serde_json::Value> {
+    path.split('.')
+        .filter(|s| !s.is_empty())
+        .try_fold(value, |v, seg| match v {
+            serde_json::Value::Object(m) => m.get(seg),
+            serde_json::Value::Array(a) => seg.parse::<usize>().ok().and_then(|i| a.get(i)),
+            _ => None,
+        })
 }
 
 fn ancestors(plan: &Plan, i: AgentIndex) -> Vec<AgentIndex> {
@@ -500,16 +660,23 @@ fn finish(
         cost_usd: None,
         latency_ms: 0,
         error: None,
+        neutral_skip: false,
         failed_profiles: Vec::new(),
         items: None,
         metrics: None,
         started_ms: None,
         finished_ms: None,
     };
+    if let NodeKind::Script(script) = &agent.node {
+        outcome.profile = "script".into();
+        outcome.provider = "script".into();
+        outcome.model = script.argv.first().cloned().unwrap_or_default();
+    }
     match finished {
-        Finished::Skipped(reason) => {
+        Finished::Skipped { reason, neutral } => {
             outcome.status = AgentStatus::Skipped;
             outcome.error = Some(reason);
+            outcome.neutral_skip = neutral;
         }
         Finished::PromptFailed(error) => {
             outcome.status = AgentStatus::Failed;
@@ -520,9 +687,11 @@ fn finish(
             outcome.status = r.status;
             outcome.output = r.output;
             outcome.error = r.error;
-            outcome.profile = r.profile.name.clone();
-            outcome.model = r.profile.model.clone();
-            outcome.provider = r.profile.provider.to_string();
+            if !matches!(agent.node, NodeKind::Script(_)) {
+                outcome.profile = r.profile.name.clone();
+                outcome.model = r.profile.model.clone();
+                outcome.provider = r.profile.provider.to_string();
+            }
             outcome.attempts = r.attempts;
             outcome.failed_profiles = r.failed_profiles;
             outcome.items = r.items;
@@ -568,15 +737,136 @@ impl AgentTask {
     async fn run(self) {
         let index = self.agent.index;
         let result = match &self.work {
-            Work::Prompt(prompt) => self.attempt_all(prompt).await,
-            Work::Topic(topic) => self.generate(topic).await,
-            Work::Lists(lists) => self.dedup(lists),
+            Work::FanOut(works) => self.fan_out(works).await,
+            single => self.run_single(single).await,
         };
         // The owner may be gone after cancellation; nothing to report to then.
         let _ = self.tx.send(Msg::Done {
             agent: index,
             result: Box::new(result),
         });
+    }
+
+    async fn run_single(&self, work: &Work) -> TaskResult {
+        match work {
+            Work::Prompt(prompt) => self.attempt_all(prompt).await,
+            Work::Topic(topic) => self.generate(topic).await,
+            Work::Lists(lists) => self.dedup(lists),
+            Work::Script(stdin) => self.script(stdin).await,
+            Work::FanOut(_) => unreachable!("fan-out instances are single pieces of work"),
+        }
+    }
+
+    /// Every instance concurrently (each takes its own slots), gathered back in order as a
+    /// JSON array; a failed instance is `null` there and named in the error.
+    async fn fan_out(&self, works: &[Work]) -> TaskResult {
+        let first_start = Some(Instant::now());
+        let results =
+            futures_util::future::join_all(works.iter().map(|w| self.run_single(w))).await;
+        let mut outputs = Vec::with_capacity(results.len());
+        let mut failures = Vec::new();
+        let mut usage = Usage::default();
+        let mut attempts = 0;
+        let mut cost = Some(0.0);
+        let mut cancelled = false;
+        for (i, r) in results.iter().enumerate() {
+            usage += r.usage;
+            attempts += r.attempts;
+            let instance_cost = r.cost.or_else(|| {
+                r.profile.price.map(|p| {
+                    p.cost(
+                        r.usage.input_tokens,
+                        r.usage.cached_input_tokens,
+                        r.usage.output_tokens,
+                    )
+                })
+            });
+            cost = cost.zip(instance_cost).map(|(a, b)| a + b);
+            match r.status {
+                AgentStatus::Succeeded => {
+                    let text = r.output.clone().unwrap_or_default();
+                    outputs.push(
+                        serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+                    );
+                }
+                AgentStatus::Cancelled => {
+                    cancelled = true;
+                    outputs.push(serde_json::Value::Null);
+                }
+                _ => {
+                    failures.push(format!(
+                        "`{}[{i}]`: {}",
+                        self.agent.name,
+                        r.error.as_deref().unwrap_or("failed")
+                    ));
+                    outputs.push(serde_json::Value::Null);
+                }
+            }
+        }
+        let status = if cancelled {
+            AgentStatus::Cancelled
+        } else if failures.is_empty() {
+            AgentStatus::Succeeded
+        } else {
+            AgentStatus::Failed
+        };
+        TaskResult {
+            status,
+            output: Some(serde_json::Value::Array(outputs).to_string()),
+            error: (!failures.is_empty()).then(|| {
+                format!(
+                    "{} of {} instances failed: {}",
+                    failures.len(),
+                    works.len(),
+                    failures.join("; ")
+                )
+            }),
+            profile: Arc::clone(&self.agent.profile),
+            attempts,
+            usage,
+            cost,
+            first_start,
+            failed_profiles: Vec::new(),
+            items: None,
+            metrics: Some(serde_json::json!({
+                "instances": works.len(),
+                "failed_instances": failures.len(),
+            })),
+        }
+    }
+
+    async fn script(&self, stdin: &serde_json::Value) -> TaskResult {
+        let NodeKind::Script(script) = &self.agent.node else {
+            unreachable!("script work is prepared for script nodes only")
+        };
+        let at = Instant::now();
+        let _ = self.tx.send(Msg::Started {
+            agent: self.agent.index,
+            attempt: 1,
+            profile: Arc::clone(&self.agent.profile),
+            at,
+        });
+        let result = nodes::script::run(script, stdin, self.agent.timeout, &self.cancel).await;
+        let (status, output, error) = match result {
+            Ok(out) => (AgentStatus::Succeeded, Some(out), None),
+            Err(nodes::script::ScriptError::Cancelled) => {
+                (AgentStatus::Cancelled, None, Some("cancelled".to_string()))
+            }
+            Err(nodes::script::ScriptError::Failed(e)) => (AgentStatus::Failed, None, Some(e)),
+        };
+        TaskResult {
+            status,
+            output,
+            error,
+            profile: Arc::clone(&self.agent.profile),
+            attempts: 1,
+            usage: Usage::default(),
+            cost: Some(0.0),
+            first_start: Some(at),
+            failed_profiles: Vec::new(),
+            items: None,
+            metrics: None,
+        }
     }
 
     fn dedup(&self, lists: &[(String, String)]) -> TaskResult {

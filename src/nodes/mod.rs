@@ -2,9 +2,11 @@
 //! exploration), `dedup`, and the optimizer that routes calls among candidate profiles.
 //! One file per kind; nodes return values and never print.
 
+pub mod condition;
 pub mod dedup;
 pub mod generate;
 pub mod normalize;
 pub mod optimizer;
 pub mod parse;
+pub mod script;
 pub mod tracker;

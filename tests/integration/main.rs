@@ -5,6 +5,7 @@ mod commands;
 mod config_errors;
 mod each_line;
 mod failures;
+mod generate;
 mod interrupt;
 mod invoke;
 mod plan;

@@ -29,7 +29,13 @@ agents:
 fn invalid_json_is_retried_with_the_validation_error() {
     let out = Test::new()
         .ensemble(&CLASSIFIER.replace("RETRIES", "2"))
-        .args(["invoke", ENSEMBLE, "the app crashes on save", "--output", "jsonl"])
+        .args([
+            "invoke",
+            ENSEMBLE,
+            "the app crashes on save",
+            "--output",
+            "jsonl",
+        ])
         .run()
         .success();
     let events = out.json_lines();
@@ -37,17 +43,24 @@ fn invalid_json_is_retried_with_the_validation_error() {
         .iter()
         .find(|e| e["event"] == "agent_retrying" && e["agent"] == "classifier")
         .expect("a retry event");
-    assert!(retry["error"].as_str().unwrap().contains("not valid JSON"), "{retry}");
+    assert!(
+        retry["error"].as_str().unwrap().contains("not valid JSON"),
+        "{retry}"
+    );
     let result = &events.last().unwrap()["result"];
     let classifier = agent(result, "classifier");
     assert_eq!(classifier["status"], "succeeded");
     assert_eq!(classifier["attempts"], 2);
-    let parsed: serde_json::Value = serde_json::from_str(classifier["output"].as_str().unwrap()).unwrap();
+    let parsed: serde_json::Value =
+        serde_json::from_str(classifier["output"].as_str().unwrap()).unwrap();
     let route = parsed["route"].as_str().unwrap();
     assert!(["bug", "feature", "question"].contains(&route), "{parsed}");
     assert!(parsed["confidence"].is_number(), "{parsed}");
     // The dependent's template read the parsed value.
-    let reply = agent(result, "reply")["output"].as_str().unwrap().to_string();
+    let reply = agent(result, "reply")["output"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert!(reply.contains(&format!("route={route}")), "{reply}");
 }
 
@@ -61,7 +74,13 @@ fn invalid_json_without_retries_fails_the_agent() {
     let doc = out.json();
     let classifier = agent(&doc, "classifier");
     assert_eq!(classifier["status"], "failed");
-    assert!(classifier["error"].as_str().unwrap().contains("not valid JSON"), "{classifier}");
+    assert!(
+        classifier["error"]
+            .as_str()
+            .unwrap()
+            .contains("not valid JSON"),
+        "{classifier}"
+    );
     assert_eq!(agent(&doc, "reply")["status"], "skipped");
 }
 
