@@ -161,6 +161,8 @@ pub enum ConfigErrorKind {
         path: String,
         problem: String,
     },
+    #[error("`{key}` cannot be enforced: profile `{profile}` has no known price")]
+    UnpricedLimit { key: String, profile: String },
     #[error("`{key}` is an llm-orc key that orc accepts but does not use")]
     IgnoredKey { key: String },
     #[error("`{key}` on a `{kind}` agent is not run by this version of orc")]
@@ -207,6 +209,7 @@ impl ConfigErrorKind {
             ConfigErrorKind::TemplateNotDependency { .. } => "orc::config::template_not_dependency",
             ConfigErrorKind::NotYetSupported { .. } => "orc::config::not_yet_supported",
             ConfigErrorKind::IgnoredKey { .. } => "orc::config::ignored_key",
+            ConfigErrorKind::UnpricedLimit { .. } => "orc::config::unpriced_limit",
             ConfigErrorKind::InvalidCondition { .. } => "orc::config::invalid_condition",
             ConfigErrorKind::ConditionNotDependency { .. } => {
                 "orc::config::condition_not_dependency"
@@ -326,6 +329,9 @@ impl ConfigErrorKind {
                 "the key is validated now; `orc invoke` refuses to run the agent until support lands".into(),
             ),
             ConfigErrorKind::KeyNotForKind { .. } => Some("remove the key or change `type`".into()),
+            ConfigErrorKind::UnpricedLimit { profile, .. } => Some(format!(
+                "give profile `{profile}` a `price:` (or add its model to prices.yaml); an unknown cost is never counted as zero"
+            )),
             ConfigErrorKind::IgnoredKey { .. } => Some(
                 "the file still runs; see the README's notes on llm-orc compatibility".into(),
             ),

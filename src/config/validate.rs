@@ -430,6 +430,31 @@ pub(super) fn validate(
         });
     }
 
+    if budget.max_cost_usd.is_some() {
+        let unpriced = agents.iter().find_map(|a| {
+            let mut profiles: Vec<&Arc<Profile>> =
+                std::iter::once(&a.profile).chain(&a.fallbacks).collect();
+            if let NodeKind::Generate(g) = &a.node {
+                profiles.extend(&g.profiles);
+            }
+            if matches!(a.node, NodeKind::Script(_) | NodeKind::Dedup(_)) {
+                return None;
+            }
+            profiles
+                .into_iter()
+                .find(|p| p.price.is_none())
+                .map(|p| p.name.clone())
+        });
+        if let Some(profile) = unpriced {
+            c.error(
+                ConfigErrorKind::UnpricedLimit {
+                    key: "budget.max_cost_usd".into(),
+                    profile,
+                },
+                &path!["budget", "max_cost_usd"],
+            );
+        }
+    }
     let Checker {
         report: semantic, ..
     } = c;
@@ -628,6 +653,18 @@ fn generate_settings(
     }
     if stop.min_new_per_call.is_some() && stop.patience.is_none() {
         stop.patience = Some(3);
+    }
+    if stop.cost_usd.is_some() {
+        if let Some(unpriced) = candidates.iter().find(|p| p.price.is_none()) {
+            c.error(
+                ConfigErrorKind::UnpricedLimit {
+                    key: "stop.cost_usd".into(),
+                    profile: unpriced.name.clone(),
+                },
+                &path!["agents", i, "stop", "cost_usd"],
+            );
+            ok = false;
+        }
     }
     let tracker = spec.tracker.clone().unwrap_or_default();
     ok.then(|| GenerateSettings {

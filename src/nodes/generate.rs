@@ -178,6 +178,8 @@ pub struct Context {
 struct State {
     tracker: Tracker,
     items: Vec<Item>,
+    /// Items proposed again after they were accepted: normal form -> (times, text).
+    repeats: std::collections::HashMap<String, (u32, String)>,
     /// Recent accepted items by subtopic, newest last, for feedback.
     recent: BTreeMap<Option<String>, VecDeque<String>>,
     calls: u64,
@@ -191,8 +193,32 @@ struct State {
     failure_streak: u64,
     stop: Option<StopReason>,
     optimizer: Option<Optimizer>,
-    output: Option<std::io::BufWriter<std::fs::File>>,
+    output: Option<SharedFile>,
     output_error: Option<String>,
+}
+
+/// An items file shared by every run of the process that names it (`--each-line` runs
+/// the same node once per input): created (truncated) once, then appended to, a whole line
+/// at a time.
+type SharedFile = Arc<Mutex<std::io::BufWriter<std::fs::File>>>;
+
+type FileMap = std::collections::HashMap<std::path::PathBuf, SharedFile>;
+
+fn shared_file(path: &std::path::Path) -> std::io::Result<SharedFile> {
+    static FILES: std::sync::OnceLock<Mutex<FileMap>> = std::sync::OnceLock::new();
+    let key = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut files = FILES
+        .get_or_init(Default::default)
+        .lock()
+        .expect("not poisoned");
+    if let Some(f) = files.get(&key) {
+        return Ok(Arc::clone(f));
+    }
+    let file = Arc::new(Mutex::new(std::io::BufWriter::new(std::fs::File::create(
+        path,
+    )?)));
+    files.insert(key, Arc::clone(&file));
+    Ok(file)
 }
 
 pub async fn run(
@@ -202,10 +228,9 @@ pub async fn run(
     let started = Instant::now();
     let s = &ctx.settings;
     let output = match &s.output {
-        Some(path) => match std::fs::File::create(path) {
-            Ok(f) => Some(std::io::BufWriter::new(f)),
-            Err(e) => return Err(format!("cannot write `{}`: {e}", path.display())),
-        },
+        Some(path) => {
+            Some(shared_file(path).map_err(|e| format!("cannot write `{}`: {e}", path.display()))?)
+        }
         None => None,
     };
     let (subtopics, partition_call) = partition(&ctx).await;
@@ -224,6 +249,7 @@ pub async fn run(
         tracker: Tracker::new(s.expected_items as usize, s.false_positive_rate),
         items: Vec::new(),
         recent: BTreeMap::new(),
+        repeats: std::collections::HashMap::new(),
         calls: 0,
         calls_log: Vec::new(),
         per_profile: BTreeMap::new(),
@@ -271,14 +297,14 @@ pub async fn run(
         st.calls_log.push(record);
     }
     let producers: Vec<_> = (0..s.producers)
-        .map(|p| producer(&ctx, p, &subtopics, &state, started, &on_progress))
+        .map(|p| producer(&ctx, p + 1, &subtopics, &state, started, &on_progress))
         .collect();
     futures_util::future::join_all(producers).await;
 
     let mut st = state.lock().expect("not poisoned");
-    if let Some(out) = st.output.as_mut() {
+    if let Some(out) = st.output.clone() {
         use std::io::Write;
-        if let Err(e) = out.flush() {
+        if let Err(e) = out.lock().expect("not poisoned").flush() {
             st.output_error = Some(e.to_string());
         }
     }
@@ -415,7 +441,7 @@ async fn producer(
             return;
         }
         let subtopic = subtopics
-            [((u64::from(p) + k * u64::from(s.producers)) % subtopics.len() as u64) as usize]
+            [((u64::from(p - 1) + k * u64::from(s.producers)) % subtopics.len() as u64) as usize]
             .clone();
         k += 1;
         let (arm, call_no, seen) = {
@@ -424,7 +450,7 @@ async fn producer(
             let call_no = st.calls;
             let arm = match st.optimizer.as_mut() {
                 Some(o) => o.choose(p),
-                None => (p as usize) % s.profiles.len(),
+                None => (p as usize - 1) % s.profiles.len(),
             };
             (arm, call_no, feedback(&st, &subtopic, s.feedback as usize))
         };
@@ -539,8 +565,19 @@ fn check_stop(ctx: &Context, state: &Arc<Mutex<State>>, started: Instant) -> boo
 /// Accepted items to show a producer: recent ones of its own subtopic first, then recent
 /// others, at most `n` and about `FEEDBACK_CHARS` characters.
 fn feedback(st: &State, subtopic: &Option<String>, n: usize) -> Vec<String> {
-    let mut out = Vec::new();
+    let mut out: Vec<String> = Vec::new();
     let mut chars = 0;
+    // Half the budget goes to the items models keep proposing again (the common ones found
+    // early, which recency alone soon forgets), the rest to recent finds.
+    let mut hot: Vec<(&u32, &String)> = st.repeats.values().map(|(c, t)| (c, t)).collect();
+    hot.sort_by(|a, b| b.0.cmp(a.0).then_with(|| a.1.cmp(b.1)));
+    for (_, item) in hot.into_iter().take(n / 2) {
+        if chars + item.len() > FEEDBACK_CHARS / 2 {
+            break;
+        }
+        chars += item.len() + 3;
+        out.push(item.clone());
+    }
     let own = st
         .recent
         .get(subtopic)
@@ -554,6 +591,9 @@ fn feedback(st: &State, subtopic: &Option<String>, n: usize) -> Vec<String> {
     for item in own.chain(others) {
         if out.len() >= n || chars + item.len() > FEEDBACK_CHARS {
             break;
+        }
+        if out.contains(item) {
+            continue;
         }
         chars += item.len() + 3;
         out.push(item.clone());
@@ -614,7 +654,12 @@ fn record_call(
             let mut new = 0u64;
             for text in &parsed.items {
                 let key = normalize(text, s.normalize);
-                if key.is_empty() || !st.tracker.insert(&key) {
+                if key.is_empty() {
+                    continue;
+                }
+                if !st.tracker.insert(&key) {
+                    let entry = st.repeats.entry(key).or_insert_with(|| (0, text.clone()));
+                    entry.0 += 1;
                     continue;
                 }
                 new += 1;
@@ -626,10 +671,10 @@ fn record_call(
                     at,
                     subtopic: subtopic.clone(),
                 };
-                if let Some(out) = st.output.as_mut() {
+                if let Some(out) = st.output.clone() {
                     use std::io::Write;
                     let line = serde_json::to_string(&item).expect("items serialize");
-                    if let Err(e) = writeln!(out, "{line}") {
+                    if let Err(e) = writeln!(out.lock().expect("not poisoned"), "{line}") {
                         st.output_error.get_or_insert(e.to_string());
                     }
                 }
@@ -675,7 +720,7 @@ fn record_call(
         .or_default()
         .add(&record);
     st.per_producer
-        .entry(format!("producer-{}", producer + 1))
+        .entry(format!("producer-{producer}"))
         .or_default()
         .add(&record);
     if let Some(o) = st.optimizer.as_mut() {

@@ -250,7 +250,6 @@ fn optimizer_flag_routes_among_profiles() {
 /// so only the topic that finished last is in it (3 of the 9 items here). The file must
 /// hold the items of every topic.
 #[test]
-#[ignore = "bug: `orc explore --each-line --save FILE` keeps only the last topic's items; each run truncates the file"]
 fn each_line_save_keeps_every_topic() {
     let out = explore(&[
         "--each-line",

@@ -172,7 +172,6 @@ fn all_calls_failed() {
 /// `--timeout 2`, ending `cancelled`. Either the configuration is refused (exit 2, naming
 /// `cost_usd`) or the node stops on its own with `stop_reason: cost_usd`.
 #[test]
-#[ignore = "bug: stop.cost_usd never triggers when a candidate's price is unknown; the node runs unbounded"]
 fn cost_limit_with_an_unknown_price() {
     let fake = Fake::always(Reply::json(answer("steel whisk\nwooden spoon")));
     let yaml = ensemble(
