@@ -10,6 +10,8 @@ against bench/fake_openai.py, a local OpenAI-compatible server started as a subp
     python3 bench/bench.py --quick    # fewer repetitions
     python3 bench/bench.py --json     # JSON summary on stdout (table goes to stderr)
     python3 bench/bench.py --no-http  # skip the cases against the fake HTTP server
+    python3 bench/bench.py --no-generate    # skip the `type: generate` cases
+    python3 bench/bench.py --only-generate  # run only the `type: generate` cases
 
 See bench/README.md for what each case measures.
 """
@@ -111,6 +113,29 @@ def gen_mixed(n, seed=1, latency=200):
             lines.append(f"    system_prompt: You are reviewer number {i}. Be brief.")
         agents[f"a{i}"] = (latency // 2 if i % 7 == 0 else latency, names)
     return "\n".join(lines) + "\n", agents
+
+
+def gen_generate(producers, iterations, batch=10, latency=0, vocabulary=None, zipf=None):
+    """One `type: generate` agent on one mock profile with a fixed latency. Stopped by
+    `iterations` per producer only, so every run makes producers * iterations calls."""
+    opts = ["provider: mock", f"latency_ms: {latency}", "jitter_ms: 0"]
+    if vocabulary is not None:
+        opts.append(f"vocabulary: {vocabulary}")
+    if zipf is not None:
+        opts.append(f"zipf: {zipf}")
+    lines = [
+        f"name: generate_{producers}x{batch}_{latency}ms",
+        "model_profiles:",
+        f"  m0: {{ {', '.join(opts)} }}",
+        "agents:",
+        "  - name: gen",
+        "    type: generate",
+        "    model_profile: m0",
+        f"    producers: {producers}",
+        f"    batch_size: {batch}",
+        f"    stop: {{ iterations: {iterations} }}",
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def critical_path_ms(agents):
@@ -241,6 +266,27 @@ def check_totals(expected):
     return check
 
 
+def collect_generate(expected_calls, sink):
+    """A check for a generate run with `--output json`: the node made `expected_calls` calls
+    and stopped on `iterations`; appends the node's metrics to `sink`."""
+    def check(out):
+        try:
+            doc = json.loads(out)
+            agent = doc["agents"][0]
+            m = agent["metrics"]
+        except (ValueError, KeyError, IndexError, TypeError) as e:
+            return f"cannot read the generate metrics ({e}): {out[:300]!r}"
+        if agent.get("status") != "succeeded" or m.get("calls") != expected_calls \
+                or m.get("stop_reason") != "iterations" or m.get("failed_calls"):
+            return (f"expected {expected_calls} successful calls stopped by iterations, got "
+                    f"status {agent.get('status')}, calls {m.get('calls')}, failed "
+                    f"{m.get('failed_calls')}, stop_reason {m.get('stop_reason')}")
+        sink.append({k: m[k] for k in ("uam", "unique", "candidates", "uniqueness_ratio",
+                                       "calls", "elapsed_ms")})
+        return None
+    return check
+
+
 class FakeServer:
     """bench/fake_openai.py as a subprocess: started on a free port, stopped by stop()."""
 
@@ -317,7 +363,13 @@ def main():
     ap.add_argument("--keep", metavar="DIR", help="write the generated ensembles to DIR and keep them")
     ap.add_argument("--no-http", action="store_true",
                     help="skip the cases against the fake OpenAI-compatible server")
+    ap.add_argument("--generate", action=argparse.BooleanOptionalAction, default=True,
+                    help="run the `type: generate` cases (default; --no-generate skips them)")
+    ap.add_argument("--only-generate", action="store_true",
+                    help="run only the `type: generate` cases")
     args = ap.parse_args()
+    if args.only_generate and not args.generate:
+        ap.error("--only-generate and --no-generate exclude each other")
 
     log = sys.stderr if args.json else sys.stdout
     reps = 3 if args.quick else 7
@@ -384,6 +436,21 @@ def main():
 
     print(f"running (reps={reps}, big reps={big_reps}, help reps={help_reps}) ...", file=log)
 
+    if not args.only_generate:
+        run_invoke_cases(args, log, case, write, invoke, inp, reps, big_reps, help_reps, orc)
+
+    # 8-9. `type: generate`: orc's own cost a call, and UAM against the physical limit
+    if args.generate:
+        run_generate_cases(case, write, orc, reps, big_reps)
+
+    if tmp_ctx:
+        tmp_ctx.cleanup()
+
+    report(args, results, log, orc)
+
+
+def run_invoke_cases(args, log, case, write, invoke, inp, reps, big_reps, help_reps, orc):
+    """Cases 1-7: the scheduler on mock agents, validation, start-up, and HTTP."""
     # 1. fan-in 16 -> 4 -> 1
     text, ag = gen_fan_in(200)
     p = write("fan_in.yaml", text)
@@ -438,9 +505,72 @@ def main():
         finally:
             server.stop()
 
-    if tmp_ctx:
-        tmp_ctx.cleanup()
 
+# The generate cases. Zero latency: 8 producers x 6,000 iterations = 48,000 calls, about 1 s
+# of node time on a 2-CPU machine. 200 ms: 10 iterations a producer, so the ideal is 2,000 ms.
+GEN_PRODUCERS = 8
+GEN_BATCH = 10
+GEN_FAST_ITERATIONS = 6000
+GEN_SLOW_LATENCY = 200
+GEN_SLOW_ITERATIONS = 10
+
+
+def run_generate_cases(case, write, orc, reps, big_reps):
+    """Case 8: calls a second orc sustains with a zero-latency mock; case 9: UAM at 200 ms
+    against producers x batch / latency, for three vocabularies."""
+    gen = lambda path: [orc, "invoke", path, "kitchen tools", "--quiet", "--color", "never",
+                        "--output", "json"]
+    p, it, b = GEN_PRODUCERS, GEN_FAST_ITERATIONS, GEN_BATCH
+    calls = p * it
+    runs = []
+    r = case("gen_overhead", f"generate {p}x{b} @0ms ({calls} calls)",
+             gen(write("generate_0ms.yaml", gen_generate(p, it, b, 0, vocabulary=64000))),
+             reps, check=collect_generate(calls, runs))
+    summarize_generate(r, runs, calls)
+
+    lat, it = GEN_SLOW_LATENCY, GEN_SLOW_ITERATIONS
+    calls = p * it
+    ideal = it * lat
+    limit_per_min = p * b / (lat / 1000.0) * 60.0
+    for key, label, vocab, zipf in [
+        ("gen_uam_uniform", "vocab 64000, uniform", 64000, 0),
+        ("gen_uam_large", "vocab 64000, zipf 1", 64000, None),
+        ("gen_uam_default", "vocab 2000 (default), zipf 1", None, None),
+    ]:
+        runs = []
+        r = case(key, f"generate {p}x{b} @{lat}ms, {label}",
+                 gen(write(f"{key}.yaml", gen_generate(p, it, b, lat, vocab, zipf))),
+                 big_reps, ref=ideal, check=collect_generate(calls, runs))
+        summarize_generate(r, runs, calls, limit_per_min)
+
+
+def summarize_generate(r, runs, calls, limit_per_min=None):
+    """Adds the medians of the node's metrics (and rates derived from them) to a result."""
+    runs = runs[-r["reps"]:]  # the check also saw the warm-up run, first
+    med = lambda k: statistics.median(x[k] for x in runs)
+    elapsed = med("elapsed_ms")
+    g = {
+        "calls": calls,
+        "node_elapsed_ms_median": elapsed,
+        "calls_per_sec_node": round(statistics.median(
+            x["calls"] / max(x["elapsed_ms"], 1) * 1000.0 for x in runs)),
+        "calls_per_sec_wall": round(calls / (r["wall_ms_median"] / 1000.0)),
+        "unique_median": med("unique"),
+        "candidates_median": med("candidates"),
+        "uniqueness_ratio_median": med("uniqueness_ratio"),
+        "uam_median": round(med("uam"), 1),
+    }
+    if limit_per_min:
+        g["limit_per_min"] = round(limit_per_min)
+        g["uam_vs_limit"] = round(g["uam_median"] / limit_per_min, 4)
+        g["candidates_per_min_median"] = round(statistics.median(
+            x["candidates"] / max(x["elapsed_ms"], 1) * 60000.0 for x in runs), 1)
+        g["candidates_vs_limit"] = round(g["candidates_per_min_median"] / limit_per_min, 4)
+    r["generate"] = g
+    return r
+
+
+def report(args, results, log, orc):
     # ----------------------------------------------------------------------- report
     cols = ["case", "agents", "wall med", "wall min", "crit path", "ratio", "overhead", "barrier",
             "vs barrier", "RSS med"]
@@ -501,6 +631,39 @@ def main():
               "connections orc opened; arrival spread = first to last request; server busy = "
               "first request to last response. Every run was checked: totals.succeeded == agents.",
               file=log)
+
+    gens = [r for r in results if "generate" in r]
+    if gens:
+        cols = ["generate case", "calls", "node time", "calls/s node", "calls/s wall", "unique",
+                "uniq ratio", "UAM", "limit/min", "UAM/limit", "cands/limit"]
+        rows = []
+        for r in gens:
+            g = r["generate"]
+            rows.append([
+                r["title"],
+                str(g["calls"]),
+                fmt_ms(g["node_elapsed_ms_median"]),
+                f"{g['calls_per_sec_node']:,}",
+                f"{g['calls_per_sec_wall']:,}",
+                f"{g['unique_median']:g}",
+                f"{g['uniqueness_ratio_median']:.3f}",
+                f"{g['uam_median']:,.0f}",
+                f"{g['limit_per_min']:,}" if "limit_per_min" in g else "",
+                f"{g['uam_vs_limit'] * 100:.1f} %" if "uam_vs_limit" in g else "",
+                f"{g['candidates_vs_limit'] * 100:.1f} %" if "candidates_vs_limit" in g else "",
+            ])
+        widths = [max(len(c), *(len(row[i]) for row in rows)) for i, c in enumerate(cols)]
+        print(file=log)
+        print(fmt(cols), file=log)
+        print("  ".join("-" * w for w in widths), file=log)
+        for row in rows:
+            print(fmt(row), file=log)
+        print(file=log)
+        print("Medians over the runs of the node's own metrics (--output json): node time = "
+              "metrics.elapsed_ms; calls/s node = metrics.calls / elapsed; calls/s wall = calls "
+              "/ whole-process wall time; limit = producers x batch_size / latency, per minute; "
+              "cands/limit = candidates per minute / limit (orc's delivery, whatever the "
+              "mock's duplicates).", file=log)
 
     if args.json:
         summary = {
