@@ -87,6 +87,8 @@ pub enum Command {
         #[arg(value_enum, default_value_t = SchemaKind::Ensemble)]
         kind: SchemaKind,
     },
+    /// Run the `tests:` of ensemble files (all ensembles found when none given).
+    Test(TestArgs),
     /// Create `.orc/` in the current directory with a config and an example ensemble.
     Init {
         /// Overwrite files that already exist.
@@ -143,6 +145,12 @@ pub struct InvokeArgs {
     /// `default-local` on `mock` or on one of your profiles.
     #[arg(long = "profile-map", value_name = "OLD=NEW")]
     pub profile_map: Vec<String>,
+    /// Record every provider response, keyed by the exact request, to this file.
+    #[arg(long, value_name = "FILE", conflicts_with = "replay")]
+    pub record: Option<PathBuf>,
+    /// Answer every provider request from a recording; a request not in it fails its agent.
+    #[arg(long, value_name = "FILE")]
+    pub replay: Option<PathBuf>,
 }
 
 fn parse_seconds(s: &str) -> Result<f64, String> {
@@ -245,4 +253,22 @@ pub enum PartitionArg {
     None,
     Semantic,
     AttributeType,
+}
+
+#[derive(Debug, Args)]
+pub struct TestArgs {
+    /// Ensemble files or directories.
+    pub paths: Vec<PathBuf>,
+    /// Resolve profile OLD as profile NEW (repeatable).
+    #[arg(long = "profile-map", value_name = "OLD=NEW")]
+    pub profile_map: Vec<String>,
+    /// Record every provider response to this file.
+    #[arg(long, value_name = "FILE", conflicts_with = "replay")]
+    pub record: Option<PathBuf>,
+    /// Answer every provider request from this recording; no provider is called.
+    #[arg(long, value_name = "FILE")]
+    pub replay: Option<PathBuf>,
+    /// Only tests whose name contains this text.
+    #[arg(long, value_name = "TEXT")]
+    pub filter: Option<String>,
 }

@@ -45,6 +45,8 @@ pub(crate) fn explore(ctx: &Context, args: ExploreArgs) -> Exit {
         seed: args.seed,
         quiet: args.quiet,
         profile_map: Vec::new(),
+        record: None,
+        replay: None,
     };
     super::invoke::run_loaded(ctx, ensemble, &report, invoke)
 }

@@ -14,7 +14,7 @@ use super::output::{JsonLines, json_result, text_result, write_stdout};
 use crate::config::{ConfigErrorKind, ConfigReport, Ensemble};
 use crate::diagnostics::Exit;
 use crate::exec::{
-    self, AgentStatus, Event, EventSink, ProviderRegistry, RunOptions, RunOutcome, RunStatus,
+    self, AgentStatus, Event, EventSink, Mode, ProviderRegistry, RunOptions, RunOutcome, RunStatus,
 };
 use crate::plan::Plan;
 use crate::progress::ProgressView;
@@ -58,7 +58,11 @@ pub(crate) fn run_loaded(
         return Exit::Invalid;
     }
     let plan = Arc::new(Plan::new(ensemble));
-    let providers = match ProviderRegistry::for_plan(&plan) {
+    let mode = match provider_mode(ctx, args.record.as_deref(), args.replay.as_deref()) {
+        Ok(mode) => mode,
+        Err(exit) => return exit,
+    };
+    let providers = match ProviderRegistry::for_plan_with(&plan, &mode) {
         Ok(p) => p,
         Err((profile, error)) => {
             ctx.error(&format!("profile `{profile}`: {error}"));
@@ -89,20 +93,58 @@ pub(crate) fn run_loaded(
             Ok(lines) => lines,
             Err(exit) => return exit,
         };
-        runtime.block_on(async {
+        let exit = runtime.block_on(async {
             watch_interrupt(options.interrupt.clone());
             each_line(&args, plan, lines, options).await
-        })
+        });
+        finish_recording(ctx, &mode).err().unwrap_or(exit)
     } else {
         let input = match read_input(ctx, &args, &plan.ensemble) {
             Ok(input) => input,
             Err(exit) => return exit,
         };
-        runtime.block_on(async {
+        let exit = runtime.block_on(async {
             watch_interrupt(options.interrupt.clone());
             single(ctx, &args, plan, input, options).await
-        })
+        });
+        finish_recording(ctx, &mode).err().unwrap_or(exit)
     }
+}
+
+/// Live, recording or replaying providers, per `--record` / `--replay`.
+pub(crate) fn provider_mode(
+    ctx: &Context,
+    record: Option<&std::path::Path>,
+    replay: Option<&std::path::Path>,
+) -> Result<Mode, Exit> {
+    if let Some(path) = replay {
+        return crate::providers::replay::Recorded::load(path)
+            .map(Mode::Replay)
+            .map_err(|e| {
+                ctx.error(&e);
+                Exit::Invalid
+            });
+    }
+    if let Some(path) = record {
+        return crate::providers::replay::Recorder::create(path)
+            .map(Mode::Record)
+            .map_err(|e| {
+                ctx.error(&format!("cannot write `{}`: {e}", path.display()));
+                Exit::Invalid
+            });
+    }
+    Ok(Mode::Live)
+}
+
+/// Writes out a recording, if one is being made.
+pub(crate) fn finish_recording(ctx: &Context, mode: &Mode) -> Result<(), Exit> {
+    if let Mode::Record(recorder) = mode {
+        if let Err(e) = recorder.flush() {
+            ctx.error(&format!("cannot write the recording: {e}"));
+            return Err(Exit::Failed);
+        }
+    }
+    Ok(())
 }
 
 /// First Ctrl-C: stop new calls, cancel running ones, keep results. Second: exit now.

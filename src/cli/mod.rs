@@ -7,6 +7,7 @@ mod commands;
 mod explore;
 mod invoke;
 mod output;
+mod test;
 
 use std::ffi::OsString;
 use std::io::IsTerminal;
@@ -14,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use clap::Parser;
 
-pub use args::{Cli, ColorChoice, Command, InvokeArgs, OutputFormat};
+pub use args::{Cli, ColorChoice, Command, InvokeArgs, OutputFormat, TestArgs};
 
 use crate::config::{self, ConfigReport, Dirs, Ensemble, ProfileSet};
 use crate::diagnostics::{Exit, Renderer};
@@ -53,6 +54,7 @@ where
         Command::Auth { action } => auth::auth(&ctx, action),
         Command::Schema { kind } => commands::schema(kind),
         Command::Init { force } => commands::init(&ctx, force),
+        Command::Test(args) => test::test(&ctx, args),
     };
     exit.into()
 }

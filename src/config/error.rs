@@ -163,6 +163,12 @@ pub enum ConfigErrorKind {
     },
     #[error("`{key}` cannot be enforced: profile `{profile}` has no known price")]
     UnpricedLimit { key: String, profile: String },
+    #[error("test `{test}`: {problem}")]
+    BadTest {
+        test: String,
+        problem: String,
+        suggestion: Option<String>,
+    },
     #[error("`{key}` is an llm-orc key that orc accepts but does not use")]
     IgnoredKey { key: String },
     #[error("`{key}` on a `{kind}` agent is not run by this version of orc")]
@@ -209,6 +215,7 @@ impl ConfigErrorKind {
             ConfigErrorKind::TemplateNotDependency { .. } => "orc::config::template_not_dependency",
             ConfigErrorKind::NotYetSupported { .. } => "orc::config::not_yet_supported",
             ConfigErrorKind::IgnoredKey { .. } => "orc::config::ignored_key",
+            ConfigErrorKind::BadTest { .. } => "orc::config::bad_test",
             ConfigErrorKind::UnpricedLimit { .. } => "orc::config::unpriced_limit",
             ConfigErrorKind::InvalidCondition { .. } => "orc::config::invalid_condition",
             ConfigErrorKind::ConditionNotDependency { .. } => {
@@ -329,6 +336,10 @@ impl ConfigErrorKind {
                 "the key is validated now; `orc invoke` refuses to run the agent until support lands".into(),
             ),
             ConfigErrorKind::KeyNotForKind { .. } => Some("remove the key or change `type`".into()),
+            ConfigErrorKind::BadTest { suggestion: Some(s), .. } => Some(format!("did you mean `{s}`?")),
+            ConfigErrorKind::BadTest { .. } => Some(
+                "an expectation names an `agent` with `status`, `contains`, `matches` or `json`, or is `max_cost_usd`, `max_tokens` or a run `status`".into(),
+            ),
             ConfigErrorKind::UnpricedLimit { profile, .. } => Some(format!(
                 "give profile `{profile}` a `price:` (or add its model to prices.yaml); an unknown cost is never counted as zero"
             )),

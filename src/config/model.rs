@@ -182,6 +182,8 @@ pub struct Ensemble {
     pub max_cost_usd: Option<f64>,
     pub agents: Vec<Agent>,
     pub source: SourceFile,
+    /// `tests:` of the file, checked for agent names and regexes.
+    pub tests: Vec<super::spec::TestSpec>,
 }
 
 pub(super) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);

@@ -41,6 +41,9 @@ pub struct EnsembleSpec {
     /// The agents of the ensemble, in declaration order.
     #[schemars(length(min = 1))]
     pub agents: Vec<AgentSpec>,
+    /// Checks that `orc test` runs: inputs and what the run must produce.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tests: Option<Vec<TestSpec>>,
     /// llm-orc's older name for `default_task`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task: Option<String>,
@@ -68,6 +71,61 @@ pub struct EnsembleSpec {
     /// llm-orc compatibility: accepted and reported as a warning; orc does not use it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub calibration_substrate_access: Option<serde_json::Value>,
+}
+
+/// One test of an ensemble, run by `orc test`.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TestSpec {
+    /// What the test shows.
+    pub name: String,
+    /// The run input.
+    pub input: String,
+    /// Seed for the mock provider (default 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+    /// What must hold after the run; every expectation is checked.
+    #[schemars(length(min = 1))]
+    pub expect: Vec<ExpectSpec>,
+}
+
+/// One expectation: about an `agent` (`status`, `contains`, `matches` or `json`), or about
+/// the whole run (`max_cost_usd`, `max_tokens`, `status` without `agent`).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExpectSpec {
+    /// The agent the expectation is about.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+    /// `succeeded`, `failed`, `skipped` or `cancelled` (of the agent; or of the run:
+    /// `succeeded`, `failed`, `timed_out`, `budget_exceeded`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    /// The agent's output contains this text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contains: Option<String>,
+    /// The agent's output matches this regular expression.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub matches: Option<String>,
+    /// The value at a dotted path of the agent's JSON output equals a value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub json: Option<JsonExpectSpec>,
+    /// The run costs at most this much.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_cost_usd: Option<f64>,
+    /// The run uses at most this many tokens (in + out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u64>,
+}
+
+/// `json: {path: route, equals: bug}`.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JsonExpectSpec {
+    /// Dotted path into the agent's JSON output (`route`, `items.0.name`).
+    pub path: String,
+    /// The value expected there.
+    pub equals: serde_json::Value,
 }
 
 /// Ensemble keys of llm-orc that orc accepts but does not use (reported as warnings).

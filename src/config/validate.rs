@@ -455,6 +455,11 @@ pub(super) fn validate(
             );
         }
     }
+    let tests: Vec<crate::config::spec::TestSpec> = value
+        .get("tests")
+        .and_then(|t| serde_json::from_value(t.clone()).ok())
+        .unwrap_or_default();
+    check_tests(&mut c, &tests, &names);
     let Checker {
         report: semantic, ..
     } = c;
@@ -485,8 +490,68 @@ pub(super) fn validate(
         max_cost_usd: budget.max_cost_usd,
         agents,
         source: file.clone(),
+        tests,
     };
     (Some(ensemble), report)
+}
+
+/// Expectations name real agents, make sense on their own, and their regexes compile.
+fn check_tests(
+    c: &mut Checker<'_>,
+    tests: &[crate::config::spec::TestSpec],
+    names: &[Option<String>],
+) {
+    let known: Vec<&str> = names.iter().flatten().map(String::as_str).collect();
+    for (t, test) in tests.iter().enumerate() {
+        for (e, expect) in test.expect.iter().enumerate() {
+            let at = path!["tests", t, "expect", e].to_vec();
+            let bad = |problem: String, suggestion: Option<String>| ConfigErrorKind::BadTest {
+                test: test.name.clone(),
+                problem,
+                suggestion,
+            };
+            let agent_checks =
+                expect.contains.is_some() || expect.matches.is_some() || expect.json.is_some();
+            let run_checks = expect.max_cost_usd.is_some() || expect.max_tokens.is_some();
+            match &expect.agent {
+                Some(agent) if !known.contains(&agent.as_str()) => {
+                    let suggestion = closest(agent, known.iter().copied()).map(str::to_string);
+                    let mut p = at.clone();
+                    p.push(PathSeg::Key("agent".into()));
+                    c.error(bad(format!("no agent named `{agent}`"), suggestion), &p);
+                }
+                Some(_) if !(agent_checks || expect.status.is_some()) => {
+                    c.error(
+                        bad(
+                            "the expectation checks nothing about the agent".into(),
+                            None,
+                        ),
+                        &at,
+                    );
+                }
+                None if agent_checks => {
+                    c.error(
+                        bad(
+                            "`contains`, `matches` and `json` need an `agent`".into(),
+                            None,
+                        ),
+                        &at,
+                    );
+                }
+                None if !(run_checks || expect.status.is_some()) => {
+                    c.error(bad("the expectation checks nothing".into(), None), &at);
+                }
+                _ => {}
+            }
+            if let Some(pattern) = &expect.matches {
+                if let Err(err) = regex::Regex::new(pattern) {
+                    let mut p = at.clone();
+                    p.push(PathSeg::Key("matches".into()));
+                    c.error(bad(format!("invalid regular expression: {err}"), None), &p);
+                }
+            }
+        }
+    }
 }
 
 /// The profiles tried after the primary: the agent's `fallback_model_profile` (else the
@@ -542,10 +607,13 @@ fn script_settings(
         .parent()
         .map(std::path::Path::to_path_buf)
         .unwrap_or_default();
+    // Scripts run in the ensemble file's directory, so relative paths in `run` work from
+    // wherever orc is invoked.
+    let cwd = Some(base.clone()).filter(|b| !b.as_os_str().is_empty());
     if let Some(argv) = &spec.run {
         return Some(crate::nodes::script::Script {
             argv: argv.clone(),
-            cwd: None,
+            cwd,
         });
     }
     let Some(script) = &spec.script else {
@@ -575,7 +643,10 @@ fn script_settings(
     };
     #[cfg(not(unix))]
     let executable = false;
-    let shown = path.to_string_lossy().into_owned();
+    let shown = std::path::absolute(&path)
+        .unwrap_or_else(|_| path.clone())
+        .to_string_lossy()
+        .into_owned();
     let interpreter = match path.extension().and_then(|e| e.to_str()) {
         Some("py") => Some("python3"),
         Some("sh") => Some("sh"),
@@ -594,7 +665,7 @@ fn script_settings(
             return None;
         }
     };
-    Some(crate::nodes::script::Script { argv, cwd: None })
+    Some(crate::nodes::script::Script { argv, cwd })
 }
 
 /// Validates the keys of a `generate` node.

@@ -14,4 +14,4 @@ mod scheduler;
 pub use event::{Event, EventSink, NoSink};
 pub use outcome::{AgentOutcome, AgentStatus, ProfileFailure, RunOutcome, RunStatus, Totals};
 pub use retry::backoff_delay;
-pub use scheduler::{ProviderRegistry, RunOptions, run};
+pub use scheduler::{Mode, ProviderRegistry, RunOptions, run};

@@ -35,6 +35,15 @@ impl ProviderRegistry {
     /// Builds a client for every profile the plan uses. Fails before any call is made when
     /// a profile cannot work (e.g. its key is missing).
     pub fn for_plan(plan: &Plan) -> Result<ProviderRegistry, (String, ProviderError)> {
+        Self::for_plan_with(plan, &Mode::Live)
+    }
+
+    /// As `for_plan`, recording every response, or replaying them from a recording (then
+    /// no real provider is built, so no key is needed and no request leaves the machine).
+    pub fn for_plan_with(
+        plan: &Plan,
+        mode: &Mode,
+    ) -> Result<ProviderRegistry, (String, ProviderError)> {
         let mut registry = ProviderRegistry::default();
         let mut factory = providers::Factory::default();
         for agent in &plan.ensemble.agents {
@@ -47,9 +56,22 @@ impl ProviderRegistry {
                 .chain(candidates)
             {
                 if !registry.providers.contains_key(&profile.name) {
-                    let provider = factory
-                        .build(profile)
-                        .map_err(|e| (profile.name.clone(), e))?;
+                    let provider: Arc<dyn Provider> = match mode {
+                        Mode::Replay(recorded) => Arc::new(providers::replay::Replay {
+                            profile: Arc::clone(profile),
+                            recorded: Arc::clone(recorded),
+                        }),
+                        Mode::Live => factory
+                            .build(profile)
+                            .map_err(|e| (profile.name.clone(), e))?,
+                        Mode::Record(recorder) => Arc::new(providers::replay::Recording {
+                            inner: factory
+                                .build(profile)
+                                .map_err(|e| (profile.name.clone(), e))?,
+                            profile: Arc::clone(profile),
+                            recorder: Arc::clone(recorder),
+                        }),
+                    };
                     registry.providers.insert(profile.name.clone(), provider);
                 }
             }
@@ -69,6 +91,16 @@ impl ProviderRegistry {
                 .expect("the registry was built for every profile of the plan"),
         )
     }
+}
+
+/// Where provider responses come from.
+pub enum Mode {
+    /// The providers themselves.
+    Live,
+    /// The providers, with every response appended to a recording.
+    Record(Arc<providers::replay::Recorder>),
+    /// A recording only.
+    Replay(Arc<providers::replay::Recorded>),
 }
 
 /// What a run needs besides the plan and its input.

@@ -40,6 +40,10 @@ pub enum ProviderError {
     },
     #[error("provider `{provider}` is not available in this version of orc")]
     Unavailable { provider: String },
+    #[error(
+        "agent `{agent}` made a request that is not in the recording `{path}`; record it again with `--record`"
+    )]
+    NotRecorded { agent: String, path: String },
     /// The answer arrived but does not satisfy the agent's `response_format`.
     #[error("invalid output: {message}")]
     InvalidOutput { message: String },
@@ -120,7 +124,8 @@ impl ProviderError {
             | ProviderError::MissingKey { .. }
             | ProviderError::CircuitOpen { .. }
             | ProviderError::Unavailable { .. }
-            | ProviderError::InvalidOutput { .. } => false,
+            | ProviderError::InvalidOutput { .. }
+            | ProviderError::NotRecorded { .. } => false,
         }
     }
 
@@ -159,6 +164,7 @@ impl ProviderError {
             ProviderError::CircuitOpen { .. } => "circuit_open",
             ProviderError::Unavailable { .. } => "unavailable",
             ProviderError::InvalidOutput { .. } => "invalid_output",
+            ProviderError::NotRecorded { .. } => "not_recorded",
         }
     }
 }

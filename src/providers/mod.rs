@@ -12,6 +12,7 @@ mod limits;
 mod mock;
 mod ollama;
 mod openai;
+pub mod replay;
 mod vocab;
 
 use std::collections::{BTreeMap, HashMap};

@@ -2,6 +2,7 @@
 //! STYLE.md section 8); `support` holds the `Test` builder.
 
 mod commands;
+mod compose;
 mod config_errors;
 mod each_line;
 mod failures;
@@ -13,3 +14,4 @@ mod providers;
 mod shipped;
 mod structured;
 mod support;
+mod testing;

@@ -8,7 +8,7 @@
 //! the duration of a whole run.
 
 mod anthropic;
-mod fake;
+pub(crate) mod fake;
 mod gemini;
 mod ollama;
 mod openai;

@@ -1,0 +1,158 @@
+//! Recording and replaying provider responses, keyed by the exact request, so a test suite
+//! recorded once against a real provider runs offline and deterministically in CI. A request
+//! missing from a recording is a clear, non-retryable failure naming the agent, never a call.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use xxhash_rust::xxh3::xxh3_128;
+
+use super::{Completion, CompletionRequest, Provider, ProviderError, Usage};
+use crate::config::Profile;
+
+/// One recorded exchange (a JSON line of the recording file).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Entry {
+    pub key: String,
+    pub agent: String,
+    pub profile: String,
+    pub model: String,
+    pub text: String,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    #[serde(default)]
+    pub cached_input_tokens: u64,
+}
+
+/// The identity of a request: everything that shapes the answer, nothing that does not
+/// (attempt numbers, streaming). Keys never include credentials.
+pub fn request_key(profile: &Profile, request: &CompletionRequest) -> String {
+    let canonical = serde_json::json!({
+        "provider": profile.provider.as_str(),
+        "model": profile.model,
+        "system": request.system,
+        "prompt": request.prompt,
+        "temperature": request.temperature,
+        "max_tokens": request.max_tokens,
+        "options": request.options,
+        "response_format": request.response_format,
+    });
+    format!("{:032x}", xxh3_128(canonical.to_string().as_bytes()))
+}
+
+/// Appends every successful exchange to a recording file shared by the whole process.
+pub struct Recorder {
+    file: Mutex<std::io::BufWriter<std::fs::File>>,
+}
+
+impl Recorder {
+    pub fn create(path: &Path) -> std::io::Result<Arc<Recorder>> {
+        let file = std::fs::File::create(path)?;
+        Ok(Arc::new(Recorder {
+            file: Mutex::new(std::io::BufWriter::new(file)),
+        }))
+    }
+
+    fn write(&self, entry: &Entry) {
+        let line = serde_json::to_string(entry).expect("entries serialize");
+        let mut file = self.file.lock().expect("not poisoned");
+        // A recording that cannot be written is reported by `flush` at the end.
+        let _ = writeln!(file, "{line}");
+    }
+
+    pub fn flush(&self) -> std::io::Result<()> {
+        self.file.lock().expect("not poisoned").flush()
+    }
+}
+
+pub struct Recording {
+    pub inner: Arc<dyn Provider>,
+    pub profile: Arc<Profile>,
+    pub recorder: Arc<Recorder>,
+}
+
+#[async_trait]
+impl Provider for Recording {
+    async fn complete(&self, request: CompletionRequest) -> Result<Completion, ProviderError> {
+        let key = request_key(&self.profile, &request);
+        let agent = request.agent.clone();
+        let completion = self.inner.complete(request).await?;
+        self.recorder.write(&Entry {
+            key,
+            agent,
+            profile: self.profile.name.clone(),
+            model: self.profile.model.clone(),
+            text: completion.text.clone(),
+            input_tokens: completion.usage.input_tokens,
+            output_tokens: completion.usage.output_tokens,
+            cached_input_tokens: completion.usage.cached_input_tokens,
+        });
+        Ok(completion)
+    }
+}
+
+/// The responses of a recording file, by request key.
+pub struct Recorded {
+    path: PathBuf,
+    entries: HashMap<String, Entry>,
+}
+
+impl Recorded {
+    pub fn load(path: &Path) -> Result<Arc<Recorded>, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
+        let mut entries = HashMap::new();
+        for (n, line) in text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+        {
+            let entry: Entry = serde_json::from_str(line).map_err(|e| {
+                format!(
+                    "`{}` line {}: not a recorded response ({e})",
+                    path.display(),
+                    n + 1
+                )
+            })?;
+            entries.insert(entry.key.clone(), entry);
+        }
+        Ok(Arc::new(Recorded {
+            path: path.to_path_buf(),
+            entries,
+        }))
+    }
+}
+
+pub struct Replay {
+    pub profile: Arc<Profile>,
+    pub recorded: Arc<Recorded>,
+}
+
+#[async_trait]
+impl Provider for Replay {
+    async fn complete(&self, request: CompletionRequest) -> Result<Completion, ProviderError> {
+        let key = request_key(&self.profile, &request);
+        let Some(entry) = self.recorded.entries.get(&key) else {
+            return Err(ProviderError::NotRecorded {
+                agent: request.agent.clone(),
+                path: self.recorded.path.display().to_string(),
+            });
+        };
+        if let Some(deltas) = &request.deltas {
+            let _ = deltas.send(entry.text.clone());
+        }
+        Ok(Completion {
+            text: entry.text.clone(),
+            usage: Usage {
+                input_tokens: entry.input_tokens,
+                output_tokens: entry.output_tokens,
+                cached_input_tokens: entry.cached_input_tokens,
+                estimated: false,
+            },
+        })
+    }
+}
