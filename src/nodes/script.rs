@@ -54,10 +54,18 @@ pub async fn run(
         Some(other) => other.to_string(),
         None => String::new(),
     };
-    command
-        .env("AGENT_PARAMETERS", text(stdin_json.get("parameters")))
-        .env("INPUT_DATA", stdin_json.to_string())
-        .env("INPUT_TEXT", text(stdin_json.get("input_data")));
+    // Linux refuses a single environment variable over 128 KiB; large inputs travel on
+    // stdin only.
+    const ENV_LIMIT: usize = 64 * 1024;
+    for (name, value) in [
+        ("AGENT_PARAMETERS", text(stdin_json.get("parameters"))),
+        ("INPUT_DATA", stdin_json.to_string()),
+        ("INPUT_TEXT", text(stdin_json.get("input_data"))),
+    ] {
+        if value.len() <= ENV_LIMIT {
+            command.env(name, value);
+        }
+    }
     #[cfg(unix)]
     command.process_group(0);
     let mut child = command
@@ -69,13 +77,20 @@ pub async fn run(
     let mut stdout = child.stdout.take().expect("stdout is piped");
     let mut stderr = child.stderr.take().expect("stderr is piped");
     let io = async {
-        // A script that ignores its stdin may close it early; that is not an error.
-        let _ = stdin.write_all(&input).await;
-        drop(stdin);
         let mut out = Vec::new();
         let mut err = Vec::new();
-        let (a, b) = tokio::join!(stdout.read_to_end(&mut out), stderr.read_to_end(&mut err));
-        let _ = (a, b);
+        // Feed stdin while draining stdout and stderr: a script may write before it reads,
+        // and with full pipes on both sides neither could go on.
+        let feed = async {
+            // A script that ignores its stdin may close it early; that is not an error.
+            let _ = stdin.write_all(&input).await;
+            drop(stdin);
+        };
+        let _ = tokio::join!(
+            feed,
+            stdout.read_to_end(&mut out),
+            stderr.read_to_end(&mut err)
+        );
         let status = child.wait().await;
         (status, out, err)
     };
