@@ -189,7 +189,8 @@ impl Context {
                 return Err(Exit::Invalid);
             }
         }
-        let (ensemble, report) = config::load_ensemble(&path, &profiles);
+        let (ensemble, report) =
+            config::load_ensemble_with(&path, &profiles, &|name| self.dirs.find_ensemble(name));
         self.print_report(&report);
         match ensemble {
             Some(e) => Ok((e, report)),

@@ -163,6 +163,14 @@ pub enum ConfigErrorKind {
     },
     #[error("`{key}` cannot be enforced: profile `{profile}` has no known price")]
     UnpricedLimit { key: String, profile: String },
+    #[error("agent `{agent}` runs ensemble `{reference}`, which cannot be found")]
+    UnknownEnsemble { agent: String, reference: String },
+    #[error("nested ensembles form a cycle: {}", .chain.join(" -> "))]
+    EnsembleCycle { chain: Vec<String> },
+    #[error("nested ensembles go deeper than {limit} levels")]
+    EnsembleTooDeep { limit: usize },
+    #[error("nested ensemble `{reference}` (run by agent `{agent}`) is invalid")]
+    InvalidNestedEnsemble { agent: String, reference: String },
     #[error("test `{test}`: {problem}")]
     BadTest {
         test: String,
@@ -216,6 +224,10 @@ impl ConfigErrorKind {
             ConfigErrorKind::NotYetSupported { .. } => "orc::config::not_yet_supported",
             ConfigErrorKind::IgnoredKey { .. } => "orc::config::ignored_key",
             ConfigErrorKind::BadTest { .. } => "orc::config::bad_test",
+            ConfigErrorKind::UnknownEnsemble { .. } => "orc::config::unknown_ensemble",
+            ConfigErrorKind::EnsembleCycle { .. } => "orc::config::ensemble_cycle",
+            ConfigErrorKind::EnsembleTooDeep { .. } => "orc::config::ensemble_too_deep",
+            ConfigErrorKind::InvalidNestedEnsemble { .. } => "orc::config::invalid_nested_ensemble",
             ConfigErrorKind::UnpricedLimit { .. } => "orc::config::unpriced_limit",
             ConfigErrorKind::InvalidCondition { .. } => "orc::config::invalid_condition",
             ConfigErrorKind::ConditionNotDependency { .. } => {
@@ -336,6 +348,11 @@ impl ConfigErrorKind {
                 "the key is validated now; `orc invoke` refuses to run the agent until support lands".into(),
             ),
             ConfigErrorKind::KeyNotForKind { .. } => Some("remove the key or change `type`".into()),
+            ConfigErrorKind::UnknownEnsemble { .. } => Some(
+                "give a path relative to this file, or the name of an ensemble in .orc/ensembles or ~/.config/orc/ensembles".into(),
+            ),
+            ConfigErrorKind::EnsembleCycle { .. } => Some("an ensemble cannot run itself, directly or through others".into()),
+            ConfigErrorKind::InvalidNestedEnsemble { .. } => Some("its own errors are listed above".into()),
             ConfigErrorKind::BadTest { suggestion: Some(s), .. } => Some(format!("did you mean `{s}`?")),
             ConfigErrorKind::BadTest { .. } => Some(
                 "an expectation names an `agent` with `status`, `contains`, `matches` or `json`, or is `max_cost_usd`, `max_tokens` or a run `status`".into(),

@@ -9,6 +9,7 @@ mod error;
 mod load;
 pub mod locate;
 mod model;
+mod nested;
 mod profiles;
 mod schema;
 pub mod spec;
@@ -21,22 +22,27 @@ pub use error::{ConfigError, ConfigErrorKind, ConfigReport, SourceFile};
 pub use load::{Document, MAX_FILE_BYTES, parse_document, read_source};
 pub use model::{
     Agent, AgentIndex, DEFAULT_PROFILE, DedupSettings, Ensemble, GenerateSettings, Limits,
-    MockSettings, NodeKind, Origin, Price, Profile,
+    MockSettings, Nested, NodeKind, Origin, Price, Profile,
 };
 pub use profiles::{PriceTable, ProfileSet};
 pub use schema::{SchemaKind, schema, schema_text};
 
-/// Loads and validates an ensemble file against `profiles`. Warnings come back with the
-/// ensemble; any error means no ensemble.
+/// Loads and validates an ensemble file against `profiles`, with the ensembles it runs
+/// (`ensemble:` agents) found next to it. Warnings come back with the ensemble; any error
+/// means no ensemble.
 pub fn load_ensemble(path: &Path, profiles: &ProfileSet) -> (Option<Ensemble>, ConfigReport) {
-    match read_source(path) {
-        Ok(file) => load_ensemble_source(file, profiles),
-        Err(e) => {
-            let mut report = ConfigReport::default();
-            report.push(e);
-            (None, report)
-        }
-    }
+    load_ensemble_with(path, profiles, &|_| None)
+}
+
+/// As `load_ensemble`; `find` resolves a nested ensemble's name to a file when it is not a
+/// path relative to the file that names it.
+pub fn load_ensemble_with(
+    path: &Path,
+    profiles: &ProfileSet,
+    find: &dyn Fn(&str) -> Option<std::path::PathBuf>,
+) -> (Option<Ensemble>, ConfigReport) {
+    let mut stack = Vec::new();
+    nested::load(path, profiles, find, &mut stack)
 }
 
 /// As `load_ensemble`, from text already read.

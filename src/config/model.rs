@@ -137,6 +137,16 @@ pub enum NodeKind {
     Generate(Box<GenerateSettings>),
     Dedup(DedupSettings),
     Script(crate::nodes::script::Script),
+    /// Runs another ensemble (`ensemble: NAME|PATH`), resolved and loaded with the file.
+    Nested(Nested),
+}
+
+/// A nested ensemble reference and, once loaded, the ensemble.
+#[derive(Debug, Clone)]
+pub struct Nested {
+    /// As written: a name or a path.
+    pub reference: String,
+    pub ensemble: Option<Arc<Ensemble>>,
 }
 
 /// Index of an agent in declaration order.

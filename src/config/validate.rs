@@ -50,7 +50,7 @@ impl Checker<'_> {
 
 /// Keys whose behaviour belongs to later versions: accepted and shape-checked, reported as
 /// warnings, and refused by `orc invoke` rather than silently ignored.
-const NOT_YET_RUN: [&str; 4] = ["cache", "ensemble", "loop", "dispatch"];
+const NOT_YET_RUN: [&str; 3] = ["cache", "loop", "dispatch"];
 
 /// Keys that only mean something on `generate` nodes.
 const GENERATE_KEYS: [&str; 10] = [
@@ -370,7 +370,13 @@ pub(super) fn validate(
                 }))
             }
             AgentKind::Script => script_settings(&mut c, i, &spec, &file).map(NodeKind::Script),
-            AgentKind::Llm => Some(NodeKind::Llm),
+            AgentKind::Llm => Some(match &spec.ensemble {
+                Some(reference) => NodeKind::Nested(crate::config::model::Nested {
+                    reference: reference.clone(),
+                    ensemble: None,
+                }),
+                None => NodeKind::Llm,
+            }),
         };
         let Some(node) = node else { continue };
         if let (Some(prompt), false) = (&spec.prompt, kind == AgentKind::Generate) {
@@ -437,7 +443,10 @@ pub(super) fn validate(
             if let NodeKind::Generate(g) = &a.node {
                 profiles.extend(&g.profiles);
             }
-            if matches!(a.node, NodeKind::Script(_) | NodeKind::Dedup(_)) {
+            if matches!(
+                a.node,
+                NodeKind::Script(_) | NodeKind::Dedup(_) | NodeKind::Nested(_)
+            ) {
                 return None;
             }
             profiles

@@ -46,7 +46,18 @@ impl ProviderRegistry {
     ) -> Result<ProviderRegistry, (String, ProviderError)> {
         let mut registry = ProviderRegistry::default();
         let mut factory = providers::Factory::default();
-        for agent in &plan.ensemble.agents {
+        // Every ensemble the plan runs, nested ones included.
+        let mut ensembles: Vec<&crate::config::Ensemble> = vec![&plan.ensemble];
+        let mut agents: Vec<&Agent> = Vec::new();
+        while let Some(e) = ensembles.pop() {
+            for agent in &e.agents {
+                agents.push(agent);
+                if let NodeKind::Nested(n) = &agent.node {
+                    ensembles.extend(n.ensemble.as_deref());
+                }
+            }
+        }
+        for agent in agents {
             let candidates: &[Arc<Profile>] = match &agent.node {
                 NodeKind::Generate(g) => &g.profiles,
                 _ => &[],
@@ -176,7 +187,17 @@ enum Slot {
 }
 
 /// Runs the plan to completion (or cancellation), emitting events to `sink`.
-pub async fn run(
+/// Boxed, so a nested ensemble's run can await this same function (see `AgentTask::nested`).
+pub fn run<'a>(
+    plan: Arc<Plan>,
+    input: String,
+    options: RunOptions,
+    sink: &'a mut dyn EventSink,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = RunOutcome> + Send + 'a>> {
+    Box::pin(run_inner(plan, input, options, sink))
+}
+
+async fn run_inner(
     plan: Arc<Plan>,
     input: String,
     options: RunOptions,
@@ -455,6 +476,8 @@ enum Work {
     Lists(Vec<(String, String)>),
     /// The JSON a script gets on stdin.
     Script(serde_json::Value),
+    /// The input of a nested ensemble.
+    Ensemble(String),
     /// One piece of work per element of the fanned-out array, in order.
     FanOut(Vec<Work>),
 }
@@ -583,18 +606,24 @@ fn prepare(plan: &Plan, agent: &Agent, input: &str, slots: &[Slot]) -> Result<Wo
                 }
                 None => Ok(Work::Topic(item_input.to_string())),
             },
-            NodeKind::Llm => match &agent.prompt {
-                Some(source) => {
-                    let ancestors: Vec<DepView<'_>> =
-                        ancestors(plan, agent.index).into_iter().map(view).collect();
-                    render_prompt(source, item_input, &deps, &ancestors)
-                        .map(Work::Prompt)
-                        .map_err(Finished::PromptFailed)
-                }
-                // With an input slice the agent works on that alone.
-                None if has_slice => Ok(Work::Prompt(item_input.to_string())),
-                None => Ok(Work::Prompt(default_prompt(item_input, &deps))),
-            },
+            NodeKind::Llm | NodeKind::Nested(_) => {
+                let text = match &agent.prompt {
+                    Some(source) => {
+                        let ancestors: Vec<DepView<'_>> =
+                            ancestors(plan, agent.index).into_iter().map(view).collect();
+                        render_prompt(source, item_input, &deps, &ancestors)
+                            .map_err(Finished::PromptFailed)?
+                    }
+                    // With an input slice the agent works on that alone.
+                    None if has_slice => item_input.to_string(),
+                    None => default_prompt(item_input, &deps),
+                };
+                Ok(if matches!(agent.node, NodeKind::Nested(_)) {
+                    Work::Ensemble(text)
+                } else {
+                    Work::Prompt(text)
+                })
+            }
         }
     };
     if agent.fan_out {
@@ -699,6 +728,11 @@ fn finish(
         started_ms: None,
         finished_ms: None,
     };
+    if let NodeKind::Nested(n) = &agent.node {
+        outcome.profile = "ensemble".into();
+        outcome.provider = "ensemble".into();
+        outcome.model = n.reference.clone();
+    }
     if let NodeKind::Script(script) = &agent.node {
         outcome.profile = "script".into();
         outcome.provider = "script".into();
@@ -719,7 +753,7 @@ fn finish(
             outcome.status = r.status;
             outcome.output = r.output;
             outcome.error = r.error;
-            if !matches!(agent.node, NodeKind::Script(_)) {
+            if !matches!(agent.node, NodeKind::Script(_) | NodeKind::Nested(_)) {
                 outcome.profile = r.profile.name.clone();
                 outcome.model = r.profile.model.clone();
                 outcome.provider = r.profile.provider.to_string();
@@ -785,6 +819,7 @@ impl AgentTask {
             Work::Topic(topic) => self.generate(topic).await,
             Work::Lists(lists) => self.dedup(lists),
             Work::Script(stdin) => self.script(stdin).await,
+            Work::Ensemble(input) => self.nested(input).await,
             Work::FanOut(_) => unreachable!("fan-out instances are single pieces of work"),
         }
     }
@@ -864,6 +899,89 @@ impl AgentTask {
                 "instances": works.len(),
                 "failed_instances": failures.len(),
             })),
+        }
+    }
+
+    /// Runs the nested ensemble to completion with this agent's input; its final output is
+    /// this agent's output, and its usage and cost roll up into this agent's.
+    async fn nested(&self, input: &str) -> TaskResult {
+        let NodeKind::Nested(nested) = &self.agent.node else {
+            unreachable!("nested work is prepared for nested nodes only")
+        };
+        let child = nested
+            .ensemble
+            .clone()
+            .expect("nested ensembles are loaded with the file that names them");
+        let at = Instant::now();
+        let _ = self.tx.send(Msg::Started {
+            agent: self.agent.index,
+            attempt: 1,
+            profile: Arc::clone(&self.agent.profile),
+            at,
+        });
+        let plan = Arc::new(Plan::new((*child).clone()));
+        let options = RunOptions {
+            run_id: format!("{}/{}", self.agent.name, child.name),
+            seed: self.seed,
+            timeout: None,
+            interrupt: self.cancel.clone(),
+            slots: Arc::clone(&self.slots),
+            providers: self.providers.clone(),
+            stream_tokens: false,
+        };
+        let mut sink = super::event::NoSink;
+        // Boxed: the nested run is this same function one level down.
+        let outcome = run(Arc::clone(&plan), input.to_string(), options, &mut sink).await;
+        let finals: Vec<&AgentOutcome> = plan
+            .sinks
+            .iter()
+            .map(|&i| &outcome.agents[i])
+            .filter(|a| a.status == AgentStatus::Succeeded)
+            .collect();
+        let output = match finals.as_slice() {
+            [only] => only.output.clone().unwrap_or_default(),
+            many => many
+                .iter()
+                .map(|a| format!("== {} ==\n{}", a.name, a.output.as_deref().unwrap_or("")))
+                .collect::<Vec<_>>()
+                .join("\n\n"),
+        };
+        let failed: Vec<String> = outcome
+            .agents
+            .iter()
+            .filter(|a| matches!(a.status, AgentStatus::Failed | AgentStatus::Cancelled))
+            .map(|a| {
+                format!(
+                    "`{}`: {}",
+                    a.name,
+                    a.error.as_deref().unwrap_or(a.status.as_str())
+                )
+            })
+            .collect();
+        let status = match outcome.status {
+            RunStatus::Succeeded => AgentStatus::Succeeded,
+            RunStatus::Interrupted => AgentStatus::Cancelled,
+            _ if self.cancel.is_cancelled() => AgentStatus::Cancelled,
+            _ => AgentStatus::Failed,
+        };
+        TaskResult {
+            status,
+            output: (status == AgentStatus::Succeeded).then_some(output),
+            error: (status != AgentStatus::Succeeded).then(|| {
+                if failed.is_empty() {
+                    format!("nested ensemble `{}` did not succeed", child.name)
+                } else {
+                    format!("nested ensemble `{}`: {}", child.name, failed.join("; "))
+                }
+            }),
+            profile: Arc::clone(&self.agent.profile),
+            attempts: outcome.totals.attempts,
+            usage: outcome.totals.usage,
+            cost: outcome.totals.cost_usd,
+            first_start: Some(at),
+            failed_profiles: Vec::new(),
+            items: None,
+            metrics: Some(serde_json::json!({ "ensemble": child.name, "run": outcome })),
         }
     }
 

@@ -5,6 +5,7 @@ mod conditions;
 mod fan_out;
 mod input_key;
 mod llm_orc;
+mod nested;
 mod scripts;
 
 use crate::support::{ENSEMBLE, Test};

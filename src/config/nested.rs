@@ -1,0 +1,126 @@
+//! Nested ensembles: an agent with `ensemble: NAME|PATH` runs another ensemble. The
+//! referenced files are loaded with the one that names them, so a missing file, an invalid
+//! one or a cycle across files (`a.yaml -> b.yaml -> a.yaml`) is a load error, located at
+//! the `ensemble:` key.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::error::{ConfigError, ConfigErrorKind, ConfigReport};
+use super::load::read_source;
+use super::locate::{Locator, PathSeg};
+use super::model::{Ensemble, NodeKind};
+use super::profiles::ProfileSet;
+
+/// Nesting deeper than this is refused (a chain this long is a mistake, not a design).
+pub(super) const MAX_DEPTH: usize = 8;
+
+pub(super) fn load(
+    path: &Path,
+    profiles: &ProfileSet,
+    find: &dyn Fn(&str) -> Option<PathBuf>,
+    stack: &mut Vec<PathBuf>,
+) -> (Option<Ensemble>, ConfigReport) {
+    let file = match read_source(path) {
+        Ok(f) => f,
+        Err(e) => {
+            let mut report = ConfigReport::default();
+            report.push(e);
+            return (None, report);
+        }
+    };
+    let (ensemble, mut report) = super::load_ensemble_source(file, profiles);
+    let Some(mut ensemble) = ensemble else {
+        return (None, report);
+    };
+    let canonical = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    stack.push(canonical);
+    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let mut ok = true;
+    for i in 0..ensemble.agents.len() {
+        let NodeKind::Nested(nested) = &ensemble.agents[i].node else {
+            continue;
+        };
+        let reference = nested.reference.clone();
+        let agent = ensemble.agents[i].name.clone();
+        let locate = |kind: ConfigErrorKind, e: &Ensemble| {
+            let locator = Locator::new(&e.source);
+            let at = [
+                PathSeg::Key("agents".into()),
+                PathSeg::Index(i),
+                PathSeg::Key("ensemble".into()),
+            ];
+            ConfigError::new(kind, &e.source, locator.value_span(&at))
+        };
+        let candidate = base.join(&reference);
+        let target = if candidate.is_file() {
+            Some(candidate)
+        } else if !reference.ends_with(".yaml") && !reference.ends_with(".yml") {
+            ["yaml", "yml"]
+                .iter()
+                .map(|ext| base.join(format!("{reference}.{ext}")))
+                .find(|p| p.is_file())
+                .or_else(|| find(&reference))
+        } else {
+            None
+        };
+        let Some(target) = target else {
+            report.push(locate(
+                ConfigErrorKind::UnknownEnsemble { agent, reference },
+                &ensemble,
+            ));
+            ok = false;
+            continue;
+        };
+        let target_canonical = std::fs::canonicalize(&target).unwrap_or_else(|_| target.clone());
+        if let Some(start) = stack.iter().position(|p| *p == target_canonical) {
+            let mut chain: Vec<String> = stack[start..].iter().map(|p| display(p)).collect();
+            chain.push(display(&target_canonical));
+            report.push(locate(ConfigErrorKind::EnsembleCycle { chain }, &ensemble));
+            ok = false;
+            continue;
+        }
+        if stack.len() >= MAX_DEPTH {
+            report.push(locate(
+                ConfigErrorKind::EnsembleTooDeep { limit: MAX_DEPTH },
+                &ensemble,
+            ));
+            ok = false;
+            continue;
+        }
+        let (child, child_report) = load(&target, profiles, find, stack);
+        let child_failed = child_report.has_errors();
+        report.extend(child_report);
+        match child {
+            Some(child) if !child_failed => {
+                if let NodeKind::Nested(n) = &mut ensemble.agents[i].node {
+                    n.ensemble = Some(Arc::new(child));
+                }
+            }
+            _ => {
+                // Errors inside the child were reported (cycles among them); say which
+                // agent led there.
+                if !report
+                    .diagnostics
+                    .iter()
+                    .any(|d| matches!(d.kind, ConfigErrorKind::EnsembleCycle { .. }))
+                {
+                    report.push(locate(
+                        ConfigErrorKind::InvalidNestedEnsemble { agent, reference },
+                        &ensemble,
+                    ));
+                }
+                ok = false;
+            }
+        }
+    }
+    stack.pop();
+    (ok.then_some(ensemble), report)
+}
+
+fn display(path: &Path) -> String {
+    path.file_name().map_or_else(
+        || path.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    )
+}
