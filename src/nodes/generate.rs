@@ -178,8 +178,10 @@ pub struct Context {
 struct State {
     tracker: Tracker,
     items: Vec<Item>,
-    /// Items proposed again after they were accepted: normal form -> (times, text).
-    repeats: std::collections::HashMap<String, (u32, String)>,
+    /// How often each accepted item (by normal form) was proposed again.
+    repeats: std::collections::HashMap<String, u32>,
+    /// The most often repeated items, most first (bounded), for feedback.
+    hot: Vec<(u32, String)>,
     /// Recent accepted items by subtopic, newest last, for feedback.
     recent: BTreeMap<Option<String>, VecDeque<String>>,
     calls: u64,
@@ -250,6 +252,7 @@ pub async fn run(
         items: Vec::new(),
         recent: BTreeMap::new(),
         repeats: std::collections::HashMap::new(),
+        hot: Vec::new(),
         calls: 0,
         calls_log: Vec::new(),
         per_profile: BTreeMap::new(),
@@ -569,9 +572,7 @@ fn feedback(st: &State, subtopic: &Option<String>, n: usize) -> Vec<String> {
     let mut chars = 0;
     // Half the budget goes to the items models keep proposing again (the common ones found
     // early, which recency alone soon forgets), the rest to recent finds.
-    let mut hot: Vec<(&u32, &String)> = st.repeats.values().map(|(c, t)| (c, t)).collect();
-    hot.sort_by(|a, b| b.0.cmp(a.0).then_with(|| a.1.cmp(b.1)));
-    for (_, item) in hot.into_iter().take(n / 2) {
+    for (_, item) in st.hot.iter().take(n / 2) {
         if chars + item.len() > FEEDBACK_CHARS / 2 {
             break;
         }
@@ -599,6 +600,24 @@ fn feedback(st: &State, subtopic: &Option<String>, n: usize) -> Vec<String> {
         out.push(item.clone());
     }
     out
+}
+
+/// Longest list of often-repeated items kept for feedback.
+const HOT_ITEMS: usize = 64;
+
+/// Keeps `hot` the most repeated items, most first, in O(HOT_ITEMS) a repeat.
+fn promote(hot: &mut Vec<(u32, String)>, count: u32, text: &str) {
+    if let Some(i) = hot.iter().position(|(_, t)| t == text) {
+        hot[i].0 = count;
+    } else if hot.len() < HOT_ITEMS {
+        hot.push((count, text.to_string()));
+    } else if hot.last().is_some_and(|(c, _)| *c < count) {
+        hot.pop();
+        hot.push((count, text.to_string()));
+    } else {
+        return;
+    }
+    hot.sort_by(|a, b| b.0.cmp(&a.0));
 }
 
 fn build_prompt(ctx: &Context, subtopic: Option<&str>, seen: &[String]) -> Result<String, String> {
@@ -658,8 +677,10 @@ fn record_call(
                     continue;
                 }
                 if !st.tracker.insert(&key) {
-                    let entry = st.repeats.entry(key).or_insert_with(|| (0, text.clone()));
-                    entry.0 += 1;
+                    let entry = st.repeats.entry(key).or_insert(0);
+                    *entry += 1;
+                    let count = *entry;
+                    promote(&mut st.hot, count, text);
                     continue;
                 }
                 new += 1;
