@@ -617,7 +617,7 @@ fn promote(hot: &mut Vec<(u32, String)>, count: u32, text: &str) {
     } else {
         return;
     }
-    hot.sort_by(|a, b| b.0.cmp(&a.0));
+    hot.sort_by_key(|(count, _)| std::cmp::Reverse(*count));
 }
 
 fn build_prompt(ctx: &Context, subtopic: Option<&str>, seen: &[String]) -> Result<String, String> {
