@@ -13,6 +13,7 @@ pub mod cli;
 pub mod config;
 pub mod diagnostics;
 pub mod exec;
+pub mod json_path;
 pub mod nodes;
 pub mod plan;
 pub mod progress;

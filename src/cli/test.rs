@@ -216,18 +216,9 @@ fn check(outcome: &RunOutcome, expect: &[ExpectSpec]) -> Vec<String> {
         }
         if let (Some(json), Some(a)) = (&e.json, agent) {
             let parsed: Option<serde_json::Value> = serde_json::from_str(output).ok();
-            let actual = parsed.as_ref().and_then(|v| {
-                json.path
-                    .split('.')
-                    .filter(|s| !s.is_empty())
-                    .try_fold(v, |v, seg| match v {
-                        serde_json::Value::Object(m) => m.get(seg),
-                        serde_json::Value::Array(items) => {
-                            seg.parse::<usize>().ok().and_then(|i| items.get(i))
-                        }
-                        _ => None,
-                    })
-            });
+            let actual = parsed
+                .as_ref()
+                .and_then(|v| crate::json_path::get_dotted(v, &json.path));
             if actual != Some(&json.equals) {
                 let actual_text = match (&parsed, actual) {
                     (None, _) => format!("output is not JSON: {:?}", shown(output)),

@@ -543,7 +543,7 @@ fn prepare(plan: &Plan, agent: &Agent, input: &str, slots: &[Slot]) -> Result<Wo
         Some(key) => {
             let found = deps
                 .iter()
-                .find_map(|d| select(d.json.as_ref()?, key).cloned());
+                .find_map(|d| crate::json_path::get_dotted(d.json.as_ref()?, key).cloned());
             match found {
                 Some(v) => Some(v),
                 None => {
@@ -676,17 +676,6 @@ fn prepare(plan: &Plan, agent: &Agent, input: &str, slots: &[Slot]) -> Result<Wo
         Some(v) => work_for(&as_text(v), Some(v)),
         None => work_for(input, None),
     }
-}
-
-/// The value at a dotted path (`a.b.0.c`) of a JSON value.
-fn select<'a>(value: &'a serde_json::Value, path: &str) -> Option<&'a serde_json::Value> {
-    path.split('.')
-        .filter(|s| !s.is_empty())
-        .try_fold(value, |v, seg| match v {
-            serde_json::Value::Object(m) => m.get(seg),
-            serde_json::Value::Array(a) => seg.parse::<usize>().ok().and_then(|i| a.get(i)),
-            _ => None,
-        })
 }
 
 fn ancestors(plan: &Plan, i: AgentIndex) -> Vec<AgentIndex> {
@@ -1254,7 +1243,7 @@ impl AgentTask {
                         rejection = Some(message);
                     }
                     Err(error) => {
-                        let error_text = describe(&error, agent);
+                        let error_text = error.to_string();
                         if !error.is_retryable() || retry >= agent.retries {
                             break error_text;
                         }
@@ -1394,8 +1383,4 @@ impl AgentTask {
             first_start,
         }
     }
-}
-
-fn describe(error: &ProviderError, _agent: &Agent) -> String {
-    error.to_string()
 }

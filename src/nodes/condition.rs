@@ -75,15 +75,11 @@ impl Condition {
     pub fn eval(&self, output: Option<&str>) -> bool {
         let root = output
             .map(|o| serde_json::from_str(o).unwrap_or_else(|_| Value::String(o.to_string())));
-        let mut value = root.as_ref();
-        for seg in &self.path {
-            value = value.and_then(|v| match v {
-                Value::Object(m) => m.get(seg),
-                Value::Array(a) => seg.parse::<usize>().ok().and_then(|i| a.get(i)),
-                _ => None,
-            });
-        }
-        let value = value.cloned().unwrap_or(Value::Null);
+        let value = root
+            .as_ref()
+            .and_then(|r| crate::json_path::get(r, &self.path))
+            .cloned()
+            .unwrap_or(Value::Null);
         match &self.compare {
             None => truthy(&value),
             Some((equal, literal)) => loosely_equal(&value, literal) == *equal,

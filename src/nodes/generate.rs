@@ -181,7 +181,8 @@ struct State {
     /// How often each accepted item (by normal form) was proposed again.
     repeats: std::collections::HashMap<String, u32>,
     /// The most often repeated items, most first (bounded), for feedback.
-    hot: Vec<(u32, String)>,
+    /// (times repeated, normal form, text as first repeated).
+    hot: Vec<(u32, String, String)>,
     /// Recent accepted items by subtopic, newest last, for feedback.
     recent: BTreeMap<Option<String>, VecDeque<String>>,
     calls: u64,
@@ -572,7 +573,7 @@ fn feedback(st: &State, subtopic: &Option<String>, n: usize) -> Vec<String> {
     let mut chars = 0;
     // Half the budget goes to the items models keep proposing again (the common ones found
     // early, which recency alone soon forgets), the rest to recent finds.
-    for (_, item) in st.hot.iter().take(n / 2) {
+    for (_, _, item) in st.hot.iter().take(n / 2) {
         if chars + item.len() > FEEDBACK_CHARS / 2 {
             break;
         }
@@ -605,19 +606,20 @@ fn feedback(st: &State, subtopic: &Option<String>, n: usize) -> Vec<String> {
 /// Longest list of often-repeated items kept for feedback.
 const HOT_ITEMS: usize = 64;
 
-/// Keeps `hot` the most repeated items, most first, in O(HOT_ITEMS) a repeat.
-fn promote(hot: &mut Vec<(u32, String)>, count: u32, text: &str) {
-    if let Some(i) = hot.iter().position(|(_, t)| t == text) {
+/// Keeps `hot` the most repeated items (one entry per normal form), most first, in
+/// O(HOT_ITEMS) a repeat.
+fn promote(hot: &mut Vec<(u32, String, String)>, count: u32, key: &str, text: &str) {
+    if let Some(i) = hot.iter().position(|(_, k, _)| k == key) {
         hot[i].0 = count;
     } else if hot.len() < HOT_ITEMS {
-        hot.push((count, text.to_string()));
-    } else if hot.last().is_some_and(|(c, _)| *c < count) {
+        hot.push((count, key.to_string(), text.to_string()));
+    } else if hot.last().is_some_and(|(c, _, _)| *c < count) {
         hot.pop();
-        hot.push((count, text.to_string()));
+        hot.push((count, key.to_string(), text.to_string()));
     } else {
         return;
     }
-    hot.sort_by_key(|(count, _)| std::cmp::Reverse(*count));
+    hot.sort_by_key(|(count, _, _)| std::cmp::Reverse(*count));
 }
 
 fn build_prompt(ctx: &Context, subtopic: Option<&str>, seen: &[String]) -> Result<String, String> {
@@ -677,10 +679,10 @@ fn record_call(
                     continue;
                 }
                 if !st.tracker.insert(&key) {
-                    let entry = st.repeats.entry(key).or_insert(0);
+                    let entry = st.repeats.entry(key.clone()).or_insert(0);
                     *entry += 1;
                     let count = *entry;
-                    promote(&mut st.hot, count, text);
+                    promote(&mut st.hot, count, &key, text);
                     continue;
                 }
                 new += 1;
