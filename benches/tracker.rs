@@ -100,7 +100,7 @@ impl Checks {
 
     fn next(&mut self) -> u64 {
         self.i += 1;
-        if self.i % 10 == 0 && self.next_new > 0 {
+        if self.i.is_multiple_of(10) && self.next_new > 0 {
             self.rng = splitmix(self.rng);
             self.rng % self.next_new
         } else {

@@ -13,8 +13,12 @@ pub enum Exit {
     Failed = 1,
     /// Invalid usage, configuration or ensemble.
     Invalid = 2,
-    /// Interrupted by Ctrl-C.
+    /// Interrupted by SIGHUP (the terminal went away).
+    HungUp = 129,
+    /// Interrupted by Ctrl-C (SIGINT).
     Interrupted = 130,
+    /// Interrupted by SIGTERM.
+    Terminated = 143,
 }
 
 impl From<Exit> for std::process::ExitCode {

@@ -18,6 +18,7 @@ pub mod nodes;
 pub mod plan;
 pub mod progress;
 pub mod providers;
+pub mod store;
 pub mod suggest;
 pub mod template;
 

@@ -89,6 +89,17 @@ pub enum Command {
     },
     /// Run the `tests:` of ensemble files (all ensembles found when none given).
     Test(TestArgs),
+    /// List, show, export and remove recorded runs (the run store).
+    Runs {
+        #[command(subcommand)]
+        action: Option<RunsAction>,
+        /// Output format of `orc runs` (the list).
+        #[arg(long, short, value_enum, default_value_t = ListFormat::Text)]
+        output: ListFormat,
+    },
+    /// Continue an interrupted, timed-out or failed run: completed agents and completed
+    /// provider calls are not run or paid for again.
+    Resume(ResumeArgs),
     /// Create `.orc/` in the current directory with a config and an example ensemble.
     Init {
         /// Overwrite files that already exist.
@@ -151,6 +162,12 @@ pub struct InvokeArgs {
     /// Answer every provider request from a recording; a request not in it fails its agent.
     #[arg(long, value_name = "FILE")]
     pub replay: Option<PathBuf>,
+    /// Do not record this run in the run store (also `ORC_STORE=off`).
+    #[arg(long)]
+    pub no_store: bool,
+    /// Send every request, even for agents and profiles with `cache:`.
+    #[arg(long)]
+    pub no_cache: bool,
 }
 
 fn parse_seconds(s: &str) -> Result<f64, String> {
@@ -271,4 +288,110 @@ pub struct TestArgs {
     /// Only tests whose name contains this text.
     #[arg(long, value_name = "TEXT")]
     pub filter: Option<String>,
+    /// Do not record the test runs in the run store.
+    #[arg(long)]
+    pub no_store: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ListFormat {
+    /// A table for people.
+    Text,
+    /// JSON for programs.
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExportFormat {
+    /// The run document with its calls and events.
+    Json,
+    /// The event log, one JSON object per line.
+    Jsonl,
+    /// One row per provider call.
+    Csv,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RunsAction {
+    /// Recorded runs, newest first.
+    List {
+        /// Only runs of this ensemble.
+        #[arg(long)]
+        ensemble: Option<String>,
+        /// Only runs with this status (`succeeded`, `failed`, `interrupted`, `running`, ...).
+        #[arg(long)]
+        status: Option<String>,
+        /// At most this many runs.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        #[arg(long, short, value_enum, default_value_t = ListFormat::Text)]
+        output: ListFormat,
+    },
+    /// One run: its result document (`--output json`) with its calls, or `--events`.
+    Show {
+        /// Run id, or a unique prefix of one.
+        run: String,
+        /// Print the event log instead, one JSON object per line.
+        #[arg(long)]
+        events: bool,
+        #[arg(long, short, value_enum, default_value_t = ListFormat::Text)]
+        output: ListFormat,
+    },
+    /// Write a run out as JSON, JSON lines (its events) or CSV (its calls).
+    Export {
+        /// Run id, or a unique prefix of one.
+        run: String,
+        #[arg(long, value_enum, default_value_t = ExportFormat::Json)]
+        format: ExportFormat,
+    },
+    /// Delete a run and everything recorded about it.
+    Rm {
+        /// Run ids, or unique prefixes.
+        #[arg(required = true)]
+        runs: Vec<String>,
+        #[arg(long, short, value_enum, default_value_t = ListFormat::Text)]
+        output: ListFormat,
+    },
+    /// Delete finished runs older than an age (`30d`, `12h`, `1w`).
+    Gc {
+        #[arg(long, value_name = "AGE", value_parser = parse_age)]
+        older_than: std::time::Duration,
+        #[arg(long, short, value_enum, default_value_t = ListFormat::Text)]
+        output: ListFormat,
+    },
+}
+
+fn parse_age(s: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(s.trim())
+        .map_err(|_| format!("`{s}` is not an age; write it like `30d`, `12h` or `1w`"))
+}
+
+#[derive(Debug, Args)]
+pub struct ResumeArgs {
+    /// Run id, or a unique prefix of one (see `orc runs`).
+    pub run: String,
+    /// Resume even if the ensemble file changed in a way that touches unfinished agents.
+    #[arg(long)]
+    pub force: bool,
+    /// Output format on stdout.
+    #[arg(long, short, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+    /// Print the final agent's text on stdout as it arrives.
+    #[arg(long)]
+    pub stream: bool,
+    /// Most provider calls in flight at once.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..), env = "ORC_MAX_CONCURRENCY")]
+    pub max_concurrency: u32,
+    /// Stop after this many seconds; completed results are kept.
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
+    pub timeout: Option<f64>,
+    /// No progress or summary on stderr.
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// Resolve profile OLD as profile NEW (repeatable), as the run was invoked.
+    #[arg(long = "profile-map", value_name = "OLD=NEW")]
+    pub profile_map: Vec<String>,
+    /// Send every request, even for agents and profiles with `cache:`.
+    #[arg(long)]
+    pub no_cache: bool,
 }

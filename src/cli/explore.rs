@@ -47,6 +47,8 @@ pub(crate) fn explore(ctx: &Context, args: ExploreArgs) -> Exit {
         profile_map: Vec::new(),
         record: None,
         replay: None,
+        no_store: false,
+        no_cache: false,
     };
     super::invoke::run_loaded(ctx, ensemble, &report, invoke)
 }

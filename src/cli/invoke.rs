@@ -1,23 +1,19 @@
-//! `orc invoke`: input in, ensemble run, results out.
+//! `orc invoke`: input in, ensemble run, results out. Also runs `orc explore`'s generated
+//! ensemble, and (`--each-line`) one run per line of stdin with bounded concurrency.
 
 use std::collections::BTreeMap;
-use std::io::{IsTerminal, Read};
+use std::io::{BufRead, IsTerminal, Read};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::Semaphore;
-use tokio_util::sync::CancellationToken;
-
 use super::Context;
 use super::args::{InvokeArgs, OutputFormat};
-use super::output::{JsonLines, json_result, text_result, write_stdout};
+use super::output::{text_result, write_stdout};
+use super::session::{self, EngineArgs, Printer, Show};
 use crate::config::{ConfigErrorKind, ConfigReport, Ensemble};
 use crate::diagnostics::Exit;
-use crate::exec::{
-    self, AgentStatus, Event, EventSink, Mode, ProviderRegistry, RunOptions, RunOutcome, RunStatus,
-};
+use crate::exec::{Engine, Mode, RunOptions, RunOutcome, RunSource, RunStatus, StartError};
 use crate::plan::Plan;
-use crate::progress::ProgressView;
 
 pub(crate) fn invoke(ctx: &Context, args: InvokeArgs) -> Exit {
     let (ensemble, report) = match ctx.load_mapped(&args.ensemble, &args.profile_map) {
@@ -27,13 +23,12 @@ pub(crate) fn invoke(ctx: &Context, args: InvokeArgs) -> Exit {
     run_loaded(ctx, ensemble, &report, args)
 }
 
-/// Runs a loaded ensemble as `orc invoke` would (also used by `orc explore`).
-pub(crate) fn run_loaded(
+/// Refuses an ensemble that uses keys this version validates but cannot run.
+pub(crate) fn check_runnable(
     ctx: &Context,
-    ensemble: Ensemble,
+    ensemble: &Ensemble,
     report: &ConfigReport,
-    args: InvokeArgs,
-) -> Exit {
+) -> Result<(), Exit> {
     let unsupported: Vec<&str> = report
         .diagnostics
         .iter()
@@ -42,73 +37,151 @@ pub(crate) fn run_loaded(
             _ => None,
         })
         .collect();
-    if !unsupported.is_empty() {
-        ctx.error(&format!(
-            "ensemble `{}` uses {} that this version of orc validates but cannot run yet",
-            ensemble.name,
-            unsupported
-                .iter()
-                .map(|k| format!("`{k}`"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ));
-        eprintln!(
-            "  help: remove those keys to run the rest, or check `orc --version` for a newer release"
-        );
-        return Exit::Invalid;
+    if unsupported.is_empty() {
+        return Ok(());
     }
+    ctx.error(&format!(
+        "ensemble `{}` uses {} that this version of orc validates but cannot run yet",
+        ensemble.name,
+        unsupported
+            .iter()
+            .map(|k| format!("`{k}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+    eprintln!(
+        "  help: remove those keys to run the rest, or check `orc --version` for a newer release"
+    );
+    Err(Exit::Invalid)
+}
+
+/// Runs a loaded ensemble as `orc invoke` would (also used by `orc explore`).
+pub(crate) fn run_loaded(
+    ctx: &Context,
+    ensemble: Ensemble,
+    report: &ConfigReport,
+    args: InvokeArgs,
+) -> Exit {
+    if let Err(exit) = check_runnable(ctx, &ensemble, report) {
+        return exit;
+    }
+    let source = RunSource {
+        path: std::fs::canonicalize(&ensemble.source.path).ok(),
+        text: ensemble.source.text.to_string(),
+    };
     let plan = Arc::new(Plan::new(ensemble));
     let mode = match provider_mode(ctx, args.record.as_deref(), args.replay.as_deref()) {
         Ok(mode) => mode,
         Err(exit) => return exit,
     };
-    let providers = match ProviderRegistry::for_plan_with(&plan, &mode) {
-        Ok(p) => p,
-        Err((profile, error)) => {
-            ctx.error(&format!("profile `{profile}`: {error}"));
-            return Exit::Invalid;
-        }
+    let recorder = match &mode {
+        Mode::Record(r) => Some(Arc::clone(r)),
+        _ => None,
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match session::runtime(ctx) {
         Ok(rt) => rt,
-        Err(e) => {
-            ctx.error(&format!("cannot start the async runtime: {e}"));
-            return Exit::Failed;
-        }
+        Err(exit) => return exit,
     };
+    let _guard = runtime.enter();
+    let engine = session::engine(
+        ctx,
+        EngineArgs {
+            max_concurrency: args.max_concurrency,
+            no_store: args.no_store,
+            no_cache: args.no_cache,
+            mode,
+            live_capacity: if args.output == OutputFormat::Jsonl {
+                1 << 17
+            } else {
+                1 << 14
+            },
+        },
+    );
+    if let Err(e) = engine.providers_for(&plan) {
+        ctx.error(&e.to_string());
+        return Exit::Invalid;
+    }
     let options = RunOptions {
-        run_id: String::new(),
+        run_id: None,
         seed: args.seed,
         timeout: args.timeout.map(Duration::from_secs_f64),
-        interrupt: CancellationToken::new(),
-        slots: Arc::new(Semaphore::new(args.max_concurrency as usize)),
-        providers,
-        stream_tokens: false,
+        stream: false,
+        source: Some(source),
+        options: serde_json::json!({
+            "seed": args.seed,
+            "timeout": args.timeout,
+            "max_concurrency": args.max_concurrency,
+            "profile_map": args.profile_map,
+        }),
+        resume: None,
     };
-    if args.each_line {
-        let lines = match read_lines(ctx) {
-            Ok(lines) => lines,
-            Err(exit) => return exit,
-        };
-        let exit = runtime.block_on(async {
-            watch_interrupt(options.interrupt.clone());
-            each_line(&args, plan, lines, options).await
-        });
-        finish_recording(ctx, &mode).err().unwrap_or(exit)
+    let exit = if args.each_line {
+        if std::io::stdin().is_terminal() {
+            ctx.error("--each-line reads its inputs from stdin");
+            eprintln!(
+                "  help: pipe one input per line, e.g. `cat topics.txt | orc invoke FILE --each-line`"
+            );
+            return Exit::Invalid;
+        }
+        runtime.block_on(async {
+            session::watch_signals(engine.clone());
+            each_line(ctx, &args, &engine, plan, options).await
+        })
     } else {
         let input = match read_input(ctx, &args, &plan.ensemble) {
             Ok(input) => input,
             Err(exit) => return exit,
         };
-        let exit = runtime.block_on(async {
-            watch_interrupt(options.interrupt.clone());
-            single(ctx, &args, plan, input, options).await
-        });
-        finish_recording(ctx, &mode).err().unwrap_or(exit)
-    }
+        let show = Show {
+            output: args.output,
+            quiet: args.quiet,
+            stream: args.stream,
+        };
+        runtime.block_on(async {
+            session::watch_signals(engine.clone());
+            run_one(ctx, &engine, plan, input, options, show).await
+        })
+    };
+    let exit = match recorder {
+        Some(r) => match r.flush() {
+            Ok(()) => exit,
+            Err(e) => {
+                ctx.error(&format!("cannot write the recording: {e}"));
+                Exit::Failed
+            }
+        },
+        None => exit,
+    };
+    runtime.block_on(engine.flush());
+    exit
+}
+
+/// Starts one run and shows it to the end; the exit code.
+pub(crate) async fn run_one(
+    ctx: &Context,
+    engine: &Engine,
+    plan: Arc<Plan>,
+    input: String,
+    mut options: RunOptions,
+    show: Show,
+) -> Exit {
+    let show_progress = !show.quiet && std::io::stderr().is_terminal();
+    // `--stream` prints one agent's text as it arrives: the final agent, when there is one.
+    let streamed = (show.stream && show.output == OutputFormat::Text && plan.sinks.len() == 1)
+        .then(|| plan.ensemble.agents[plan.sinks[0]].name.clone());
+    options.stream = show_progress || show.output == OutputFormat::Jsonl || streamed.is_some();
+    let pending = match engine.prepare(Arc::clone(&plan), input, options) {
+        Ok(p) => p,
+        Err(e) => return start_failed(ctx, &e),
+    };
+    let printer = Printer::start(ctx, &plan, pending.subscribe(), show, streamed);
+    let handle = pending.start();
+    session::finish_run(ctx, &plan, handle, printer, show).await
+}
+
+pub(crate) fn start_failed(ctx: &Context, e: &StartError) -> Exit {
+    ctx.error(&e.to_string());
+    Exit::Invalid
 }
 
 /// Live, recording or replaying providers, per `--record` / `--replay`.
@@ -134,40 +207,6 @@ pub(crate) fn provider_mode(
             });
     }
     Ok(Mode::Live)
-}
-
-/// Writes out a recording, if one is being made.
-pub(crate) fn finish_recording(ctx: &Context, mode: &Mode) -> Result<(), Exit> {
-    if let Mode::Record(recorder) = mode {
-        if let Err(e) = recorder.flush() {
-            ctx.error(&format!("cannot write the recording: {e}"));
-            return Err(Exit::Failed);
-        }
-    }
-    Ok(())
-}
-
-/// First Ctrl-C: stop new calls, cancel running ones, keep results. Second: exit now.
-fn watch_interrupt(token: CancellationToken) {
-    tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            token.cancel();
-            if tokio::signal::ctrl_c().await.is_ok() {
-                std::process::exit(Exit::Interrupted as i32);
-            }
-        }
-    });
-}
-
-fn run_id() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    format!(
-        "run-{:x}-{:04x}",
-        nanos / 1_000_000,
-        std::process::id() & 0xffff
-    )
 }
 
 /// Strips exactly one final newline (`\n` or `\r\n`).
@@ -223,263 +262,147 @@ fn read_input(ctx: &Context, args: &InvokeArgs, ensemble: &Ensemble) -> Result<S
     Err(Exit::Invalid)
 }
 
-fn read_lines(ctx: &Context) -> Result<Vec<String>, Exit> {
-    let stdin = std::io::stdin();
-    if stdin.is_terminal() {
-        ctx.error("--each-line reads its inputs from stdin");
-        eprintln!(
-            "  help: pipe one input per line, e.g. `cat topics.txt | orc invoke FILE --each-line`"
-        );
-        return Err(Exit::Invalid);
-    }
-    let mut text = String::new();
-    if let Err(e) = stdin.lock().read_to_string(&mut text) {
-        ctx.error(&format!("cannot read stdin as UTF-8 text: {e}"));
-        return Err(Exit::Invalid);
-    }
-    Ok(text
-        .lines()
-        .map(|l| l.trim_end_matches('\r'))
-        .filter(|l| !l.trim().is_empty())
-        .map(String::from)
-        .collect())
-}
+/// Runs in flight at once with `--each-line`: enough to keep the slots busy, few enough that
+/// a million-line input runs in bounded memory.
+const EACH_LINE_RUNS: usize = 256;
 
-/// The sinks of a single run: the progress view and/or JSON lines.
-struct InvokeSink {
-    progress: Option<ProgressView>,
-    jsonl: Option<JsonLines>,
-    stream: Option<StreamPrinter>,
-}
-
-/// `--stream`: the final agent's text on stdout as it arrives.
-struct StreamPrinter {
-    agent: String,
-    printed: bool,
-}
-
-impl EventSink for StreamPrinter {
-    fn emit(&mut self, event: &Event) {
-        match event {
-            Event::AgentDelta { agent, text, .. } if *agent == self.agent => {
-                self.printed = true;
-                let _ = write_stdout(text);
-            }
-            Event::AgentRetrying { agent, .. } | Event::AgentFallback { agent, .. }
-                if *agent == self.agent && self.printed =>
-            {
-                // The retry streams again from the start; keep the attempts apart.
-                let _ = write_stdout("\n");
-                eprintln!("orc: the answer of `{agent}` broke off; it is printed again below");
-                self.printed = false;
-            }
-            Event::AgentFinished {
-                agent,
-                status,
-                output,
-                ..
-            } if *agent == self.agent => {
-                if !self.printed && *status == AgentStatus::Succeeded {
-                    let _ = write_stdout(output.as_deref().unwrap_or(""));
-                }
-                let _ = write_stdout("\n");
-            }
-            _ => {}
-        }
-    }
-}
-
-impl EventSink for InvokeSink {
-    fn emit(&mut self, event: &Event) {
-        if let Some(p) = &mut self.progress {
-            p.emit(event);
-        }
-        if let Some(j) = &mut self.jsonl {
-            j.emit(event);
-        }
-        if let Some(s) = &mut self.stream {
-            s.emit(event);
-        }
-    }
-}
-
-async fn single(
+/// One run per line of stdin, `EACH_LINE_RUNS` at a time; results in input order (text,
+/// json) or as each run finishes (jsonl).
+async fn each_line(
     ctx: &Context,
     args: &InvokeArgs,
+    engine: &Engine,
     plan: Arc<Plan>,
-    input: String,
-    mut options: RunOptions,
-) -> Exit {
-    options.run_id = run_id();
-    let show_progress = !args.quiet && std::io::stderr().is_terminal();
-    // `--stream` prints one agent's text as it arrives: the final agent, when there is one.
-    let streamed = (args.stream && args.output == OutputFormat::Text && plan.sinks.len() == 1)
-        .then(|| plan.ensemble.agents[plan.sinks[0]].name.clone());
-    options.stream_tokens =
-        show_progress || args.output == OutputFormat::Jsonl || streamed.is_some();
-    let mut sink = InvokeSink {
-        progress: show_progress.then(|| ProgressView::new(plan.len() as u64, ctx.color)),
-        jsonl: (args.output == OutputFormat::Jsonl).then(JsonLines::new),
-        stream: streamed.map(|agent| StreamPrinter {
-            agent,
-            printed: false,
-        }),
-    };
-    let outcome = exec::run(Arc::clone(&plan), input, options, &mut sink).await;
-    if let Some(p) = &sink.progress {
-        p.finish();
-    }
-    if !args.quiet {
-        report_run(ctx, &outcome);
-    }
-    let written = match args.output {
-        OutputFormat::Text if sink.stream.is_some() => Exit::Ok,
-        OutputFormat::Text => write_stdout(&text_result(&outcome, &plan.sinks)),
-        OutputFormat::Json => write_stdout(&json_result(&outcome)),
-        OutputFormat::Jsonl => Exit::Ok,
-    };
-    if written != Exit::Ok {
-        return written;
-    }
-    exit_for(outcome.status)
-}
-
-fn exit_for(status: RunStatus) -> Exit {
-    match status {
-        RunStatus::Succeeded => Exit::Ok,
-        RunStatus::Interrupted => Exit::Interrupted,
-        RunStatus::Failed | RunStatus::TimedOut | RunStatus::BudgetExceeded => Exit::Failed,
-    }
-}
-
-/// Failures and a one-line summary on stderr.
-fn report_run(ctx: &Context, outcome: &RunOutcome) {
-    for agent in &outcome.agents {
-        match agent.status {
-            AgentStatus::Failed => ctx.error(&format!(
-                "agent `{}` failed after {} attempt{}: {}",
-                agent.name,
-                agent.attempts,
-                if agent.attempts == 1 { "" } else { "s" },
-                agent.error.as_deref().unwrap_or("unknown error")
-            )),
-            AgentStatus::Skipped => eprintln!(
-                "skipped: agent `{}` ({})",
-                agent.name,
-                agent
-                    .error
-                    .as_deref()
-                    .unwrap_or("a dependency did not succeed")
-            ),
-            _ => {}
-        }
-    }
-    let t = &outcome.totals;
-    let headline = match outcome.status {
-        RunStatus::Succeeded => "done".to_string(),
-        RunStatus::Failed => "finished with failures".to_string(),
-        RunStatus::TimedOut => "timed out (--timeout)".to_string(),
-        RunStatus::BudgetExceeded => "stopped: budget.max_cost_usd reached".to_string(),
-        RunStatus::Interrupted => "interrupted".to_string(),
-    };
-    let mut parts = vec![format!("{} succeeded", t.succeeded)];
-    for (n, what) in [
-        (t.failed, "failed"),
-        (t.skipped, "skipped"),
-        (t.cancelled, "cancelled"),
-    ] {
-        if n > 0 {
-            parts.push(format!("{n} {what}"));
-        }
-    }
-    let cost = t
-        .cost_usd
-        .map_or_else(|| "cost unknown".to_string(), |c| format!("${c:.4}"));
-    eprintln!(
-        "orc: {headline}: {} · {} tokens in, {} out · {} · {:.2}s",
-        parts.join(", "),
-        t.usage.input_tokens,
-        t.usage.output_tokens,
-        cost,
-        t.wall_ms as f64 / 1000.0
-    );
-}
-
-async fn each_line(
-    args: &InvokeArgs,
-    plan: Arc<Plan>,
-    lines: Vec<String>,
     options: RunOptions,
 ) -> Exit {
-    let total = lines.len();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(usize, RunOutcome)>();
-    for (index, line) in lines.into_iter().enumerate() {
-        let mut run_options = options.clone();
-        run_options.run_id = format!("{}-{}", run_id(), index + 1);
-        let plan = Arc::clone(&plan);
-        let tx = tx.clone();
-        tokio::spawn(async move {
-            let outcome = exec::run(plan, line, run_options, &mut exec::NoSink).await;
-            let _ = tx.send((index, outcome));
-        });
-    }
-    drop(tx);
+    // Lines are read on a thread of their own, a bounded number ahead of the runs.
+    let (line_tx, mut lines) = tokio::sync::mpsc::channel::<Result<String, String>>(EACH_LINE_RUNS);
+    std::thread::spawn(move || {
+        let stdin = std::io::stdin();
+        for line in stdin.lock().lines() {
+            let item = match line {
+                Ok(l) => {
+                    let l = l.trim_end_matches('\r').to_string();
+                    if l.trim().is_empty() {
+                        continue;
+                    }
+                    Ok(l)
+                }
+                Err(e) => Err(format!("cannot read stdin as UTF-8 text: {e}")),
+            };
+            let stop = item.is_err();
+            if line_tx.blocking_send(item).is_err() || stop {
+                break;
+            }
+        }
+    });
     let show_progress = !args.quiet && std::io::stderr().is_terminal();
     let bar = show_progress.then(|| {
-        let bar = indicatif::ProgressBar::new(total as u64);
+        let bar = indicatif::ProgressBar::no_length();
         bar.set_style(
-            indicatif::ProgressStyle::with_template("{spinner} {pos}/{len} inputs {elapsed:>4}")
+            indicatif::ProgressStyle::with_template("{spinner} {pos} inputs done {elapsed:>4}")
                 .expect("valid template"),
         );
         bar.enable_steady_tick(Duration::from_millis(100));
         bar
     });
-    let mut pending: BTreeMap<usize, RunOutcome> = BTreeMap::new();
-    let mut next = 0usize;
-    let mut all: Vec<(usize, RunOutcome)> = Vec::with_capacity(total);
+    let base = crate::exec::new_run_id();
+    let mut running: tokio::task::JoinSet<(usize, Result<Arc<RunOutcome>, String>)> =
+        tokio::task::JoinSet::new();
+    let mut pending: BTreeMap<usize, Arc<RunOutcome>> = BTreeMap::new();
+    let mut next_out = 0usize;
+    let mut total = 0usize;
     let (mut succeeded, mut failed, mut interrupted) = (0usize, 0usize, false);
-    while let Some((index, outcome)) = rx.recv().await {
+    let mut input_done = false;
+    let mut read_error: Option<String> = None;
+    let mut json_started = false;
+    loop {
+        while !input_done && running.len() < EACH_LINE_RUNS && !interrupted && !session::signalled()
+        {
+            let Some(line) = lines.recv().await else {
+                input_done = true;
+                break;
+            };
+            let line = match line {
+                Ok(l) => l,
+                Err(e) => {
+                    read_error = Some(e);
+                    input_done = true;
+                    break;
+                }
+            };
+            let index = total;
+            total += 1;
+            let mut run_options = options.clone();
+            run_options.run_id = Some(format!("{base}-{}", index + 1));
+            let started = engine
+                .prepare(Arc::clone(&plan), line, run_options)
+                .map(crate::exec::PendingRun::start);
+            running.spawn(async move {
+                match started {
+                    Ok(handle) => (index, Ok(handle.wait().await)),
+                    Err(e) => (index, Err(e.to_string())),
+                }
+            });
+        }
+        let Some(joined) = running.join_next().await else {
+            break;
+        };
+        let Ok((index, result)) = joined else {
+            continue;
+        };
         if let Some(bar) = &bar {
             bar.inc(1);
         }
+        let outcome = match result {
+            Ok(o) => o,
+            Err(e) => {
+                ctx.error(&e);
+                return Exit::Invalid;
+            }
+        };
         match outcome.status {
             RunStatus::Succeeded => succeeded += 1,
             RunStatus::Interrupted => interrupted = true,
             _ => failed += 1,
         }
-        match args.output {
-            OutputFormat::Jsonl => {
-                let mut line = serde_json::to_string(&outcome).expect("outcomes serialize");
-                line.push('\n');
-                if write_stdout(&line) != Exit::Ok {
-                    return Exit::Failed;
-                }
+        if args.output == OutputFormat::Jsonl {
+            let mut line = serde_json::to_string(&*outcome).expect("outcomes serialize");
+            line.push('\n');
+            if write_stdout(&line) != Exit::Ok {
+                return Exit::Failed;
             }
-            OutputFormat::Text => {
-                pending.insert(index, outcome);
-                // Text keeps input order: print every result whose predecessors are out.
-                while let Some(o) = pending.remove(&next) {
-                    let text = text_result(&o, &plan.sinks);
-                    if write_stdout(&text) != Exit::Ok {
-                        return Exit::Failed;
-                    }
-                    next += 1;
+            continue;
+        }
+        pending.insert(index, outcome);
+        // Text and JSON keep input order: print every result whose predecessors are out.
+        while let Some(o) = pending.remove(&next_out) {
+            let text = match args.output {
+                OutputFormat::Json => {
+                    let doc = serde_json::to_string_pretty(&*o).expect("outcomes serialize");
+                    let sep = if json_started { ",\n" } else { "[\n" };
+                    json_started = true;
+                    format!("{sep}{doc}")
                 }
+                _ => text_result(&o, &plan.sinks),
+            };
+            if write_stdout(&text) != Exit::Ok {
+                return Exit::Failed;
             }
-            OutputFormat::Json => all.push((index, outcome)),
+            next_out += 1;
         }
     }
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
-    if args.output == OutputFormat::Json {
-        all.sort_by_key(|(index, _)| *index);
-        let runs: Vec<&RunOutcome> = all.iter().map(|(_, o)| o).collect();
-        let mut s = serde_json::to_string_pretty(&runs).expect("outcomes serialize");
-        s.push('\n');
-        if write_stdout(&s) != Exit::Ok {
-            return Exit::Failed;
-        }
+    if args.output == OutputFormat::Json
+        && write_stdout(if json_started { "\n]\n" } else { "[]\n" }) != Exit::Ok
+    {
+        return Exit::Failed;
+    }
+    if let Some(e) = read_error {
+        ctx.error(&e);
+        return Exit::Invalid;
     }
     if !args.quiet {
         let rest = total - succeeded - failed;
@@ -494,7 +417,7 @@ async fn each_line(
         );
     }
     if interrupted {
-        Exit::Interrupted
+        session::exit_for(RunStatus::Interrupted)
     } else if failed > 0 {
         Exit::Failed
     } else {

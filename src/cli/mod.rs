@@ -7,6 +7,9 @@ mod commands;
 mod explore;
 mod invoke;
 mod output;
+mod resume;
+mod runs;
+mod session;
 mod test;
 
 use std::ffi::OsString;
@@ -54,6 +57,8 @@ where
         Command::Auth { action } => auth::auth(&ctx, action),
         Command::Schema { kind } => commands::schema(kind),
         Command::Init { force } => commands::init(&ctx, force),
+        Command::Runs { action, output } => runs::runs(&ctx, action, output),
+        Command::Resume(args) => resume::resume(&ctx, args),
         Command::Test(args) => test::test(&ctx, args),
     };
     exit.into()

@@ -4,7 +4,7 @@
 use std::io::Write;
 
 use crate::diagnostics::Exit;
-use crate::exec::{AgentStatus, Event, EventSink, RunOutcome, RunStatus};
+use crate::exec::{AgentStatus, RunOutcome, RunStatus};
 
 /// Writes `text` to stdout; a broken pipe is not an error.
 pub(crate) fn write_stdout(text: &str) -> Exit {
@@ -24,7 +24,10 @@ pub(crate) fn write_stdout(text: &str) -> Exit {
 pub(crate) fn text_result(outcome: &RunOutcome, sinks: &[usize]) -> String {
     let stopped = matches!(
         outcome.status,
-        RunStatus::Interrupted | RunStatus::TimedOut | RunStatus::BudgetExceeded
+        RunStatus::Interrupted
+            | RunStatus::TimedOut
+            | RunStatus::BudgetExceeded
+            | RunStatus::Cancelled
     );
     let finals: Vec<usize> = sinks
         .iter()
@@ -60,33 +63,4 @@ pub(crate) fn json_result(outcome: &RunOutcome) -> String {
     let mut s = serde_json::to_string_pretty(outcome).expect("outcomes serialize");
     s.push('\n');
     s
-}
-
-/// `--output jsonl`: every event as one JSON line, flushed as it happens.
-pub(crate) struct JsonLines {
-    broken: bool,
-}
-
-impl JsonLines {
-    pub(crate) fn new() -> JsonLines {
-        JsonLines { broken: false }
-    }
-}
-
-impl EventSink for JsonLines {
-    fn emit(&mut self, event: &Event) {
-        if self.broken {
-            return;
-        }
-        let mut line = serde_json::to_string(event).expect("events serialize");
-        line.push('\n');
-        let mut out = std::io::stdout().lock();
-        if out
-            .write_all(line.as_bytes())
-            .and_then(|()| out.flush())
-            .is_err()
-        {
-            self.broken = true;
-        }
-    }
 }

@@ -5,16 +5,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use tokio::sync::Semaphore;
-use tokio_util::sync::CancellationToken;
-
 use super::Context;
 use super::args::TestArgs;
-use super::invoke::{finish_recording, provider_mode};
+use super::invoke::provider_mode;
 use super::output::write_stdout;
+use super::session::{self, EngineArgs};
 use crate::config::spec::{ExpectSpec, TestSpec};
 use crate::diagnostics::Exit;
-use crate::exec::{self, AgentOutcome, NoSink, ProviderRegistry, RunOptions, RunOutcome};
+use crate::exec::{AgentOutcome, Mode, RunOptions, RunOutcome, RunSource};
 use crate::plan::Plan;
 
 pub(crate) fn test(ctx: &Context, args: TestArgs) -> Exit {
@@ -26,17 +24,25 @@ pub(crate) fn test(ctx: &Context, args: TestArgs) -> Exit {
         Ok(m) => m,
         Err(e) => return e,
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            ctx.error(&format!("cannot start the async runtime: {e}"));
-            return Exit::Failed;
-        }
+    let recorder = match &mode {
+        Mode::Record(r) => Some(Arc::clone(r)),
+        _ => None,
     };
-    let interrupt = CancellationToken::new();
+    let runtime = match session::runtime(ctx) {
+        Ok(rt) => rt,
+        Err(exit) => return exit,
+    };
+    let _guard = runtime.enter();
+    let engine = session::engine(
+        ctx,
+        EngineArgs {
+            max_concurrency: 10_000,
+            no_store: args.no_store,
+            no_cache: false,
+            mode,
+            live_capacity: 1 << 10,
+        },
+    );
     let (mut passed, mut failed, mut invalid) = (0usize, 0usize, 0usize);
     let mut out = String::new();
     for file in &files {
@@ -53,33 +59,33 @@ pub(crate) fn test(ctx: &Context, args: TestArgs) -> Exit {
         if tests.is_empty() {
             continue;
         }
-        let plan = Arc::new(Plan::new(ensemble));
-        let providers = match ProviderRegistry::for_plan_with(&plan, &mode) {
-            Ok(p) => p,
-            Err((profile, error)) => {
-                ctx.error(&format!("{}: profile `{profile}`: {error}", file.display()));
-                invalid += 1;
-                continue;
-            }
+        let source = RunSource {
+            path: std::fs::canonicalize(&ensemble.source.path).ok(),
+            text: ensemble.source.text.to_string(),
         };
+        let plan = Arc::new(Plan::new(ensemble));
+        if let Err(e) = engine.providers_for(&plan) {
+            ctx.error(&format!("{}: {e}", file.display()));
+            invalid += 1;
+            continue;
+        }
         out.push_str(&format!("{}\n", file.display()));
         for test in &tests {
             let options = RunOptions {
-                run_id: format!("test-{}", test.name),
                 seed: test.seed.unwrap_or(0),
-                timeout: None,
-                interrupt: interrupt.clone(),
-                slots: Arc::new(Semaphore::new(10_000)),
-                providers: providers.clone(),
-                stream_tokens: false,
+                source: Some(source.clone()),
+                options: serde_json::json!({ "test": test.name, "seed": test.seed }),
+                ..RunOptions::default()
             };
             let started = Instant::now();
-            let outcome = runtime.block_on(exec::run(
-                Arc::clone(&plan),
-                test.input.clone(),
-                options,
-                &mut NoSink,
-            ));
+            let outcome = match engine.prepare(Arc::clone(&plan), test.input.clone(), options) {
+                Ok(pending) => runtime.block_on(pending.start().wait()),
+                Err(e) => {
+                    ctx.error(&format!("{}: {e}", file.display()));
+                    invalid += 1;
+                    continue;
+                }
+            };
             let problems = check(&outcome, &test.expect);
             let secs = started.elapsed().as_secs_f64();
             if problems.is_empty() {
@@ -98,8 +104,12 @@ pub(crate) fn test(ctx: &Context, args: TestArgs) -> Exit {
             }
         }
     }
-    if let Err(e) = finish_recording(ctx, &mode) {
-        return e;
+    runtime.block_on(engine.flush());
+    if let Some(r) = recorder {
+        if let Err(e) = r.flush() {
+            ctx.error(&format!("cannot write the recording: {e}"));
+            return Exit::Failed;
+        }
     }
     out.push_str(&format!("{passed} passed, {failed} failed\n"));
     if write_stdout(&out) != Exit::Ok {

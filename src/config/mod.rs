@@ -21,7 +21,7 @@ pub use discover::{Dirs, FoundEnsemble, Scope};
 pub use error::{ConfigError, ConfigErrorKind, ConfigReport, SourceFile};
 pub use load::{Document, MAX_FILE_BYTES, parse_document, read_source};
 pub use model::{
-    Agent, AgentIndex, DEFAULT_PROFILE, DedupSettings, Ensemble, GenerateSettings, Limits,
+    Agent, AgentIndex, Cache, DEFAULT_PROFILE, DedupSettings, Ensemble, GenerateSettings, Limits,
     MockSettings, Nested, NodeKind, Origin, Price, Profile,
 };
 pub use profiles::{PriceTable, ProfileSet};

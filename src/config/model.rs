@@ -35,6 +35,23 @@ impl std::fmt::Display for Origin {
     }
 }
 
+/// Whether identical requests are answered from the store and coalesced in flight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cache {
+    Off,
+    /// Reuse answers at most `ttl` old (any age when `None`).
+    On {
+        ttl: Option<Duration>,
+    },
+}
+
+impl Cache {
+    /// The policy in effect: the agent's, else its profile's, else off.
+    pub fn effective(agent: Option<Cache>, profile: Option<Cache>) -> Cache {
+        agent.or(profile).unwrap_or(Cache::Off)
+    }
+}
+
 /// Settings of the offline mock provider.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MockSettings {
@@ -98,6 +115,7 @@ pub struct Profile {
     pub fallback: Option<String>,
     pub price: Option<Price>,
     pub options: BTreeMap<String, serde_json::Value>,
+    pub cache: Option<Cache>,
     pub mock: MockSettings,
 }
 
@@ -117,6 +135,10 @@ pub struct GenerateSettings {
     pub stop: StopSpec,
     pub normalize: bool,
     pub output: Option<PathBuf>,
+    /// `output:` may replace an existing file.
+    pub overwrite: bool,
+    /// `output:` appends to an existing file.
+    pub append: bool,
     pub optimizer: Option<OptimizerSpec>,
     pub expected_items: u64,
     pub false_positive_rate: f64,
@@ -177,6 +199,7 @@ pub struct Agent {
     pub max_tokens: Option<u32>,
     pub options: BTreeMap<String, serde_json::Value>,
     pub response_format: Option<ResponseFormatSpec>,
+    pub cache: Option<Cache>,
     pub timeout: Duration,
     pub retries: u32,
     pub retry_backoff: Duration,

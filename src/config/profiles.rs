@@ -276,6 +276,15 @@ pub(super) fn lower(
             (None, provider) => prices.get(provider, spec.model.as_deref().unwrap_or_default()),
         },
         options: spec.options.clone().unwrap_or_default(),
+        cache: spec
+            .cache
+            .as_ref()
+            .map(super::validate::cache_policy)
+            .transpose()
+            .map_err(|problem| ConfigErrorKind::OutOfRange {
+                key: "cache.ttl".into(),
+                problem,
+            })?,
         mock: MockSettings {
             latency: Duration::from_millis(spec.latency_ms.unwrap_or(0)),
             jitter: Duration::from_millis(spec.jitter_ms.unwrap_or(0)),

@@ -312,9 +312,12 @@ pub struct AgentSpec {
     /// Run one instance per element of the `input_key` array.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fan_out: Option<bool>,
-    /// Reuse an identical earlier response.
+    /// `true` to answer a request identical to an earlier one (provider, model, messages,
+    /// settings) from the run store, and to send identical requests in flight at the same
+    /// time once; `{ttl: 1h}` to reuse only answers that recent; `false` to turn off a
+    /// profile's caching for this agent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cache: Option<bool>,
+    pub cache: Option<CacheSpec>,
     /// Candidate profiles for `generate` nodes and the optimizer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub profiles: Option<Vec<String>>,
@@ -379,6 +382,25 @@ pub struct AgentSpec {
     /// llm-orc dynamic dispatch: accepted, not run by this version (`orc invoke` refuses).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dispatch: Option<serde_json::Value>,
+}
+
+/// `cache:` as written: a switch, or settings.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum CacheSpec {
+    /// `true` or `false`.
+    Enabled(bool),
+    /// `{ttl: 1h}`.
+    Settings(CacheSettingsSpec),
+}
+
+/// Cache settings.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CacheSettingsSpec {
+    /// How old a reused answer may be: `90s`, `30m`, `1h`, `7d` (default: any age).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<String>,
 }
 
 /// `json` or a JSON Schema object.
@@ -646,6 +668,10 @@ pub struct ProfileSpec {
     /// Provider-specific options, passed through unchanged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub options: Option<BTreeMap<String, serde_json::Value>>,
+    /// Reuse identical earlier answers for every agent using this profile (see the agent's
+    /// `cache`, which wins).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<CacheSpec>,
     /// `mock`: simulated latency of each call, in milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency_ms: Option<u64>,

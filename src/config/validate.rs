@@ -50,7 +50,7 @@ impl Checker<'_> {
 
 /// Keys whose behaviour belongs to later versions: accepted and shape-checked, reported as
 /// warnings, and refused by `orc invoke` rather than silently ignored.
-const NOT_YET_RUN: [&str; 3] = ["cache", "loop", "dispatch"];
+const NOT_YET_RUN: [&str; 2] = ["loop", "dispatch"];
 
 /// Keys that only mean something on `generate` nodes.
 const GENERATE_KEYS: [&str; 10] = [
@@ -402,6 +402,22 @@ pub(super) fn validate(
             .map(Duration::from_secs_f64)
             .or(profile.timeout)
             .unwrap_or(DEFAULT_TIMEOUT);
+        let cache = spec
+            .cache
+            .as_ref()
+            .and_then(|cache| match cache_policy(cache) {
+                Ok(policy) => Some(policy),
+                Err(problem) => {
+                    c.error(
+                        ConfigErrorKind::OutOfRange {
+                            key: "cache.ttl".into(),
+                            problem,
+                        },
+                        &path!["agents", i, "cache", "ttl"],
+                    );
+                    None
+                }
+            });
         agents.push(Agent {
             index: i,
             name: spec.name.clone(),
@@ -422,6 +438,7 @@ pub(super) fn validate(
             max_tokens: spec.max_tokens.or(defaults.max_tokens),
             options: spec.options.clone().unwrap_or_default(),
             response_format: spec.response_format.clone(),
+            cache,
             timeout,
             retries: spec.retries.or(defaults.retries).unwrap_or(DEFAULT_RETRIES),
             retry_backoff: spec
@@ -758,10 +775,31 @@ fn generate_settings(
         stop,
         normalize: spec.normalize.unwrap_or(true),
         output: spec.output.as_ref().map(std::path::PathBuf::from),
+        overwrite: false,
+        append: false,
         optimizer: spec.optimizer.clone(),
         expected_items: tracker.expected_items.unwrap_or(100_000),
         false_positive_rate: tracker.false_positive_rate.unwrap_or(0.01),
     })
+}
+
+/// The policy `cache:` asks for, or what is wrong with its `ttl`.
+pub(super) fn cache_policy(
+    spec: &crate::config::spec::CacheSpec,
+) -> Result<crate::config::Cache, String> {
+    use crate::config::spec::CacheSpec;
+    match spec {
+        CacheSpec::Enabled(false) => Ok(crate::config::Cache::Off),
+        CacheSpec::Enabled(true) => Ok(crate::config::Cache::On { ttl: None }),
+        CacheSpec::Settings(settings) => match &settings.ttl {
+            None => Ok(crate::config::Cache::On { ttl: None }),
+            Some(text) => humantime::parse_duration(text.trim())
+                .map(|ttl| crate::config::Cache::On { ttl: Some(ttl) })
+                .map_err(|_| {
+                    format!("`{text}` is not a duration; write it like `90s`, `30m`, `1h` or `7d`")
+                }),
+        },
+    }
 }
 
 fn kind_name(kind: AgentKind) -> &'static str {

@@ -1,17 +1,42 @@
-//! Execution: runs a `Plan` against providers and emits `Event`s.
+//! The engine: runs plans against providers and publishes what happens as events.
 //!
-//! The scheduler (`scheduler.rs`) starts each agent the moment all of its dependencies have
-//! finished; there is no barrier between phases. Results come back over one channel to one
-//! owner loop, the only code that mutates run state. UIs (progress bars, JSON lines) only
-//! subscribe to events. See `docs/executor.md`.
+//! Roles (see `docs/executor.md`): `Engine` (`engine.rs`) owns what runs share and starts
+//! runs; the dispatcher (`dispatcher.rs`) is each run's one owner loop, starting agents when
+//! their dependencies finish and turning what they report into public `Event`s
+//! (`event.rs`), folded into a `RunState` (`state.rs`); `prepare.rs` turns a ready agent into
+//! a serialisable `Job` (`job.rs`); the local executor (`local.rs`, `nested.rs`) runs jobs
+//! in-process under the one call policy (`call.rs`). The run store subscribes through the
+//! `Recorder` trait (`record.rs`).
 
+mod call;
+mod dispatcher;
+mod engine;
+mod error;
 mod event;
+mod job;
 pub mod layout;
+mod local;
+mod nested;
 mod outcome;
+mod prepare;
+mod record;
+mod registry;
 mod retry;
-mod scheduler;
+mod run;
+mod state;
 
-pub use event::{Event, EventSink, NoSink};
+pub use call::{ResumeAnswers, StoredAnswer};
+pub use engine::{
+    Engine, EngineConfig, PendingRun, ResumeData, RunHandle, RunOptions, RunSource, StartError,
+    new_run_id,
+};
+pub use error::AgentError;
+pub use event::{
+    CallFinished, CallSource, CallStatus, Event, EventKind, NodeProgress, Subscription, Timestamp,
+};
+pub use job::{Job, Report, Work};
 pub use outcome::{AgentOutcome, AgentStatus, ProfileFailure, RunOutcome, RunStatus, Totals};
+pub use record::{BoxFuture, Recorder, RunRecord};
+pub use registry::{Mode, ProviderRegistry};
 pub use retry::backoff_delay;
-pub use scheduler::{Mode, ProviderRegistry, RunOptions, run};
+pub use state::{AgentState, LiveTotals, Phase, RunState};

@@ -1,11 +1,11 @@
 //! What a run produced: per-agent outcomes and totals. This is the stable `--output json`
 //! document (documented in the README); add fields, never rename them.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::providers::Usage;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AgentStatus {
     Succeeded,
@@ -25,7 +25,7 @@ impl AgentStatus {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RunStatus {
     /// Every agent succeeded.
@@ -36,11 +36,44 @@ pub enum RunStatus {
     TimedOut,
     /// `budget.max_cost_usd` was reached.
     BudgetExceeded,
-    /// Ctrl-C.
+    /// Ctrl-C, SIGTERM or SIGHUP, or the server shutting down.
     Interrupted,
+    /// Cancelled on request (`POST /api/runs/{id}/cancel`).
+    Cancelled,
 }
 
-#[derive(Debug, Clone, Serialize)]
+impl RunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Failed => "failed",
+            RunStatus::TimedOut => "timed_out",
+            RunStatus::BudgetExceeded => "budget_exceeded",
+            RunStatus::Interrupted => "interrupted",
+            RunStatus::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<RunStatus> {
+        [
+            RunStatus::Succeeded,
+            RunStatus::Failed,
+            RunStatus::TimedOut,
+            RunStatus::BudgetExceeded,
+            RunStatus::Interrupted,
+            RunStatus::Cancelled,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == text)
+    }
+
+    /// Whether `orc resume` can continue a run that ended this way.
+    pub fn is_resumable(self) -> bool {
+        !matches!(self, RunStatus::Succeeded)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AgentOutcome {
     pub name: String,
     pub status: AgentStatus,
@@ -57,32 +90,74 @@ pub struct AgentOutcome {
     /// From the first call to the last answer.
     pub latency_ms: u64,
     pub error: Option<String>,
+    /// What kind of failure `error` is (`timeout`, `rate_limited`, `http`, `auth`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_kind: Option<String>,
+    /// The answer came from the cache or an identical call in flight, not a new call.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cached: bool,
+    /// Provider calls this agent did not make because the answer was already known.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub calls_saved: u32,
     /// Skipped by design (its `when` was false, or every dependency was), not because
     /// something failed; such a skip does not fail the run.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub neutral_skip: bool,
     /// Profiles tried before the one that answered (or every one, on failure), and why
     /// each did not answer.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub failed_profiles: Vec<ProfileFailure>,
     /// `generate` and `dedup`: the items, with provenance.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub items: Option<serde_json::Value>,
     /// `generate` and `dedup`: the node's metrics.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics: Option<serde_json::Value>,
     /// Milliseconds since the run started, when the agent started and finished.
     pub started_ms: Option<u64>,
     pub finished_ms: Option<u64>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+impl AgentOutcome {
+    /// An agent that made no call: skipped, cancelled before it started, or failed before
+    /// its first call. Profile, model and provider are filled in by the caller when known.
+    pub fn not_run(name: &str, status: AgentStatus) -> AgentOutcome {
+        AgentOutcome {
+            name: name.to_string(),
+            status,
+            output: None,
+            profile: String::new(),
+            model: String::new(),
+            provider: String::new(),
+            attempts: 0,
+            usage: Usage::default(),
+            cost_usd: None,
+            latency_ms: 0,
+            error: None,
+            error_kind: None,
+            cached: false,
+            calls_saved: 0,
+            neutral_skip: false,
+            failed_profiles: Vec::new(),
+            items: None,
+            metrics: None,
+            started_ms: None,
+            finished_ms: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProfileFailure {
     pub profile: String,
     pub error: String,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Totals {
     pub agents: usize,
     pub succeeded: usize,
@@ -95,9 +170,13 @@ pub struct Totals {
     pub cost_usd: Option<f64>,
     /// Wall-clock time of the whole run.
     pub wall_ms: u64,
+    /// Provider calls not made because the cache, an identical call in flight, or (on
+    /// resume) the store already had the answer.
+    #[serde(default)]
+    pub calls_saved: u64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunOutcome {
     pub run_id: String,
     pub ensemble: String,
@@ -123,6 +202,7 @@ impl RunOutcome {
                 AgentStatus::Cancelled => t.cancelled += 1,
             }
             t.attempts += a.attempts;
+            t.calls_saved += u64::from(a.calls_saved);
             t.usage += a.usage;
             t.cost_usd = match (t.cost_usd, a.cost_usd) {
                 (Some(sum), Some(c)) => Some(sum + c),

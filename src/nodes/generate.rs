@@ -6,20 +6,21 @@
 //! zero-yield and failed calls included.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
-use tokio::sync::Semaphore;
+use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use super::normalize::normalize;
 use super::optimizer::{Decision, Optimizer};
+use super::output::{OutputFile, OutputFiles};
 use super::parse::parse_items;
 use super::tracker::{Tracker, TrackerStats};
 use crate::config::spec::PartitionSpec;
 use crate::config::{GenerateSettings, Profile};
-use crate::providers::{CompletionRequest, GenerationHint, Provider, ProviderError, Usage};
+use crate::providers::{Completion, CompletionRequest, GenerationHint, ProviderError, Usage};
 
 /// Facets of `partition: attribute_type`.
 pub const ATTRIBUTE_TYPES: [&str; 6] = [
@@ -32,9 +33,38 @@ pub const ATTRIBUTE_TYPES: [&str; 6] = [
 ];
 /// Feedback is also bounded by size: about this many characters of accepted items a prompt.
 const FEEDBACK_CHARS: usize = 4000;
+/// Per-call records kept in memory (the most recent); every call is also in the event
+/// stream and the run store, so a long run's memory does not grow with its calls.
+const KEPT_RECORDS: usize = 1000;
+
+/// How the node makes its calls: the engine's call policy (global slots, timeouts, events,
+/// cache and resume answers). `None` when the run was cancelled meanwhile.
+pub trait CallPolicy: Sync {
+    fn call(
+        &self,
+        profile: &Arc<Profile>,
+        request: CompletionRequest,
+        call: u64,
+        producer: Option<u32>,
+    ) -> impl Future<Output = Option<CallAnswer>> + Send;
+
+    /// Fires when the run is cancelled.
+    fn cancelled(&self) -> &CancellationToken;
+}
+
+/// How one call went, as the node counts it.
+pub struct CallAnswer {
+    pub result: Result<Completion, ProviderError>,
+    pub latency: Duration,
+    /// Tokens and dollars paid for it (zero when it was answered without a call).
+    pub paid: Usage,
+    pub cost: Option<f64>,
+    /// Answered without a call.
+    pub saved: bool,
+}
 
 /// One accepted item and where it came from.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Item {
     pub text: String,
     pub producer: u32,
@@ -43,8 +73,20 @@ pub struct Item {
     pub call: u64,
     /// Milliseconds since the node started.
     pub at: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subtopic: Option<String>,
+}
+
+/// What an interrupted node had found, to go on from (`orc resume`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Resume {
+    pub items: Vec<Item>,
+    /// Item calls each producer had made (1-based producer numbers).
+    pub producer_calls: BTreeMap<u32, u64>,
+    /// Every call made, the partition call included.
+    pub calls: u64,
+    pub usage: Usage,
+    pub cost_usd: Option<f64>,
 }
 
 /// Per-profile and per-producer tallies.
@@ -123,9 +165,24 @@ pub struct Metrics {
     pub stop_reason: StopReason,
     pub subtopics: Vec<String>,
     pub tracker: TrackerStats,
-    pub calls_log: Vec<CallRecord>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub optimizer_decisions: Vec<Decision>,
+    /// The most recent calls (at most 1000; every call is in the event stream and the store).
+    pub calls_log: VecDeque<CallRecord>,
+    /// Calls left out of `calls_log`.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub calls_log_dropped: u64,
+    /// The most recent routing decisions (at most 1000).
+    #[serde(skip_serializing_if = "VecDeque::is_empty")]
+    pub optimizer_decisions: VecDeque<Decision>,
+    /// Calls answered without being sent (cache, coalesced, resume).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub calls_saved: u64,
+    /// Items found before the run was interrupted and resumed.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub resumed_items: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -137,6 +194,8 @@ pub enum StopReason {
     CostUsd,
     DiminishingReturns,
     AllCallsFailed,
+    /// Stopped on request (the dashboard's Stop button); what was found is kept.
+    Stopped,
     Cancelled,
 }
 
@@ -148,6 +207,16 @@ pub struct Progress {
     pub calls: u64,
     pub uam: f64,
     pub cost_usd: Option<f64>,
+    pub cost_per_minute: Option<f64>,
+    /// The call just finished and the new items it found.
+    pub call: u64,
+    pub new: u64,
+}
+
+/// What the node tells the run as it goes.
+pub enum NodeEvent<'a> {
+    Progress(Progress),
+    Item(&'a Item),
 }
 
 pub struct Outcome {
@@ -156,23 +225,24 @@ pub struct Outcome {
     pub usage: Usage,
     /// Calls made, failed ones included.
     pub calls: u64,
+    pub calls_saved: u32,
+    /// The last failure, when every call failed.
+    pub last_error: Option<ProviderError>,
 }
 
 /// What the node needs to run.
-pub struct Context {
-    pub agent: String,
-    pub settings: GenerateSettings,
+pub struct Context<'a, P: CallPolicy> {
+    pub caller: P,
+    pub agent: &'a crate::config::Agent,
+    pub settings: &'a GenerateSettings,
     pub topic: String,
     pub input: String,
-    /// One provider per candidate profile, in `settings.profiles` order.
-    pub providers: Vec<Arc<dyn Provider>>,
-    pub slots: Arc<Semaphore>,
-    pub cancel: CancellationToken,
     pub seed: u64,
-    pub call_timeout: Duration,
-    pub system_prompt: Option<String>,
-    pub temperature: Option<f64>,
-    pub max_tokens: Option<u32>,
+    pub resume: Option<Resume>,
+    /// The engine's open output files (`output:`).
+    pub files: &'a OutputFiles,
+    /// Fires on a graceful stop: finish with what was found.
+    pub stop: CancellationToken,
 }
 
 struct State {
@@ -185,8 +255,15 @@ struct State {
     hot: Vec<(u32, String, String)>,
     /// Recent accepted items by subtopic, newest last, for feedback.
     recent: BTreeMap<Option<String>, VecDeque<String>>,
+    /// Calls started (node-wide numbering).
     calls: u64,
-    calls_log: Vec<CallRecord>,
+    /// Calls finished.
+    finished: u64,
+    failed_calls: u64,
+    calls_saved: u64,
+    calls_log: VecDeque<CallRecord>,
+    calls_log_dropped: u64,
+    new_per_call: Vec<u64>,
     per_profile: BTreeMap<String, Tally>,
     per_producer: BTreeMap<String, Tally>,
     usage: Usage,
@@ -194,49 +271,54 @@ struct State {
     candidates: u64,
     low_yield_streak: u32,
     failure_streak: u64,
+    last_error: Option<ProviderError>,
     stop: Option<StopReason>,
     optimizer: Option<Optimizer>,
-    output: Option<SharedFile>,
-    output_error: Option<String>,
+    output: Option<OutputFile>,
 }
 
-/// An items file shared by every run of the process that names it (`--each-line` runs
-/// the same node once per input): created (truncated) once, then appended to, a whole line
-/// at a time.
-type SharedFile = Arc<Mutex<std::io::BufWriter<std::fs::File>>>;
-
-type FileMap = std::collections::HashMap<std::path::PathBuf, SharedFile>;
-
-fn shared_file(path: &std::path::Path) -> std::io::Result<SharedFile> {
-    static FILES: std::sync::OnceLock<Mutex<FileMap>> = std::sync::OnceLock::new();
-    let key = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
-    let mut files = FILES
-        .get_or_init(Default::default)
-        .lock()
-        .expect("not poisoned");
-    if let Some(f) = files.get(&key) {
-        return Ok(Arc::clone(f));
+impl State {
+    fn log(&mut self, record: CallRecord) {
+        if self.calls_log.len() == KEPT_RECORDS {
+            self.calls_log.pop_front();
+            self.calls_log_dropped += 1;
+        }
+        self.calls_log.push_back(record);
     }
-    let file = Arc::new(Mutex::new(std::io::BufWriter::new(std::fs::File::create(
-        path,
-    )?)));
-    files.insert(key, Arc::clone(&file));
-    Ok(file)
 }
 
-pub async fn run(
-    ctx: Context,
-    on_progress: impl Fn(Progress) + Send + Sync,
+pub async fn run<P: CallPolicy>(
+    ctx: Context<'_, P>,
+    on_event: impl Fn(NodeEvent<'_>) + Send + Sync,
 ) -> Result<Outcome, String> {
     let started = Instant::now();
-    let s = &ctx.settings;
+    let s = ctx.settings;
     let output = match &s.output {
-        Some(path) => {
-            Some(shared_file(path).map_err(|e| format!("cannot write `{}`: {e}", path.display()))?)
-        }
+        Some(path) => Some(
+            ctx.files
+                .open(path, s.append)
+                .map_err(|e| format!("cannot write `{}`: {e}", path.display()))?,
+        ),
         None => None,
     };
-    let (subtopics, partition_call) = partition(&ctx).await;
+    let resume = ctx.resume.clone().unwrap_or_default();
+    let resumed_items = resume.items.len() as u64;
+    let mut tracker = Tracker::new(
+        (s.expected_items as usize).max(resume.items.len()),
+        s.false_positive_rate,
+    );
+    let mut recent: BTreeMap<Option<String>, VecDeque<String>> = BTreeMap::new();
+    for item in &resume.items {
+        tracker.insert(&normalize(&item.text, s.normalize));
+        let r = recent.entry(item.subtopic.clone()).or_default();
+        r.push_back(item.text.clone());
+        if r.len() > 256 {
+            r.pop_front();
+        }
+    }
+    // A resumed node re-asks for subtopics: the answer is the same (from the store when
+    // the call was made before), and producers go on where they were.
+    let (subtopics, partition_call) = partition(&ctx, resume.calls + 1).await;
     let optimizer = s
         .optimizer
         .as_ref()
@@ -249,118 +331,125 @@ pub async fn run(
             )
         });
     let state = Arc::new(Mutex::new(State {
-        tracker: Tracker::new(s.expected_items as usize, s.false_positive_rate),
-        items: Vec::new(),
-        recent: BTreeMap::new(),
+        tracker,
+        items: resume.items.clone(),
+        recent,
         repeats: std::collections::HashMap::new(),
         hot: Vec::new(),
-        calls: 0,
-        calls_log: Vec::new(),
+        calls: resume.calls,
+        finished: resume.calls,
+        failed_calls: 0,
+        calls_saved: 0,
+        calls_log: VecDeque::new(),
+        calls_log_dropped: 0,
+        new_per_call: Vec::new(),
         per_profile: BTreeMap::new(),
         per_producer: BTreeMap::new(),
-        usage: Usage::default(),
-        cost: Some(0.0),
+        usage: resume.usage,
+        cost: resume
+            .cost_usd
+            .or(if resume.calls == 0 { Some(0.0) } else { None }),
         candidates: 0,
         low_yield_streak: 0,
         failure_streak: 0,
+        last_error: None,
         stop: None,
         optimizer,
         output,
-        output_error: None,
     }));
-    if let Some((usage, latency)) = partition_call {
+    if let Some(answer) = partition_call {
         let mut st = state.lock().expect("not poisoned");
         st.calls += 1;
+        st.finished += 1;
         let profile = &s.profiles[0];
-        let cost = profile.price.map(|p| {
-            p.cost(
-                usage.input_tokens,
-                usage.cached_input_tokens,
-                usage.output_tokens,
-            )
-        });
         let record = CallRecord {
             call: st.calls,
             producer: 0,
             profile: profile.name.clone(),
             at: started.elapsed().as_millis() as u64,
-            latency_ms: latency.as_millis() as u64,
+            latency_ms: answer.latency.as_millis() as u64,
             candidates: 0,
             new: 0,
-            usage,
-            cost_usd: cost,
+            usage: answer.paid,
+            cost_usd: answer.cost,
             error: None,
             purpose: Some("partition"),
         };
-        st.usage += usage;
-        st.cost = st.cost.zip(cost).map(|(a, b)| a + b);
+        st.usage += answer.paid;
+        st.cost = st.cost.zip(answer.cost).map(|(a, b)| a + b);
+        st.calls_saved += u64::from(answer.saved);
         st.per_profile
             .entry(profile.name.clone())
             .or_default()
             .add(&record);
-        st.calls_log.push(record);
+        st.log(record);
     }
     let producers: Vec<_> = (0..s.producers)
-        .map(|p| producer(&ctx, p + 1, &subtopics, &state, started, &on_progress))
+        .map(|p| {
+            let done = resume.producer_calls.get(&(p + 1)).copied().unwrap_or(0);
+            producer(&ctx, p + 1, done, &subtopics, &state, started, &on_event)
+        })
         .collect();
     futures_util::future::join_all(producers).await;
 
+    let output = state.lock().expect("not poisoned").output.take();
+    if let Some(out) = output {
+        out.finish()
+            .await
+            .map_err(|e| format!("cannot write the items file: {e}"))?;
+    }
     let mut st = state.lock().expect("not poisoned");
-    if let Some(out) = st.output.clone() {
-        use std::io::Write;
-        if let Err(e) = out.lock().expect("not poisoned").flush() {
-            st.output_error = Some(e.to_string());
-        }
-    }
-    if let Some(e) = st.output_error.take() {
-        return Err(format!("cannot write the items file: {e}"));
-    }
     let elapsed = started.elapsed();
     let minutes = elapsed.as_secs_f64() / 60.0;
     let unique = st.items.len() as u64;
-    let stop_reason = if ctx.cancel.is_cancelled() {
+    let stop_reason = if ctx.caller.cancelled().is_cancelled() {
         StopReason::Cancelled
     } else {
         st.stop.unwrap_or(StopReason::Iterations)
     };
+    let new_unique = unique - resumed_items;
     let metrics = Metrics {
-        uam: round(unique as f64 / minutes.max(1e-9), 2),
+        uam: round(new_unique as f64 / minutes.max(1e-9), 2),
         unique,
         candidates: st.candidates,
         uniqueness_ratio: if st.candidates == 0 {
             0.0
         } else {
-            round(unique as f64 / st.candidates as f64, 4)
+            round(new_unique as f64 / st.candidates as f64, 4)
         },
-        calls: st.calls,
-        failed_calls: st.calls_log.iter().filter(|c| c.error.is_some()).count() as u64,
+        calls: st.finished,
+        failed_calls: st.failed_calls,
         input_tokens: st.usage.input_tokens,
         output_tokens: st.usage.output_tokens,
         cost_usd: st.cost,
         cost_per_minute: st.cost.map(|c| c / minutes.max(1e-9)),
         elapsed_ms: elapsed.as_millis() as u64,
-        new_per_call: st
-            .calls_log
-            .iter()
-            .filter(|c| c.purpose.is_none())
-            .map(|c| c.new)
-            .collect(),
+        new_per_call: std::mem::take(&mut st.new_per_call),
         per_profile: st.per_profile.clone(),
         per_producer: st.per_producer.clone(),
         stop_reason,
         subtopics: subtopics.iter().flatten().cloned().collect(),
         tracker: st.tracker.stats(),
         calls_log: std::mem::take(&mut st.calls_log),
+        calls_log_dropped: st.calls_log_dropped,
         optimizer_decisions: st
             .optimizer
             .as_mut()
             .map(|o| std::mem::take(&mut o.decisions))
             .unwrap_or_default(),
+        calls_saved: st.calls_saved,
+        resumed_items,
     };
     Ok(Outcome {
         items: std::mem::take(&mut st.items),
         usage: st.usage,
-        calls: st.calls,
+        calls: st.finished,
+        calls_saved: st.calls_saved as u32,
+        last_error: if stop_reason == StopReason::AllCallsFailed {
+            st.last_error.take()
+        } else {
+            None
+        },
         metrics,
     })
 }
@@ -370,78 +459,89 @@ fn round(x: f64, digits: i32) -> f64 {
     (x * f).round() / f
 }
 
-/// The subtopics producers work through (`[None]` without partitioning), and the usage of
-/// the call that asked for them (`partition: semantic`), which is paid for like any other.
-async fn partition(ctx: &Context) -> (Vec<Option<String>>, Option<(Usage, Duration)>) {
-    match ctx.settings.partition {
-        PartitionSpec::None => (vec![None], None),
-        PartitionSpec::AttributeType => (
-            ATTRIBUTE_TYPES
-                .iter()
-                .map(|t| Some((*t).to_string()))
-                .collect(),
-            None,
-        ),
-        PartitionSpec::Semantic => {
-            let count = ctx.settings.producers.max(4);
-            let request = CompletionRequest {
-                agent: ctx.agent.clone(),
-                system: ctx.system_prompt.clone(),
-                prompt: format!(
-                    "Split the topic \"{}\" into {count} distinct subtopics that together cover it.\n\
-                     Answer with one subtopic per line, a few words each, and nothing else.",
-                    ctx.topic
-                ),
-                temperature: ctx.temperature,
-                max_tokens: ctx.max_tokens,
-                options: Default::default(),
-                attempt: 1,
-                seed: ctx.seed,
-                deltas: None,
-                response_format: None,
-                generation: Some(GenerationHint::Subtopics {
-                    topic: ctx.topic.clone(),
-                    count,
-                }),
-            };
-            let _permit = ctx.slots.acquire().await;
-            let started = Instant::now();
-            let answer =
-                tokio::time::timeout(ctx.call_timeout, ctx.providers[0].complete(request)).await;
-            match answer {
-                Ok(Ok(c)) => {
-                    let parsed = parse_items(&c.text);
-                    let subtopics = if parsed.items.is_empty() {
-                        vec![None]
-                    } else {
-                        parsed.items.into_iter().map(Some).collect()
-                    };
-                    (subtopics, Some((c.usage, started.elapsed())))
-                }
-                // Without subtopics the producers still work on the whole topic.
-                _ => (vec![None], None),
-            }
-        }
+fn fixed_subtopics(partition: PartitionSpec) -> Vec<Option<String>> {
+    match partition {
+        PartitionSpec::AttributeType => ATTRIBUTE_TYPES
+            .iter()
+            .map(|t| Some((*t).to_string()))
+            .collect(),
+        _ => vec![None],
     }
 }
 
-async fn producer(
-    ctx: &Context,
+/// The subtopics producers work through (`[None]` without partitioning), and the call
+/// that asked for them (`partition: semantic`, node-wide call number `call`), which is paid
+/// for like any other. A resumed node asks again: the same request is answered from the
+/// store, not sent.
+async fn partition<P: CallPolicy>(
+    ctx: &Context<'_, P>,
+    call: u64,
+) -> (Vec<Option<String>>, Option<CallAnswer>) {
+    if !matches!(ctx.settings.partition, PartitionSpec::Semantic) {
+        return (fixed_subtopics(ctx.settings.partition), None);
+    }
+    let count = ctx.settings.producers.max(4);
+    let profile = &ctx.settings.profiles[0];
+    let request = CompletionRequest {
+        agent: ctx.agent.name.clone(),
+        system: ctx.agent.system_prompt.clone(),
+        prompt: format!(
+            "Split the topic \"{}\" into {count} distinct subtopics that together cover it.\n\
+             Answer with one subtopic per line, a few words each, and nothing else.",
+            ctx.topic
+        ),
+        temperature: ctx.agent.temperature,
+        max_tokens: ctx.agent.max_tokens,
+        options: Default::default(),
+        attempt: 1,
+        seed: ctx.seed,
+        deltas: None,
+        response_format: None,
+        generation: Some(GenerationHint::Subtopics {
+            topic: ctx.topic.clone(),
+            count,
+        }),
+    };
+    match ctx.caller.call(profile, request, call, None).await {
+        Some(answer) => {
+            let subtopics = match &answer.result {
+                Ok(c) => {
+                    let parsed = parse_items(&c.text);
+                    if parsed.items.is_empty() {
+                        vec![None]
+                    } else {
+                        parsed.items.into_iter().map(Some).collect()
+                    }
+                }
+                // Without subtopics the producers still work on the whole topic.
+                Err(_) => vec![None],
+            };
+            let counted = answer.result.is_ok().then_some(answer);
+            (subtopics, counted)
+        }
+        None => (vec![None], None),
+    }
+}
+
+async fn producer<P: CallPolicy>(
+    ctx: &Context<'_, P>,
     p: u32,
+    done: u64,
     subtopics: &[Option<String>],
     state: &Arc<Mutex<State>>,
     started: Instant,
-    on_progress: &(impl Fn(Progress) + Send + Sync),
+    on_event: &(impl Fn(NodeEvent<'_>) + Send + Sync),
 ) {
-    let s = &ctx.settings;
-    let mut k: u64 = 0;
+    let s = ctx.settings;
+    let cancel = ctx.caller.cancelled();
+    let mut k: u64 = done;
     loop {
         if let Some(limit) = s.stop.iterations {
             if k >= u64::from(limit) {
                 return;
             }
         }
-        if ctx.cancel.is_cancelled() || check_stop(ctx, state, started) {
+        if cancel.is_cancelled() || check_stop(ctx, state, started) {
             return;
         }
         let subtopic = subtopics
@@ -462,27 +562,25 @@ async fn producer(
         let prompt = match build_prompt(ctx, subtopic.as_deref(), &seen) {
             Ok(p) => p,
             Err(e) => {
+                let answer = CallAnswer {
+                    result: Err(ProviderError::Decode { message: e }),
+                    latency: Duration::ZERO,
+                    paid: Usage::default(),
+                    cost: Some(0.0),
+                    saved: false,
+                };
                 record_call(
-                    ctx,
-                    state,
-                    started,
-                    p,
-                    arm,
-                    call_no,
-                    &subtopic,
-                    Err(ProviderError::Decode { message: e }),
-                    Duration::ZERO,
-                    on_progress,
+                    ctx, state, started, p, arm, call_no, &subtopic, answer, on_event,
                 );
                 return;
             }
         };
         let request = CompletionRequest {
-            agent: ctx.agent.clone(),
-            system: ctx.system_prompt.clone(),
+            agent: ctx.agent.name.clone(),
+            system: ctx.agent.system_prompt.clone(),
             prompt,
-            temperature: ctx.temperature.or(profile.temperature),
-            max_tokens: ctx.max_tokens.or(profile.max_tokens),
+            temperature: ctx.agent.temperature.or(profile.temperature),
+            max_tokens: ctx.agent.max_tokens.or(profile.max_tokens),
             options: profile.options.clone(),
             attempt: 1,
             seed: ctx.seed.wrapping_add(call_no.wrapping_mul(0x9e37_79b9)),
@@ -495,33 +593,17 @@ async fn producer(
                 avoid: seen,
             }),
         };
-        let permit = tokio::select! {
-            p = Arc::clone(&ctx.slots).acquire_owned() => p.ok(),
-            () = ctx.cancel.cancelled() => None,
+        let Some(answer) = ctx.caller.call(profile, request, call_no, Some(p)).await else {
+            return;
         };
-        let Some(permit) = permit else { return };
-        let call_start = Instant::now();
-        let result = tokio::select! {
-            r = tokio::time::timeout(ctx.call_timeout, ctx.providers[arm].complete(request)) => {
-                r.unwrap_or(Err(ProviderError::Deadline { seconds: ctx.call_timeout.as_secs_f64() }))
-            }
-            () = ctx.cancel.cancelled() => return,
-        };
-        drop(permit);
-        let latency = call_start.elapsed();
-        let retry_after = result.as_ref().err().and_then(ProviderError::retry_after);
-        let failed = result.is_err();
+        let retry_after = answer
+            .result
+            .as_ref()
+            .err()
+            .and_then(ProviderError::retry_after);
+        let failed = answer.result.is_err();
         record_call(
-            ctx,
-            state,
-            started,
-            p,
-            arm,
-            call_no,
-            &subtopic,
-            result,
-            latency,
-            on_progress,
+            ctx, state, started, p, arm, call_no, &subtopic, answer, on_event,
         );
         if failed {
             // A failed call is an iteration too; back off a little before the next.
@@ -530,20 +612,26 @@ async fn producer(
                 .min(Duration::from_secs(30));
             tokio::select! {
                 () = tokio::time::sleep(delay) => {}
-                () = ctx.cancel.cancelled() => return,
+                () = cancel.cancelled() => return,
             }
         }
     }
 }
 
 /// Whether a node-wide stop condition holds (and records which).
-fn check_stop(ctx: &Context, state: &Arc<Mutex<State>>, started: Instant) -> bool {
+fn check_stop<P: CallPolicy>(
+    ctx: &Context<'_, P>,
+    state: &Arc<Mutex<State>>,
+    started: Instant,
+) -> bool {
     let stop = &ctx.settings.stop;
     let mut st = state.lock().expect("not poisoned");
     if st.stop.is_some() {
         return true;
     }
-    let reason = if stop.unique.is_some_and(|u| st.items.len() as u64 >= u) {
+    let reason = if ctx.stop.is_cancelled() {
+        Some(StopReason::Stopped)
+    } else if stop.unique.is_some_and(|u| st.items.len() as u64 >= u) {
         Some(StopReason::Unique)
     } else if stop
         .seconds
@@ -622,7 +710,11 @@ fn promote(hot: &mut Vec<(u32, String, String)>, count: u32, key: &str, text: &s
     hot.sort_by_key(|(count, _, _)| std::cmp::Reverse(*count));
 }
 
-fn build_prompt(ctx: &Context, subtopic: Option<&str>, seen: &[String]) -> Result<String, String> {
+fn build_prompt<P: CallPolicy>(
+    ctx: &Context<'_, P>,
+    subtopic: Option<&str>,
+    seen: &[String],
+) -> Result<String, String> {
     let s = &ctx.settings;
     if let Some(template) = &s.prompt {
         let env = crate::template::environment();
@@ -653,23 +745,22 @@ fn build_prompt(ctx: &Context, subtopic: Option<&str>, seen: &[String]) -> Resul
 }
 
 #[allow(clippy::too_many_arguments)]
-fn record_call(
-    ctx: &Context,
+fn record_call<P: CallPolicy>(
+    ctx: &Context<'_, P>,
     state: &Arc<Mutex<State>>,
     started: Instant,
     producer: u32,
     arm: usize,
     call_no: u64,
     subtopic: &Option<String>,
-    result: Result<crate::providers::Completion, ProviderError>,
-    latency: Duration,
-    on_progress: &(impl Fn(Progress) + Send + Sync),
+    answer: CallAnswer,
+    on_event: &(impl Fn(NodeEvent<'_>) + Send + Sync),
 ) {
-    let s = &ctx.settings;
+    let s = ctx.settings;
     let profile = &s.profiles[arm];
     let at = started.elapsed().as_millis() as u64;
     let mut st = state.lock().expect("not poisoned");
-    let (usage, candidates, new, error) = match result {
+    let (candidates, new, error) = match answer.result {
         Ok(completion) => {
             let parsed = parse_items(&completion.text);
             let mut new = 0u64;
@@ -694,47 +785,39 @@ fn record_call(
                     at,
                     subtopic: subtopic.clone(),
                 };
-                if let Some(out) = st.output.clone() {
-                    use std::io::Write;
-                    let line = serde_json::to_string(&item).expect("items serialize");
-                    if let Err(e) = writeln!(out.lock().expect("not poisoned"), "{line}") {
-                        st.output_error.get_or_insert(e.to_string());
-                    }
+                if let Some(out) = &st.output {
+                    out.write_line(serde_json::to_string(&item).expect("items serialize"));
                 }
                 let recent = st.recent.entry(subtopic.clone()).or_default();
                 recent.push_back(text.clone());
                 if recent.len() > 256 {
                     recent.pop_front();
                 }
+                on_event(NodeEvent::Item(&item));
                 st.items.push(item);
             }
-            (completion.usage, parsed.items.len() as u64, new, None)
+            (parsed.items.len() as u64, new, None)
         }
-        Err(e) => (Usage::default(), 0, 0, Some(e.to_string())),
+        Err(e) => (0, 0, Some(e)),
     };
-    let cost = profile.price.map(|p| {
-        p.cost(
-            usage.input_tokens,
-            usage.cached_input_tokens,
-            usage.output_tokens,
-        )
-    });
     let record = CallRecord {
         call: call_no,
         producer,
         profile: profile.name.clone(),
         at,
-        latency_ms: latency.as_millis() as u64,
+        latency_ms: answer.latency.as_millis() as u64,
         candidates,
         new,
-        usage,
-        cost_usd: cost,
-        error: error.clone(),
+        usage: answer.paid,
+        cost_usd: answer.cost,
+        error: error.as_ref().map(ToString::to_string),
         purpose: None,
     };
-    st.usage += usage;
+    st.finished += 1;
+    st.usage += answer.paid;
     st.candidates += candidates;
-    st.cost = match (st.cost, cost) {
+    st.calls_saved += u64::from(answer.saved);
+    st.cost = match (st.cost, answer.cost) {
         (Some(a), Some(b)) => Some(a + b),
         _ => None,
     };
@@ -747,10 +830,18 @@ fn record_call(
         .or_default()
         .add(&record);
     if let Some(o) = st.optimizer.as_mut() {
-        o.report(arm, new, latency.as_secs_f64(), cost, error.is_some());
+        o.report(
+            arm,
+            new,
+            answer.latency.as_secs_f64(),
+            answer.cost,
+            error.is_some(),
+        );
     }
-    if error.is_some() {
+    if let Some(e) = error {
+        st.failed_calls += 1;
         st.failure_streak += 1;
+        st.last_error = Some(e);
     } else {
         st.failure_streak = 0;
         match s.stop.min_new_per_call {
@@ -758,13 +849,18 @@ fn record_call(
             _ => st.low_yield_streak = 0,
         }
     }
-    st.calls_log.push(record);
+    st.new_per_call.push(new);
+    st.log(record);
     let minutes = started.elapsed().as_secs_f64() / 60.0;
-    on_progress(Progress {
-        unique: st.items.len() as u64,
+    let unique = st.items.len() as u64;
+    on_event(NodeEvent::Progress(Progress {
+        unique,
         candidates: st.candidates,
-        calls: st.calls_log.len() as u64,
-        uam: round(st.items.len() as f64 / minutes.max(1e-9), 1),
+        calls: st.finished,
+        uam: round(unique as f64 / minutes.max(1e-9), 1),
         cost_usd: st.cost,
-    });
+        cost_per_minute: st.cost.map(|c| round(c / minutes.max(1e-9), 6)),
+        call: call_no,
+        new,
+    }));
 }

@@ -7,6 +7,7 @@ pub mod dedup;
 pub mod generate;
 pub mod normalize;
 pub mod optimizer;
+pub mod output;
 pub mod parse;
 pub mod script;
 pub mod tracker;

@@ -40,12 +40,16 @@ pub struct Decision {
     pub scores: BTreeMap<String, f64>,
 }
 
+/// Decisions kept in memory.
+const KEPT_DECISIONS: usize = 1000;
+
 pub struct Optimizer {
     strategy: OptimizerStrategy,
     weights: BTreeMap<String, f64>,
     names: Vec<String>,
     pub arms: Vec<ArmStats>,
-    pub decisions: Vec<Decision>,
+    /// The most recent decisions (bounded: every call is in the event stream).
+    pub decisions: std::collections::VecDeque<Decision>,
     calls: u64,
 }
 
@@ -63,7 +67,7 @@ impl Optimizer {
             weights: spec.weights.clone().unwrap_or_default(),
             names,
             arms,
-            decisions: Vec::new(),
+            decisions: std::collections::VecDeque::new(),
             calls: 0,
         }
     }
@@ -105,7 +109,10 @@ impl Optimizer {
         reason: &'static str,
         scores: BTreeMap<String, f64>,
     ) {
-        self.decisions.push(Decision {
+        if self.decisions.len() == KEPT_DECISIONS {
+            self.decisions.pop_front();
+        }
+        self.decisions.push_back(Decision {
             call: self.calls,
             producer,
             profile: self.names[arm].clone(),

@@ -7,8 +7,7 @@ use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::exec::{AgentStatus, Event, EventSink};
-use crate::providers::Usage;
+use crate::exec::{Event, EventKind, RunState};
 
 /// More running agents than this are summed up in the totals line, not listed.
 const MAX_AGENT_LINES: usize = 12;
@@ -17,12 +16,6 @@ pub struct ProgressView {
     multi: MultiProgress,
     totals: ProgressBar,
     agents: HashMap<String, ProgressBar>,
-    /// Characters streamed so far per agent, for a live token estimate.
-    streamed: HashMap<String, usize>,
-    usage: Usage,
-    cost: f64,
-    cost_known: bool,
-    failed: usize,
     color: bool,
 }
 
@@ -41,29 +34,25 @@ impl ProgressView {
             multi,
             totals,
             agents: HashMap::new(),
-            streamed: HashMap::new(),
-            usage: Usage::default(),
-            cost: 0.0,
-            cost_known: true,
-            failed: 0,
             color,
         }
     }
 
-    fn refresh_totals(&self) {
-        let cost = if self.cost_known {
-            format!("${:.4}", self.cost)
+    fn refresh_totals(&self, state: &RunState) {
+        let live = &state.live;
+        let cost = if live.cost_unknown {
+            format!("${:.4}+ (some prices unknown)", live.cost_usd)
         } else {
-            format!("${:.4}+ (some prices unknown)", self.cost)
+            format!("${:.4}", live.cost_usd)
         };
-        let failed = if self.failed > 0 {
-            format!(" · {} failed", self.failed)
+        let failed = if live.failed > 0 {
+            format!(" · {} failed", live.failed)
         } else {
             String::new()
         };
         self.totals.set_message(format!(
             "· {} tokens in, {} out · {}{}",
-            self.usage.input_tokens, self.usage.output_tokens, cost, failed
+            live.usage.input_tokens, live.usage.output_tokens, cost, failed
         ));
     }
 
@@ -99,10 +88,14 @@ impl ProgressView {
     }
 }
 
-impl EventSink for ProgressView {
-    fn emit(&mut self, event: &Event) {
-        match event {
-            Event::AgentStarted {
+impl ProgressView {
+    /// Shows one event; `state` is the run with the event already applied.
+    pub fn update(&mut self, event: &Event, state: &RunState) {
+        if !event.path.is_empty() {
+            return;
+        }
+        match &event.kind {
+            EventKind::AgentStarted {
                 agent,
                 attempt,
                 profile,
@@ -117,16 +110,15 @@ impl EventSink for ProgressView {
                     bar.set_message(msg);
                 }
             }
-            Event::AgentDelta { agent, text, .. } => {
-                let entry = self.streamed.entry(agent.clone()).or_insert(0);
-                *entry += text.chars().count();
-                let tokens = entry.div_ceil(4);
+            EventKind::AgentDelta { agent, .. } => {
+                let chars = state.agent(agent).map_or(0, |a| a.streamed_chars);
+                let tokens = chars.div_ceil(4);
                 if let Some(bar) = self.agents.get(agent) {
                     let profile = bar.message().split(" · ").next().unwrap_or("").to_string();
                     bar.set_message(format!("{profile} · ~{tokens} tokens"));
                 }
             }
-            Event::AgentRetrying {
+            EventKind::AgentRetrying {
                 agent,
                 error,
                 delay_ms,
@@ -136,47 +128,25 @@ impl EventSink for ProgressView {
                     bar.set_message(format!("retrying in {delay_ms} ms: {error}"));
                 }
             }
-            Event::NodeProgress {
-                agent,
-                unique,
-                calls,
-                uam,
-                cost_usd,
-                ..
-            } => {
-                let cost =
-                    cost_usd.map_or_else(|| "cost unknown".to_string(), |c| format!("${c:.4}"));
-                if let Some(bar) = self.agents.get(agent) {
+            EventKind::NodeProgress(p) => {
+                let cost = p
+                    .cost_usd
+                    .map_or_else(|| "cost unknown".to_string(), |c| format!("${c:.4}"));
+                if let Some(bar) = self.agents.get(&p.agent) {
                     bar.set_message(format!(
-                        "{unique} unique · {uam:.0} UAM · {calls} calls · {cost}"
+                        "{} unique · {:.0} UAM · {} calls · {cost}",
+                        p.unique, p.uam, p.calls
                     ));
                 }
             }
-            Event::AgentTokens { usage, .. } => {
-                self.usage += *usage;
-                self.refresh_totals();
-            }
-            Event::AgentFinished {
-                agent,
-                status,
-                cost_usd,
-                attempts,
-                ..
-            } => {
+            EventKind::CallFinished(_) => self.refresh_totals(state),
+            EventKind::AgentFinished { agent, .. } => {
                 if let Some(bar) = self.agents.remove(agent) {
                     bar.finish_and_clear();
                     self.multi.remove(&bar);
                 }
-                match cost_usd {
-                    Some(c) => self.cost += c,
-                    None if *attempts > 0 => self.cost_known = false,
-                    None => {}
-                }
-                if matches!(status, AgentStatus::Failed) {
-                    self.failed += 1;
-                }
-                self.totals.inc(1);
-                self.refresh_totals();
+                self.totals.set_position(state.live.done as u64);
+                self.refresh_totals(state);
             }
             _ => {}
         }

@@ -149,7 +149,7 @@ impl Vocabulary {
         // modulo 64,000 (odd and not a multiple of 5 keeps it a bijection).
         let total = 64_000u64;
         let mut mul = (seed % total) | 1;
-        while mul % 5 == 0 {
+        while mul.is_multiple_of(5) {
             mul += 2;
         }
         let add = (seed >> 20) % total;

@@ -185,13 +185,13 @@ fn retries_are_events() {
     let retrying = |name: &str| {
         events
             .iter()
-            .filter(|e| e["event"] == "agent_retrying" && e["agent"] == name)
+            .filter(|e| e["type"] == "agent_retrying" && e["agent"] == name)
             .count()
     };
     assert_eq!(retrying("enough"), 2, "{}", out.stdout);
     assert_eq!(retrying("too_few"), 1);
     assert_eq!(retrying("bad_request"), 0);
-    assert_eq!(events.last().unwrap()["event"], "run_finished");
+    assert_eq!(events.last().unwrap()["type"], "run_finished");
     assert_eq!(events.last().unwrap()["result"]["status"], "failed");
 }
 
@@ -243,7 +243,7 @@ agents:
     let events = out.json_lines();
     let fallback = events
         .iter()
-        .find(|e| e["event"] == "agent_fallback")
+        .find(|e| e["type"] == "agent_fallback")
         .expect("a fallback event");
     assert_eq!(fallback["from"], "down");
     assert_eq!(fallback["to"], "mock-fast");

@@ -81,6 +81,6 @@ fn ctrl_c_jsonl_ends_with_run_finished() {
     assert_eq!(code, Some(130), "stdout:\n{stdout}\nstderr:\n{stderr}");
     let last: serde_json::Value =
         serde_json::from_str(stdout.lines().last().expect("some events")).unwrap();
-    assert_eq!(last["event"], "run_finished");
+    assert_eq!(last["type"], "run_finished");
     assert_eq!(last["result"]["status"], "interrupted");
 }

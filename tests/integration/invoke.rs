@@ -246,20 +246,20 @@ fn jsonl_is_a_stream_of_events_ending_with_run_finished() {
     assert!(events.len() > 3, "{}", out.stdout);
     for e in &events {
         assert!(
-            e["event"].is_string(),
+            e["type"].is_string(),
             "every line has an `event` field: {e}"
         );
     }
-    assert_eq!(events[0]["event"], "run_started");
+    assert_eq!(events[0]["type"], "run_started");
     assert_eq!(events[0]["ensemble"], "fan-in");
     assert_eq!(events[0]["agents"], 3);
     let last = events.last().unwrap();
-    assert_eq!(last["event"], "run_finished");
+    assert_eq!(last["type"], "run_finished");
     assert_eq!(last["result"]["status"], "succeeded");
     assert_eq!(last["result"]["input"], "hello");
     let finished: Vec<&str> = events
         .iter()
-        .filter(|e| e["event"] == "agent_finished")
+        .filter(|e| e["type"] == "agent_finished")
         .map(|e| e["agent"].as_str().unwrap())
         .collect();
     assert_eq!(finished.len(), 3, "{}", out.stdout);
@@ -270,12 +270,12 @@ fn jsonl_is_a_stream_of_events_ending_with_run_finished() {
     );
     let started_summary = events
         .iter()
-        .position(|e| e["event"] == "agent_started" && e["agent"] == "summary")
+        .position(|e| e["type"] == "agent_started" && e["agent"] == "summary")
         .unwrap();
     for dep in ["security", "performance"] {
         let done = events
             .iter()
-            .position(|e| e["event"] == "agent_finished" && e["agent"] == dep)
+            .position(|e| e["type"] == "agent_finished" && e["agent"] == dep)
             .unwrap();
         assert!(
             done < started_summary,

@@ -41,7 +41,7 @@ fn invalid_json_is_retried_with_the_validation_error() {
     let events = out.json_lines();
     let retry = events
         .iter()
-        .find(|e| e["event"] == "agent_retrying" && e["agent"] == "classifier")
+        .find(|e| e["type"] == "agent_retrying" && e["agent"] == "classifier")
         .expect("a retry event");
     assert!(
         retry["error"].as_str().unwrap().contains("not valid JSON"),

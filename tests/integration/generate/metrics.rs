@@ -126,12 +126,12 @@ fn progress_events_while_it_runs() {
     let events = out.json_lines();
     let progress: Vec<&Value> = events
         .iter()
-        .filter(|e| e["event"] == "node_progress")
+        .filter(|e| e["type"] == "node_progress")
         .collect();
     assert_eq!(progress.len(), 6, "one per call: {events:#?}");
     let finished = events
         .iter()
-        .find(|e| e["event"] == "run_finished")
+        .find(|e| e["type"] == "run_finished")
         .expect("run_finished");
     let node = agent(&finished["result"], "gen");
     let mut last_unique = 0;
@@ -149,12 +149,12 @@ fn progress_events_while_it_runs() {
     assert_eq!(last["candidates"], node["metrics"]["candidates"]);
     assert!((float(last, "cost_usd") - float(&node["metrics"], "cost_usd")).abs() < 1e-12);
     // The events come before the agent's end.
-    let position = |kind: &str| events.iter().position(|e| e["event"] == kind).unwrap();
+    let position = |kind: &str| events.iter().position(|e| e["type"] == kind).unwrap();
     assert!(position("node_progress") > position("agent_started"));
     assert!(
         events
             .iter()
-            .rposition(|e| e["event"] == "node_progress")
+            .rposition(|e| e["type"] == "node_progress")
             .unwrap()
             < position("agent_finished")
     );

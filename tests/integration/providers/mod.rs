@@ -69,7 +69,7 @@ fn run_jsonl(test: Test, code: i32) -> (Vec<Value>, Output) {
 
 /// The events of one type.
 fn events<'a>(events: &'a [Value], kind: &str) -> Vec<&'a Value> {
-    events.iter().filter(|e| e["event"] == kind).collect()
+    events.iter().filter(|e| e["type"] == kind).collect()
 }
 
 /// The text of every `agent_delta` of attempt `attempt`, joined.

@@ -1,0 +1,330 @@
+//! What every command that runs ensembles shares: building the engine (with the run store
+//! unless it is off), watching signals, and printing one run as it goes and when it ends
+//! (progress view, `--output jsonl`, `--stream`, the summary, the result on stdout, the exit
+//! code). Printing happens on a thread of its own, never on the async workers.
+
+use std::io::IsTerminal;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI32, Ordering};
+
+use super::Context;
+use super::args::OutputFormat;
+use super::output::{json_result, text_result, write_stdout};
+use crate::diagnostics::Exit;
+use crate::exec::{
+    AgentStatus, Engine, EngineConfig, Event, EventKind, Mode, Recorder, RunHandle, RunOutcome,
+    RunState, RunStatus, Subscription,
+};
+use crate::plan::Plan;
+use crate::progress::ProgressView;
+
+/// How a run is shown.
+#[derive(Clone, Copy)]
+pub(crate) struct Show {
+    pub output: OutputFormat,
+    pub quiet: bool,
+    /// `--stream`: print the final agent's text as it arrives.
+    pub stream: bool,
+}
+
+/// Engine settings from the command line.
+pub(crate) struct EngineArgs {
+    pub max_concurrency: u32,
+    pub no_store: bool,
+    pub no_cache: bool,
+    pub mode: Mode,
+    /// Lagging live subscribers get `lagged` after this many events.
+    pub live_capacity: usize,
+}
+
+/// Builds the engine. A store that cannot be opened is one warning; the run goes on.
+pub(crate) fn engine(ctx: &Context, args: EngineArgs) -> Engine {
+    let store: Option<Arc<dyn Recorder>> = if args.no_store {
+        None
+    } else {
+        crate::store::default_path().and_then(|path| {
+            let color = ctx.color;
+            let warn = Box::new(move |message: String| warn_line(color, &message));
+            match crate::store::Store::open(&path, warn) {
+                Ok(store) => Some(store as Arc<dyn Recorder>),
+                Err(e) => {
+                    warn_line(
+                        ctx.color,
+                        &format!("{e}; this run is not recorded (--no-store or ORC_STORE=off silences this)"),
+                    );
+                    None
+                }
+            }
+        })
+    };
+    Engine::new(EngineConfig {
+        max_concurrency: args.max_concurrency as usize,
+        mode: args.mode,
+        store,
+        no_cache: args.no_cache,
+        live_capacity: args.live_capacity,
+    })
+}
+
+fn warn_line(color: bool, message: &str) {
+    let prefix = if color {
+        "\x1b[1;33mwarning\x1b[0m"
+    } else {
+        "warning"
+    };
+    eprintln!("{prefix}: {message}");
+}
+
+/// The signal that stopped the process, for its exit code (0 when none).
+static SIGNAL: AtomicI32 = AtomicI32::new(0);
+
+/// First SIGINT, SIGTERM or SIGHUP: stop new calls, cancel running ones and keep results
+/// (`engine`'s runs end `interrupted`). A second one: exit at once.
+pub(crate) fn watch_signals(engine: Engine) {
+    tokio::spawn(async move {
+        let first = next_signal().await;
+        SIGNAL.store(first, Ordering::SeqCst);
+        engine.cancel_all(RunStatus::Interrupted);
+        let second = next_signal().await;
+        std::process::exit(128 + second);
+    });
+}
+
+#[cfg(unix)]
+async fn next_signal() -> i32 {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut int), Ok(mut term), Ok(mut hup)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = int.recv() => libc::SIGINT,
+        _ = term.recv() => libc::SIGTERM,
+        _ = hup.recv() => libc::SIGHUP,
+    }
+}
+
+#[cfg(not(unix))]
+async fn next_signal() -> i32 {
+    let _ = tokio::signal::ctrl_c().await;
+    2
+}
+
+/// Whether a signal asked the process to stop.
+pub(crate) fn signalled() -> bool {
+    SIGNAL.load(Ordering::SeqCst) != 0
+}
+
+/// The exit code of a run's status (a signal names its own).
+pub(crate) fn exit_for(status: RunStatus) -> Exit {
+    match status {
+        RunStatus::Succeeded => Exit::Ok,
+        RunStatus::Interrupted => match SIGNAL.load(Ordering::SeqCst) {
+            libc::SIGTERM => Exit::Terminated,
+            libc::SIGHUP => Exit::HungUp,
+            _ => Exit::Interrupted,
+        },
+        RunStatus::Failed
+        | RunStatus::TimedOut
+        | RunStatus::BudgetExceeded
+        | RunStatus::Cancelled => Exit::Failed,
+    }
+}
+
+/// Prints a run's live events (progress view, JSON lines, streamed text) on a thread of its
+/// own until the run finishes.
+pub(crate) struct Printer {
+    thread: std::thread::JoinHandle<bool>,
+}
+
+impl Printer {
+    /// `streamed` is the agent whose text `--stream` prints.
+    pub(crate) fn start(
+        ctx: &Context,
+        plan: &Plan,
+        mut events: Subscription,
+        show: Show,
+        streamed: Option<String>,
+    ) -> Printer {
+        let show_progress = !show.quiet && std::io::stderr().is_terminal();
+        let color = ctx.color;
+        let total = plan.len() as u64;
+        let thread = std::thread::spawn(move || {
+            let mut state = RunState::new();
+            let mut progress = show_progress.then(|| ProgressView::new(total, color));
+            let mut stream = streamed.map(|agent| StreamPrinter {
+                agent,
+                printed: false,
+            });
+            let mut broken = false;
+            while let Some(event) = events.blocking_recv() {
+                state.apply(&event);
+                if let Some(p) = &mut progress {
+                    p.update(&event, &state);
+                }
+                if show.output == OutputFormat::Jsonl && !broken {
+                    let mut line = serde_json::to_string(&*event).expect("events serialize");
+                    line.push('\n');
+                    broken = write_stdout(&line) != Exit::Ok;
+                }
+                if let Some(s) = &mut stream {
+                    s.print(&event);
+                }
+                if event.path.is_empty() && event.kind.is_run_finished() {
+                    break;
+                }
+            }
+            if let Some(p) = &progress {
+                p.finish();
+            }
+            stream.is_some_and(|s| s.printed)
+        });
+        Printer { thread }
+    }
+
+    /// Waits for the printer to finish; whether `--stream` printed the answer already.
+    pub(crate) fn finish(self) -> bool {
+        self.thread.join().unwrap_or(false)
+    }
+}
+
+/// `--stream`: the final agent's text on stdout as it arrives.
+struct StreamPrinter {
+    agent: String,
+    printed: bool,
+}
+
+impl StreamPrinter {
+    fn print(&mut self, event: &Event) {
+        if !event.path.is_empty() {
+            return;
+        }
+        match &event.kind {
+            EventKind::AgentDelta { agent, text, .. } if *agent == self.agent => {
+                self.printed = true;
+                let _ = write_stdout(text);
+            }
+            EventKind::AgentRetrying { agent, .. } | EventKind::AgentFallback { agent, .. }
+                if *agent == self.agent && self.printed =>
+            {
+                // The retry streams again from the start; keep the attempts apart.
+                let _ = write_stdout("\n");
+                eprintln!("orc: the answer of `{agent}` broke off; it is printed again below");
+                self.printed = false;
+            }
+            EventKind::AgentFinished { agent, outcome } if *agent == self.agent => {
+                if !self.printed && outcome.status == AgentStatus::Succeeded {
+                    let _ = write_stdout(outcome.output.as_deref().unwrap_or(""));
+                }
+                let _ = write_stdout("\n");
+                self.printed = true;
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Waits for a started run, then prints its result and summary; the exit code.
+pub(crate) async fn finish_run(
+    ctx: &Context,
+    plan: &Plan,
+    handle: RunHandle,
+    printer: Printer,
+    show: Show,
+) -> Exit {
+    let outcome = handle.wait().await;
+    let streamed = tokio::task::spawn_blocking(move || printer.finish())
+        .await
+        .unwrap_or(false);
+    if !show.quiet {
+        report_run(ctx, &outcome);
+    }
+    let written = match show.output {
+        OutputFormat::Text if streamed => Exit::Ok,
+        OutputFormat::Text => write_stdout(&text_result(&outcome, &plan.sinks)),
+        OutputFormat::Json => write_stdout(&json_result(&outcome)),
+        OutputFormat::Jsonl => Exit::Ok,
+    };
+    if written != Exit::Ok {
+        return written;
+    }
+    exit_for(outcome.status)
+}
+
+/// Failures and a one-line summary on stderr.
+pub(crate) fn report_run(ctx: &Context, outcome: &RunOutcome) {
+    for agent in &outcome.agents {
+        match agent.status {
+            AgentStatus::Failed => ctx.error(&format!(
+                "agent `{}` failed after {} attempt{}: {}",
+                agent.name,
+                agent.attempts,
+                if agent.attempts == 1 { "" } else { "s" },
+                agent.error.as_deref().unwrap_or("unknown error")
+            )),
+            AgentStatus::Skipped => eprintln!(
+                "skipped: agent `{}` ({})",
+                agent.name,
+                agent
+                    .error
+                    .as_deref()
+                    .unwrap_or("a dependency did not succeed")
+            ),
+            _ => {}
+        }
+    }
+    let t = &outcome.totals;
+    let headline = match outcome.status {
+        RunStatus::Succeeded => "done".to_string(),
+        RunStatus::Failed => "finished with failures".to_string(),
+        RunStatus::TimedOut => "timed out (--timeout)".to_string(),
+        RunStatus::BudgetExceeded => "stopped: budget.max_cost_usd reached".to_string(),
+        RunStatus::Interrupted => "interrupted".to_string(),
+        RunStatus::Cancelled => "cancelled".to_string(),
+    };
+    let mut parts = vec![format!("{} succeeded", t.succeeded)];
+    for (n, what) in [
+        (t.failed, "failed"),
+        (t.skipped, "skipped"),
+        (t.cancelled, "cancelled"),
+    ] {
+        if n > 0 {
+            parts.push(format!("{n} {what}"));
+        }
+    }
+    let cost = t
+        .cost_usd
+        .map_or_else(|| "cost unknown".to_string(), |c| format!("${c:.4}"));
+    let saved = if t.calls_saved > 0 {
+        format!(
+            " · {} call{} saved",
+            t.calls_saved,
+            if t.calls_saved == 1 { "" } else { "s" }
+        )
+    } else {
+        String::new()
+    };
+    eprintln!(
+        "orc: {headline}: {} · {} tokens in, {} out · {}{saved} · {:.2}s · run {}",
+        parts.join(", "),
+        t.usage.input_tokens,
+        t.usage.output_tokens,
+        cost,
+        t.wall_ms as f64 / 1000.0,
+        outcome.run_id,
+    );
+}
+
+/// The tokio runtime of a command.
+pub(crate) fn runtime(ctx: &Context) -> Result<tokio::runtime::Runtime, Exit> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            ctx.error(&format!("cannot start the async runtime: {e}"));
+            Exit::Failed
+        })
+}

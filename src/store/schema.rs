@@ -1,0 +1,117 @@
+//! The store's tables, and the migrations that bring an older file up to date
+//! (`PRAGMA user_version` counts the migrations applied).
+//!
+//! - `runs`: one row per run: what ran (ensemble name, file, its hash and text), on what
+//!   input, with which options, by which process (`owner_*`, to tell a dead run from a
+//!   running one), its status, times and totals, and the last event number stored.
+//! - `events`: the event log, in batches: each row holds consecutive events of one run as
+//!   JSON lines (`first_seq..=last_seq`), so recording a busy run is one insert per batch.
+//! - `calls`: every provider call: request hash, profile, model, attempt, tokens, cost,
+//!   latency, status, error kind, finish reason, where the answer came from, and the answer
+//!   text (resume and the cache read it back). Never a key or a header.
+
+use rusqlite::Connection;
+
+const MIGRATIONS: &[&str] = &[
+    // 1: runs, events, calls.
+    "
+    CREATE TABLE runs (
+        id TEXT PRIMARY KEY,
+        ensemble TEXT NOT NULL,
+        ensemble_path TEXT,
+        ensemble_hash TEXT,
+        ensemble_source TEXT,
+        input TEXT NOT NULL,
+        options TEXT NOT NULL DEFAULT '{}',
+        status TEXT NOT NULL,
+        started_at INTEGER NOT NULL,
+        finished_at INTEGER,
+        owner_host TEXT,
+        owner_pid INTEGER,
+        owner_started TEXT,
+        agents INTEGER NOT NULL DEFAULT 0,
+        input_tokens INTEGER NOT NULL DEFAULT 0,
+        output_tokens INTEGER NOT NULL DEFAULT 0,
+        cost_usd REAL,
+        calls INTEGER NOT NULL DEFAULT 0,
+        calls_saved INTEGER NOT NULL DEFAULT 0,
+        last_seq INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX runs_started_at ON runs (started_at);
+    CREATE INDEX runs_status ON runs (status);
+
+    CREATE TABLE events (
+        run_id TEXT NOT NULL,
+        first_seq INTEGER NOT NULL,
+        last_seq INTEGER NOT NULL,
+        data TEXT NOT NULL,
+        PRIMARY KEY (run_id, first_seq)
+    ) WITHOUT ROWID;
+
+    CREATE TABLE calls (
+        run_id TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        agent TEXT NOT NULL,
+        path TEXT NOT NULL DEFAULT '',
+        call INTEGER NOT NULL,
+        attempt INTEGER NOT NULL,
+        producer INTEGER,
+        request_hash TEXT NOT NULL,
+        profile TEXT NOT NULL,
+        provider TEXT NOT NULL,
+        model TEXT NOT NULL,
+        input_tokens INTEGER NOT NULL,
+        output_tokens INTEGER NOT NULL,
+        cached_input_tokens INTEGER NOT NULL,
+        cost_usd REAL,
+        latency_ms INTEGER NOT NULL,
+        status TEXT NOT NULL,
+        error_kind TEXT,
+        error TEXT,
+        finish_reason TEXT,
+        source TEXT NOT NULL,
+        response TEXT,
+        created_at INTEGER NOT NULL,
+        PRIMARY KEY (run_id, seq)
+    );
+    CREATE INDEX calls_request ON calls (request_hash, created_at);
+    CREATE INDEX calls_created_at ON calls (created_at);
+    ",
+];
+
+/// Applies the migrations the file has not seen yet, in one transaction each.
+pub(super) fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    let version: usize = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version > MIGRATIONS.len() {
+        return Err(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_MISMATCH),
+            Some(format!(
+                "the store was written by a newer orc (schema version {version}, this orc knows {})",
+                MIGRATIONS.len()
+            )),
+        ));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", i + 1)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrates_once() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate(&mut conn).unwrap();
+        migrate(&mut conn).unwrap();
+        let version: usize = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, MIGRATIONS.len());
+    }
+}
