@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use super::Context;
 use super::args::{InvokeArgs, OutputFormat};
 use super::output::{JsonLines, json_result, text_result, write_stdout};
+use super::stream::StreamPrinter;
 use crate::config::{ConfigErrorKind, ConfigReport, Ensemble};
 use crate::diagnostics::Exit;
 use crate::exec::{
@@ -252,43 +253,6 @@ struct InvokeSink {
     stream: Option<StreamPrinter>,
 }
 
-/// `--stream`: the final agent's text on stdout as it arrives.
-struct StreamPrinter {
-    agent: String,
-    printed: bool,
-}
-
-impl EventSink for StreamPrinter {
-    fn emit(&mut self, event: &Event) {
-        match event {
-            Event::AgentDelta { agent, text, .. } if *agent == self.agent => {
-                self.printed = true;
-                let _ = write_stdout(text);
-            }
-            Event::AgentRetrying { agent, .. } | Event::AgentFallback { agent, .. }
-                if *agent == self.agent && self.printed =>
-            {
-                // The retry streams again from the start; keep the attempts apart.
-                let _ = write_stdout("\n");
-                eprintln!("orc: the answer of `{agent}` broke off; it is printed again below");
-                self.printed = false;
-            }
-            Event::AgentFinished {
-                agent,
-                status,
-                output,
-                ..
-            } if *agent == self.agent => {
-                if !self.printed && *status == AgentStatus::Succeeded {
-                    let _ = write_stdout(output.as_deref().unwrap_or(""));
-                }
-                let _ = write_stdout("\n");
-            }
-            _ => {}
-        }
-    }
-}
-
 impl EventSink for InvokeSink {
     fn emit(&mut self, event: &Event) {
         if let Some(p) = &mut self.progress {
@@ -315,15 +279,12 @@ async fn single(
     // `--stream` prints one agent's text as it arrives: the final agent, when there is one.
     let streamed = (args.stream && args.output == OutputFormat::Text && plan.sinks.len() == 1)
         .then(|| plan.ensemble.agents[plan.sinks[0]].name.clone());
-    options.stream_tokens =
-        show_progress || args.output == OutputFormat::Jsonl || streamed.is_some();
+    // `--stream` asks providers to stream whatever the output format (#12).
+    options.stream_tokens = args.stream || show_progress || args.output == OutputFormat::Jsonl;
     let mut sink = InvokeSink {
         progress: show_progress.then(|| ProgressView::new(plan.len() as u64, ctx.color)),
         jsonl: (args.output == OutputFormat::Jsonl).then(JsonLines::new),
-        stream: streamed.map(|agent| StreamPrinter {
-            agent,
-            printed: false,
-        }),
+        stream: streamed.map(StreamPrinter::new),
     };
     let outcome = exec::run(Arc::clone(&plan), input, options, &mut sink).await;
     if let Some(p) = &sink.progress {
@@ -392,14 +353,16 @@ fn report_run(ctx: &Context, outcome: &RunOutcome) {
             parts.push(format!("{n} {what}"));
         }
     }
+    for warning in exec::warnings(outcome) {
+        eprintln!("{warning}");
+    }
     let cost = t
         .cost_usd
         .map_or_else(|| "cost unknown".to_string(), |c| format!("${c:.4}"));
     eprintln!(
-        "orc: {headline}: {} · {} tokens in, {} out · {} · {:.2}s",
+        "orc: {headline}: {} · {} · {} · {:.2}s",
         parts.join(", "),
-        t.usage.input_tokens,
-        t.usage.output_tokens,
+        exec::tokens_summary(outcome),
         cost,
         t.wall_ms as f64 / 1000.0
     );

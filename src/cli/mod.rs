@@ -7,6 +7,7 @@ mod commands;
 mod explore;
 mod invoke;
 mod output;
+mod stream;
 mod test;
 
 use std::ffi::OsString;

@@ -55,6 +55,7 @@ pub enum Event {
     },
     AgentTokens {
         agent: String,
+        #[serde(serialize_with = "Usage::serialize_or_null")]
         usage: Usage,
     },
     AgentFinished {
@@ -64,6 +65,7 @@ pub enum Event {
         error: Option<String>,
         attempts: u32,
         latency_ms: u64,
+        #[serde(serialize_with = "Usage::serialize_or_null")]
         usage: Usage,
         cost_usd: Option<f64>,
     },

@@ -6,12 +6,14 @@
 //! subscribe to events. See `docs/executor.md`.
 
 mod event;
+mod finish;
 pub mod layout;
 mod outcome;
 mod retry;
 mod scheduler;
 
 pub use event::{Event, EventSink, NoSink};
+pub use finish::{tokens_summary, warnings};
 pub use outcome::{AgentOutcome, AgentStatus, ProfileFailure, RunOutcome, RunStatus, Totals};
 pub use retry::backoff_delay;
 pub use scheduler::{Mode, ProviderRegistry, RunOptions, run};

@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use crate::providers::Usage;
+use crate::providers::{FinishKind, Usage};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -51,12 +51,24 @@ pub struct AgentOutcome {
     pub provider: String,
     /// Provider calls made, across retries and fallbacks.
     pub attempts: u32,
+    /// `null` when a provider did not report the usage of some call (never a guessed zero).
+    #[serde(serialize_with = "Usage::serialize_or_null")]
     pub usage: Usage,
     /// `null` when the price of the model is unknown.
     pub cost_usd: Option<f64>,
     /// From the first call to the last answer.
     pub latency_ms: u64,
     pub error: Option<String>,
+    /// What kind of error failed the agent (`refused`, `blocked`, `quota`, `rate_limited`,
+    /// `http`, `timeout`, ...), for scripts; `null` when it did not fail on a provider error.
+    pub error_kind: Option<String>,
+    /// Why the model stopped, normalised: `stop`, `length`, `content_filter`, `tool_use`,
+    /// `refused` or `other`; `null` when the provider did not say (or no model answered).
+    pub finish_reason: Option<FinishKind>,
+    /// The provider's own value: `end_turn`, `MAX_TOKENS`, `length`, ...
+    pub finish_reason_raw: Option<String>,
+    /// The answer was cut off at the token limit; it is incomplete.
+    pub truncated: bool,
     /// Skipped by design (its `when` was false, or every dependency was), not because
     /// something failed; such a skip does not fail the run.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
@@ -90,7 +102,11 @@ pub struct Totals {
     pub skipped: usize,
     pub cancelled: usize,
     pub attempts: u32,
+    /// The sum of every agent's usage that is known; `usage_unknown_agents` counts the
+    /// agents whose usage is not (partly) in it.
     pub usage: Usage,
+    /// Agents whose provider did not report usage for some call (their `usage` is `null`).
+    pub usage_unknown_agents: usize,
     /// `null` when some agent used a model without a known price.
     pub cost_usd: Option<f64>,
     /// Wall-clock time of the whole run.
@@ -124,6 +140,9 @@ impl RunOutcome {
             }
             t.attempts += a.attempts;
             t.usage += a.usage;
+            if a.usage.unknown {
+                t.usage_unknown_agents += 1;
+            }
             t.cost_usd = match (t.cost_usd, a.cost_usd) {
                 (Some(sum), Some(c)) => Some(sum + c),
                 (sum, None) if a.attempts == 0 => sum,

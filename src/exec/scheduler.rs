@@ -17,13 +17,14 @@ use tokio_util::sync::CancellationToken;
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 use super::event::{Event, EventSink};
+use super::finish::{AnswerMeta, check_answer};
 use super::layout::{DepView, default_prompt, render_prompt};
 use super::outcome::{AgentOutcome, AgentStatus, ProfileFailure, RunOutcome, RunStatus};
 use super::retry::backoff_delay;
 use crate::config::{Agent, AgentIndex, NodeKind, Profile};
 use crate::nodes;
 use crate::plan::Plan;
-use crate::providers::{self, Completion, CompletionRequest, Provider, ProviderError, Usage};
+use crate::providers::{self, CompletionRequest, Provider, ProviderError, Usage};
 
 /// One provider client per profile, built once per process and shared by every run.
 #[derive(Default, Clone)]
@@ -165,6 +166,8 @@ enum Msg {
 }
 
 struct TaskResult {
+    /// How the last answer or error ended (finish reason, error kind).
+    meta: AnswerMeta,
     /// Profiles that failed before the one that answered (or all of them).
     failed_profiles: Vec<ProfileFailure>,
     /// Cost when the node computed it (several calls, several profiles); else from usage.
@@ -710,6 +713,10 @@ fn finish(
         cost_usd: None,
         latency_ms: 0,
         error: None,
+        error_kind: None,
+        finish_reason: None,
+        finish_reason_raw: None,
+        truncated: false,
         neutral_skip: false,
         failed_profiles: Vec::new(),
         items: None,
@@ -756,14 +763,9 @@ fn finish(
             outcome.cost_usd = if outcome.metrics.is_some() {
                 r.cost
             } else {
-                r.profile.price.map(|p| {
-                    p.cost(
-                        r.usage.input_tokens,
-                        r.usage.cached_input_tokens,
-                        r.usage.output_tokens,
-                    )
-                })
+                r.profile.price.and_then(|p| r.usage.cost(&p))
             };
+            r.meta.apply(&mut outcome);
             if let (Some(first), Some(now), Some(run_start)) = (r.first_start, now, run_start) {
                 outcome.latency_ms = now.saturating_duration_since(first).as_millis() as u64;
                 outcome.started_ms =
@@ -828,15 +830,9 @@ impl AgentTask {
         for (i, r) in results.iter().enumerate() {
             usage += r.usage;
             attempts += r.attempts;
-            let instance_cost = r.cost.or_else(|| {
-                r.profile.price.map(|p| {
-                    p.cost(
-                        r.usage.input_tokens,
-                        r.usage.cached_input_tokens,
-                        r.usage.output_tokens,
-                    )
-                })
-            });
+            let instance_cost = r
+                .cost
+                .or_else(|| r.profile.price.and_then(|p| r.usage.cost(&p)));
             cost = cost.zip(instance_cost).map(|(a, b)| a + b);
             match r.status {
                 AgentStatus::Succeeded => {
@@ -867,6 +863,7 @@ impl AgentTask {
             AgentStatus::Failed
         };
         TaskResult {
+            meta: AnswerMeta::default(),
             status,
             output: Some(serde_json::Value::Array(outputs).to_string()),
             error: (!failures.is_empty()).then(|| {
@@ -954,6 +951,7 @@ impl AgentTask {
             _ => AgentStatus::Failed,
         };
         TaskResult {
+            meta: AnswerMeta::default(),
             status,
             output: (status == AgentStatus::Succeeded).then_some(output),
             error: (status != AgentStatus::Succeeded).then(|| {
@@ -994,6 +992,7 @@ impl AgentTask {
             Err(nodes::script::ScriptError::Failed(e)) => (AgentStatus::Failed, None, Some(e)),
         };
         TaskResult {
+            meta: AnswerMeta::default(),
             status,
             output,
             error,
@@ -1020,6 +1019,7 @@ impl AgentTask {
             .collect::<Vec<_>>()
             .join("\n");
         TaskResult {
+            meta: AnswerMeta::default(),
             status: AgentStatus::Succeeded,
             output: Some(output),
             error: None,
@@ -1085,6 +1085,7 @@ impl AgentTask {
                 let all_failed =
                     outcome.metrics.stop_reason == nodes::generate::StopReason::AllCallsFailed;
                 TaskResult {
+                    meta: AnswerMeta::default(),
                     status: if cancelled {
                         AgentStatus::Cancelled
                     } else if all_failed {
@@ -1117,6 +1118,7 @@ impl AgentTask {
                 }
             }
             Err(error) => TaskResult {
+                meta: AnswerMeta::default(),
                 status: AgentStatus::Failed,
                 output: None,
                 error: Some(error),
@@ -1142,6 +1144,8 @@ impl AgentTask {
         let mut usage = Usage::default();
         let mut first_start = None;
         let mut errors: Vec<ProfileFailure> = Vec::new();
+        // How the last failure ended (its error kind), for the outcome.
+        let mut last_meta = AnswerMeta::default();
         for (p, profile) in chain.iter().enumerate() {
             let provider = self.providers.get(profile);
             let mut retry = 0u32;
@@ -1182,12 +1186,7 @@ impl AgentTask {
                     prompt,
                     temperature: agent.temperature.or(profile.temperature),
                     max_tokens: agent.max_tokens.or(profile.max_tokens),
-                    options: profile
-                        .options
-                        .iter()
-                        .chain(&agent.options)
-                        .map(|(k, v)| (k.clone(), v.clone()))
-                        .collect(),
+                    options: providers::merged_options(&profile.options, &agent.options),
                     attempt: attempts,
                     seed: self.seed,
                     deltas: None,
@@ -1198,20 +1197,17 @@ impl AgentTask {
                     return self.cancelled(profile, attempts, usage, first_start);
                 };
                 drop(permit);
-                let result = result.and_then(|c| match &agent.response_format {
-                    None => Ok(c),
-                    Some(format) => match format.check(&c.text) {
-                        Ok(text) => Ok(Completion { text, ..c }),
-                        Err(why) => {
-                            usage += c.usage;
-                            Err(ProviderError::InvalidOutput { message: why })
-                        }
-                    },
+                let result = result.and_then(|c| {
+                    check_answer(agent.response_format.as_ref(), c).map_err(|(why, spent)| {
+                        usage += spent;
+                        ProviderError::InvalidOutput { message: why }
+                    })
                 });
                 match result {
                     Ok(completion) => {
                         usage += completion.usage;
                         return TaskResult {
+                            meta: AnswerMeta::answered(&completion),
                             status: AgentStatus::Succeeded,
                             output: Some(completion.text),
                             error: None,
@@ -1230,6 +1226,8 @@ impl AgentTask {
                             "the answer is not valid JSON for `response_format`: {message}"
                         );
                         if retry >= agent.retries {
+                            last_meta =
+                                AnswerMeta::failed(&ProviderError::InvalidOutput { message });
                             break error_text;
                         }
                         retry += 1;
@@ -1245,6 +1243,7 @@ impl AgentTask {
                     Err(error) => {
                         let error_text = error.to_string();
                         if !error.is_retryable() || retry >= agent.retries {
+                            last_meta = AnswerMeta::failed(&error);
                             break error_text;
                         }
                         retry += 1;
@@ -1302,6 +1301,7 @@ impl AgentTask {
             format!("every profile failed: {}", each.join("; "))
         };
         TaskResult {
+            meta: last_meta,
             status: AgentStatus::Failed,
             output: None,
             error: Some(error),
@@ -1370,6 +1370,7 @@ impl AgentTask {
         first_start: Option<Instant>,
     ) -> TaskResult {
         TaskResult {
+            meta: AnswerMeta::default(),
             failed_profiles: Vec::new(),
             cost: None,
             items: None,

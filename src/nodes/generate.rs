@@ -272,13 +272,7 @@ pub async fn run(
         let mut st = state.lock().expect("not poisoned");
         st.calls += 1;
         let profile = &s.profiles[0];
-        let cost = profile.price.map(|p| {
-            p.cost(
-                usage.input_tokens,
-                usage.cached_input_tokens,
-                usage.output_tokens,
-            )
-        });
+        let cost = profile.price.and_then(|p| usage.cost(&p));
         let record = CallRecord {
             call: st.calls,
             producer: 0,
@@ -712,13 +706,7 @@ fn record_call(
         }
         Err(e) => (Usage::default(), 0, 0, Some(e.to_string())),
     };
-    let cost = profile.price.map(|p| {
-        p.cost(
-            usage.input_tokens,
-            usage.cached_input_tokens,
-            usage.output_tokens,
-        )
-    });
+    let cost = profile.price.and_then(|p| usage.cost(&p));
     let record = CallRecord {
         call: call_no,
         producer,

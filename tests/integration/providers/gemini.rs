@@ -143,10 +143,10 @@ fn usage_with_thoughts_and_cache_and_cost_in_json_output() {
     let (doc, _) = run_json(gemini(&fake, "", &[]), 0);
     let x = x(&doc);
     assert_eq!(x["output"], "thought about it");
-    // Thinking tokens are billed as output.
+    // Thinking tokens are reported apart from the answer's, and billed as output.
     assert_eq!(
         x["usage"],
-        json!({"input_tokens": 100, "output_tokens": 50, "cached_input_tokens": 60})
+        json!({"input_tokens": 100, "output_tokens": 20, "reasoning_tokens": 30, "cached_input_tokens": 60})
     );
     assert_cost(x, cost(100, 50));
 }
@@ -226,7 +226,7 @@ fn client_errors_are_not_retried() {
 fn malformed_body_is_a_decode_error() {
     for body in [
         Reply::raw(200, "application/json", "{\"candidates\": ["),
-        Reply::json(json!({"promptFeedback": {"blockReason": "OTHER"}})),
+        Reply::json(json!({"modelVersion": "gemini-x"})),
     ] {
         let fake = Fake::always(body);
         let (doc, _) = run_json(gemini(&fake, "", RETRYING), 1);
