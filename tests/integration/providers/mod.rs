@@ -14,6 +14,7 @@ mod ollama;
 mod openai;
 mod resilience;
 mod secrets;
+mod wire;
 
 use std::time::Duration;
 
