@@ -103,19 +103,19 @@ pub fn warnings(outcome: &RunOutcome) -> Vec<String> {
 /// The token part of the summary line: unknown usage is said, never counted as zero.
 pub fn tokens_summary(outcome: &RunOutcome) -> String {
     let t = &outcome.totals;
-    let mut s = format!(
-        "{} tokens in, {} out",
+    let (input, output) = (
         t.usage.input_tokens,
-        t.usage.output_tokens + t.usage.reasoning_tokens
+        t.usage.output_tokens + t.usage.reasoning_tokens,
     );
-    if t.usage_unknown_agents > 0 {
-        s.push_str(&format!(
-            " (usage unknown for {} agent{})",
-            t.usage_unknown_agents,
-            if t.usage_unknown_agents == 1 { "" } else { "s" }
-        ));
+    let agents = |n: usize| format!("{n} agent{}", if n == 1 { "" } else { "s" });
+    match t.usage_unknown_agents {
+        0 => format!("{input} tokens in, {output} out"),
+        n if input + output == 0 => format!("tokens unknown (usage unknown for {})", agents(n)),
+        n => format!(
+            "{input} tokens in, {output} out, plus the unknown usage of {}",
+            agents(n)
+        ),
     }
-    s
 }
 
 #[cfg(test)]

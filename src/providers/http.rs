@@ -545,6 +545,35 @@ mod tests {
     }
 
     #[test]
+    fn a_per_day_quota_is_not_a_rate_limit() {
+        let h = HeaderMap::new();
+        let per_day = r#"{"error":{"code":429,"status":"RESOURCE_EXHAUSTED","message":"quota","details":[
+            {"@type":"type.googleapis.com/google.rpc.QuotaFailure","violations":[{"quotaId":"GenerateRequestsPerDayPerProjectPerModel-FreeTier"}]},
+            {"@type":"type.googleapis.com/google.rpc.RetryInfo","retryDelay":"22s"}]}}"#;
+        match status_error(429, &h, per_day) {
+            e @ ProviderError::Quota { .. } => {
+                assert!(!e.is_retryable());
+                let message = e.to_string();
+                assert!(
+                    message.contains("PerDay") && message.contains("22s"),
+                    "{message}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        let per_minute = per_day.replace("PerDay", "PerMinute");
+        assert!(matches!(
+            status_error(429, &h, &per_minute),
+            ProviderError::RateLimited { .. }
+        ));
+        let rpd = r#"{"error":{"message":"Rate limit reached for gpt-4o on requests per day (RPD): Limit 200","type":"requests","code":"rate_limit_exceeded"}}"#;
+        assert!(matches!(
+            status_error(429, &h, rpd),
+            ProviderError::Quota { .. }
+        ));
+    }
+
+    #[test]
     fn sse_events() {
         let mut p = SseParser::default();
         assert!(p.line("event: message_start").is_none());

@@ -431,3 +431,71 @@ impl Drop for BreakerGuard<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn options_merge_deeply() {
+        let profile: BTreeMap<String, serde_json::Value> = [
+            (
+                "generationConfig".to_string(),
+                json!({"topK": 20, "thinkingConfig": {"budget": 1}}),
+            ),
+            ("seed".to_string(), json!(1)),
+        ]
+        .into();
+        let agent: BTreeMap<String, serde_json::Value> = [
+            (
+                "generationConfig".to_string(),
+                json!({"thinkingConfig": {"include": true}}),
+            ),
+            ("seed".to_string(), json!(2)),
+        ]
+        .into();
+        let merged = merged_options(&profile, &agent);
+        assert_eq!(
+            merged["generationConfig"],
+            json!({"topK": 20, "thinkingConfig": {"budget": 1, "include": true}})
+        );
+        assert_eq!(merged["seed"], json!(2));
+        let mut body = json!({"generationConfig": {"temperature": 0.1}});
+        apply_options(&mut body, &merged);
+        assert_eq!(body["generationConfig"]["temperature"], json!(0.1));
+        assert_eq!(body["generationConfig"]["topK"], json!(20));
+    }
+
+    #[test]
+    fn unknown_usage_costs_unknown_and_thinking_is_billed_as_output() {
+        let price = crate::config::Price {
+            input_per_mtok: 1.0,
+            output_per_mtok: 2.0,
+            cached_input_per_mtok: 1.0,
+        };
+        let usage = Usage {
+            input_tokens: 10,
+            output_tokens: 5,
+            reasoning_tokens: 20,
+            ..Usage::default()
+        };
+        assert_eq!(usage.cost(&price), Some((10.0 + 2.0 * 25.0) / 1e6));
+        let mut total = usage;
+        total += Usage::UNKNOWN;
+        assert!(total.unknown);
+        assert_eq!(total.cost(&price), None);
+        assert_eq!(
+            serde_json::to_value(SerializeOrNull(total)).unwrap(),
+            serde_json::Value::Null
+        );
+    }
+
+    struct SerializeOrNull(Usage);
+
+    impl serde::Serialize for SerializeOrNull {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            Usage::serialize_or_null(&self.0, s)
+        }
+    }
+}
