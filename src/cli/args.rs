@@ -134,7 +134,8 @@ pub struct InvokeArgs {
     /// Output format on stdout.
     #[arg(long, short, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
-    /// Print the final agent's text on stdout as it arrives (text output, one final agent).
+    /// Ask providers to stream; with text output (one final agent), print its text on stdout
+    /// as it arrives.
     #[arg(long, conflicts_with = "each_line")]
     pub stream: bool,
     /// Treat every line of stdin as one run; runs go concurrently within the limits.

@@ -169,7 +169,8 @@ pub(crate) async fn run_one(
     // `--stream` prints one agent's text as it arrives: the final agent, when there is one.
     let streamed = (show.stream && show.output == OutputFormat::Text && plan.sinks.len() == 1)
         .then(|| plan.ensemble.agents[plan.sinks[0]].name.clone());
-    options.stream = show_progress || show.output == OutputFormat::Jsonl || streamed.is_some();
+    // `--stream` asks providers to stream whatever the output format (#12).
+    options.stream = show.stream || show_progress || show.output == OutputFormat::Jsonl;
     let pending = match engine.prepare(Arc::clone(&plan), input, options) {
         Ok(p) => p,
         Err(e) => return start_failed(ctx, &e),

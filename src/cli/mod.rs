@@ -10,6 +10,7 @@ mod output;
 mod resume;
 mod runs;
 mod session;
+mod stream;
 mod test;
 
 use std::ffi::OsString;

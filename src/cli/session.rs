@@ -10,10 +10,11 @@ use std::sync::atomic::{AtomicI32, Ordering};
 use super::Context;
 use super::args::OutputFormat;
 use super::output::{json_result, text_result, write_stdout};
+use super::stream::StreamPrinter;
 use crate::diagnostics::Exit;
 use crate::exec::{
-    AgentStatus, Engine, EngineConfig, Event, EventKind, Mode, Recorder, RunHandle, RunOutcome,
-    RunState, RunStatus, Subscription,
+    AgentStatus, Engine, EngineConfig, Mode, Recorder, RunHandle, RunOutcome, RunState, RunStatus,
+    Subscription,
 };
 use crate::plan::Plan;
 use crate::progress::ProgressView;
@@ -155,10 +156,7 @@ impl Printer {
         let thread = std::thread::spawn(move || {
             let mut state = RunState::new();
             let mut progress = show_progress.then(|| ProgressView::new(total, color));
-            let mut stream = streamed.map(|agent| StreamPrinter {
-                agent,
-                printed: false,
-            });
+            let mut stream = streamed.map(StreamPrinter::new);
             let mut broken = false;
             while let Some(event) = events.blocking_recv() {
                 state.apply(&event);
@@ -180,7 +178,7 @@ impl Printer {
             if let Some(p) = &progress {
                 p.finish();
             }
-            stream.is_some_and(|s| s.printed)
+            stream.is_some_and(|s| s.printed())
         });
         Printer { thread }
     }
@@ -188,42 +186,6 @@ impl Printer {
     /// Waits for the printer to finish; whether `--stream` printed the answer already.
     pub(crate) fn finish(self) -> bool {
         self.thread.join().unwrap_or(false)
-    }
-}
-
-/// `--stream`: the final agent's text on stdout as it arrives.
-struct StreamPrinter {
-    agent: String,
-    printed: bool,
-}
-
-impl StreamPrinter {
-    fn print(&mut self, event: &Event) {
-        if !event.path.is_empty() {
-            return;
-        }
-        match &event.kind {
-            EventKind::AgentDelta { agent, text, .. } if *agent == self.agent => {
-                self.printed = true;
-                let _ = write_stdout(text);
-            }
-            EventKind::AgentRetrying { agent, .. } | EventKind::AgentFallback { agent, .. }
-                if *agent == self.agent && self.printed =>
-            {
-                // The retry streams again from the start; keep the attempts apart.
-                let _ = write_stdout("\n");
-                eprintln!("orc: the answer of `{agent}` broke off; it is printed again below");
-                self.printed = false;
-            }
-            EventKind::AgentFinished { agent, outcome } if *agent == self.agent => {
-                if !self.printed && outcome.status == AgentStatus::Succeeded {
-                    let _ = write_stdout(outcome.output.as_deref().unwrap_or(""));
-                }
-                let _ = write_stdout("\n");
-                self.printed = true;
-            }
-            _ => {}
-        }
     }
 }
 
@@ -295,6 +257,9 @@ pub(crate) fn report_run(ctx: &Context, outcome: &RunOutcome) {
             parts.push(format!("{n} {what}"));
         }
     }
+    for warning in crate::exec::warnings(outcome) {
+        eprintln!("{warning}");
+    }
     let cost = t
         .cost_usd
         .map_or_else(|| "cost unknown".to_string(), |c| format!("${c:.4}"));
@@ -308,10 +273,9 @@ pub(crate) fn report_run(ctx: &Context, outcome: &RunOutcome) {
         String::new()
     };
     eprintln!(
-        "orc: {headline}: {} · {} tokens in, {} out · {}{saved} · {:.2}s · run {}",
+        "orc: {headline}: {} · {} · {}{saved} · {:.2}s · run {}",
         parts.join(", "),
-        t.usage.input_tokens,
-        t.usage.output_tokens,
+        crate::exec::tokens_summary(outcome),
         cost,
         t.wall_ms as f64 / 1000.0,
         outcome.run_id,

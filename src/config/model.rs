@@ -108,6 +108,8 @@ pub struct Profile {
     pub temperature: Option<f64>,
     pub timeout: Option<Duration>,
     pub first_byte_timeout: Option<Duration>,
+    /// Cap on a response's size; `None` is the default cap.
+    pub max_response_bytes: Option<u64>,
     pub limits: Limits,
     pub breaker_failures: Option<u32>,
     pub breaker_cool_down: Option<Duration>,

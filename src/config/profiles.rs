@@ -249,6 +249,7 @@ pub(super) fn lower(
         temperature: spec.temperature,
         timeout: spec.timeout_seconds.map(Duration::from_secs_f64),
         first_byte_timeout: spec.first_byte_timeout_seconds.map(Duration::from_secs_f64),
+        max_response_bytes: spec.max_response_bytes,
         breaker_failures: spec.circuit_breaker.as_ref().and_then(|c| c.failures),
         breaker_cool_down: spec
             .circuit_breaker

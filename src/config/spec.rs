@@ -651,6 +651,11 @@ pub struct ProfileSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0.001))]
     pub first_byte_timeout_seconds: Option<f64>,
+    /// Largest response accepted from the provider, in bytes (default 33554432, 32 MiB); a
+    /// bigger one, plain or streamed, fails the call without being read further.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1024))]
+    pub max_response_bytes: Option<u64>,
     /// Rate and concurrency limits shared by every agent using this profile.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<LimitsSpec>,

@@ -15,13 +15,14 @@ use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 use super::error::AgentError;
 use super::event::{CallFinished, CallSource, CallStatus, EventKind};
+use super::finish::check_answer;
 use super::job::Report;
 use super::outcome::{AgentStatus, ProfileFailure};
 use super::retry::backoff_delay;
 use super::run::{AgentTx, RunCtx};
 use crate::config::{Agent, Cache, Profile};
 use crate::providers::replay::request_key;
-use crate::providers::{Completion, CompletionRequest, ProviderError, Usage};
+use crate::providers::{Completion, CompletionRequest, FinishReason, ProviderError, Usage};
 
 /// A completed call as the store keeps it, to answer the same request again.
 #[derive(Debug, Clone)]
@@ -29,7 +30,7 @@ pub struct StoredAnswer {
     pub text: String,
     pub usage: Usage,
     pub cost_usd: Option<f64>,
-    pub finish_reason: Option<String>,
+    pub finish_reason: Option<FinishReason>,
 }
 
 /// Calls a run completed before it was interrupted, by request hash, in the order made.
@@ -141,6 +142,7 @@ impl Caller<'_> {
             let completion = Completion {
                 text: answer.text,
                 usage: answer.usage,
+                finish_reason: answer.finish_reason,
             };
             CallResult {
                 cost: if paid { answer.cost_usd } else { Some(0.0) },
@@ -155,17 +157,15 @@ impl Caller<'_> {
         };
         if let Some(answer) = self.run.resume.as_ref().and_then(|r| r.take(&hash)) {
             announce();
-            let finish_reason = answer.finish_reason.clone();
             let result = answered(answer, CallSource::Resume);
             self.finished(
                 profile,
                 &hash,
                 call,
-                request.attempt,
+                attempt,
                 producer,
                 &result,
                 Duration::ZERO,
-                finish_reason,
             );
             return Some(result);
         }
@@ -202,18 +202,17 @@ impl Caller<'_> {
                         text: completion.text,
                         usage: completion.usage,
                         cost_usd: None,
-                        finish_reason: None,
+                        finish_reason: completion.finish_reason,
                     };
                     let result = answered(answer, CallSource::Coalesced);
                     self.finished(
                         profile,
                         &hash,
                         call,
-                        request.attempt,
+                        attempt,
                         producer,
                         &result,
                         Duration::ZERO,
-                        None,
                     );
                     return Some(result);
                 }
@@ -227,8 +226,8 @@ impl Caller<'_> {
                     let completion = Completion {
                         text: answer.text.clone(),
                         usage: answer.usage,
+                        finish_reason: answer.finish_reason.clone(),
                     };
-                    let finish_reason = answer.finish_reason.clone();
                     announce();
                     let result = answered(answer, CallSource::Cache);
                     if let Some(tx) = leader.take() {
@@ -239,11 +238,10 @@ impl Caller<'_> {
                         profile,
                         &hash,
                         call,
-                        request.attempt,
+                        attempt,
                         producer,
                         &result,
                         Duration::ZERO,
-                        finish_reason,
                     );
                     return Some(result);
                 }
@@ -301,13 +299,7 @@ impl Caller<'_> {
         drop(permit);
         let latency = started.elapsed();
         let paid = result.as_ref().map(|c| c.usage).unwrap_or_default();
-        let cost = profile.price.map(|p| {
-            p.cost(
-                paid.input_tokens,
-                paid.cached_input_tokens,
-                paid.output_tokens,
-            )
-        });
+        let cost = profile.price.and_then(|p| paid.cost(&p));
         let result = CallResult {
             result,
             source: CallSource::Provider,
@@ -321,9 +313,7 @@ impl Caller<'_> {
         if let Some(tx) = leader.take() {
             let _ = tx.send(Some(result.result.clone()));
         }
-        self.finished(
-            profile, &hash, call, attempt, producer, &result, latency, None,
-        );
+        self.finished(profile, &hash, call, attempt, producer, &result, latency);
         Some(result)
     }
 
@@ -337,15 +327,21 @@ impl Caller<'_> {
         producer: Option<u32>,
         result: &CallResult,
         latency: Duration,
-        finish_reason: Option<String>,
     ) {
-        let (status, error_kind, error, response) = match &result.result {
-            Ok(c) => (CallStatus::Ok, None, None, Some(Arc::from(c.text.as_str()))),
+        let (status, error_kind, error, response, finish) = match &result.result {
+            Ok(c) => (
+                CallStatus::Ok,
+                None,
+                None,
+                Some(Arc::from(c.text.as_str())),
+                c.finish_reason.clone(),
+            ),
             Err(e) => (
                 CallStatus::Error,
                 Some(e.kind().to_string()),
                 Some(e.to_string()),
                 None,
+                e.finish_reason(),
             ),
         };
         self.tx.send(EventKind::CallFinished(Box::new(CallFinished {
@@ -358,7 +354,8 @@ impl Caller<'_> {
             latency_ms: latency.as_millis() as u64,
             usage: result.paid,
             cost_usd: result.cost,
-            finish_reason,
+            finish_reason: finish.as_ref().map(|f| f.kind),
+            finish_reason_raw: finish.map(|f| f.raw),
             status,
             error_kind,
             error,
@@ -382,6 +379,7 @@ impl Caller<'_> {
         let mut calls_saved = 0u32;
         let mut errors: Vec<ProfileFailure> = Vec::new();
         let mut last_error = AgentError::new("unknown", "no profile was tried");
+        let mut last_finish: Option<FinishReason> = None;
         let cancelled = |profile: &Profile, attempts, usage, cost| {
             let mut r = Report::new(
                 AgentStatus::Cancelled,
@@ -398,7 +396,7 @@ impl Caller<'_> {
             let mut retry = 0u32;
             // Why the previous answer was rejected (`response_format`), told to the model.
             let mut rejection: Option<String> = None;
-            let error = loop {
+            let (error, finish) = loop {
                 attempts += 1;
                 tracing::debug!(agent = %agent.name, profile = %profile.name, attempt = attempts, "calling provider");
                 let prompt = match &rejection {
@@ -422,12 +420,7 @@ impl Caller<'_> {
                     prompt,
                     temperature: agent.temperature.or(profile.temperature),
                     max_tokens: agent.max_tokens.or(profile.max_tokens),
-                    options: profile
-                        .options
-                        .iter()
-                        .chain(&agent.options)
-                        .map(|(k, v)| (k.clone(), v.clone()))
-                        .collect(),
+                    options: crate::providers::merged_options(&profile.options, &agent.options),
                     attempt: attempts,
                     seed,
                     deltas: None,
@@ -451,12 +444,9 @@ impl Caller<'_> {
                     // Not a call: it does not count as an attempt.
                     attempts -= 1;
                 }
-                let result = answer.result.and_then(|c| match &agent.response_format {
-                    None => Ok(c),
-                    Some(format) => match format.check(&c.text) {
-                        Ok(text) => Ok(Completion { text, ..c }),
-                        Err(why) => Err(ProviderError::InvalidOutput { message: why }),
-                    },
+                let result = answer.result.and_then(|c| {
+                    check_answer(agent.response_format.as_ref(), c)
+                        .map_err(|(why, _)| ProviderError::InvalidOutput { message: why })
                 });
                 match result {
                     Ok(completion) => {
@@ -466,6 +456,7 @@ impl Caller<'_> {
                             &profile.model,
                             profile.provider.as_str(),
                         );
+                        r.finish_reason = completion.finish_reason;
                         r.output = Some(completion.text);
                         r.attempts = attempts;
                         r.usage = usage;
@@ -484,7 +475,7 @@ impl Caller<'_> {
                             ),
                         };
                         if retry >= agent.retries {
-                            break error;
+                            break (error, None);
                         }
                         retry += 1;
                         tracing::warn!(agent = %agent.name, attempt = attempts, error = %error, "retrying with the validation error");
@@ -500,7 +491,7 @@ impl Caller<'_> {
                     Err(e) => {
                         let error = AgentError::from(&e);
                         if !error.retryable || retry >= agent.retries {
-                            break error;
+                            break (error, e.finish_reason());
                         }
                         retry += 1;
                         let unit = xxh3_64_with_seed(
@@ -548,6 +539,7 @@ impl Caller<'_> {
                 error: error.message.clone(),
             });
             last_error = error;
+            last_finish = finish;
         }
         if errors.len() > 1 {
             let each: Vec<String> = errors
@@ -568,6 +560,7 @@ impl Caller<'_> {
         r.cost_usd = cost;
         r.failed_profiles = errors;
         r.calls_saved = calls_saved;
+        r.finish_reason = last_finish;
         r.failed(last_error)
     }
 }

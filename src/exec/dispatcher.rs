@@ -456,7 +456,13 @@ fn outcome_from(agent: &Agent, r: Report) -> AgentOutcome {
         NodeKind::Script(_) | NodeKind::Nested(_) => identity(agent),
         _ => (r.profile, r.model, r.provider),
     };
+    let finish = r.finish_reason;
     AgentOutcome {
+        truncated: finish
+            .as_ref()
+            .is_some_and(crate::providers::FinishReason::is_truncated),
+        finish_reason_raw: finish.as_ref().map(|f| f.raw.clone()),
+        finish_reason: finish.map(|f| f.kind),
         name: agent.name.clone(),
         status: r.status,
         output: r.output,

@@ -96,6 +96,7 @@ pub enum EventKind {
     },
     AgentTokens {
         agent: String,
+        #[serde(serialize_with = "Usage::serialize_or_null")]
         usage: Usage,
     },
     /// A multi-call node's running numbers (`generate`), after each call.
@@ -157,10 +158,20 @@ pub struct CallFinished {
     pub model: String,
     pub provider: String,
     pub latency_ms: u64,
+    /// `null` when the provider did not report it.
+    #[serde(
+        serialize_with = "Usage::serialize_or_null",
+        deserialize_with = "Usage::deserialize_or_null"
+    )]
     pub usage: Usage,
     pub cost_usd: Option<f64>,
+    /// Why the model stopped: `stop`, `length`, `content_filter`, `tool_use`, `refused`,
+    /// `other`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub finish_reason: Option<String>,
+    pub finish_reason: Option<crate::providers::FinishKind>,
+    /// The provider's own value (`end_turn`, `MAX_TOKENS`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finish_reason_raw: Option<String>,
     /// `ok` or `error`.
     pub status: CallStatus,
     #[serde(default, skip_serializing_if = "Option::is_none")]

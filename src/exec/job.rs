@@ -72,6 +72,9 @@ pub struct Report {
     pub cached: bool,
     #[serde(default)]
     pub calls_saved: u32,
+    /// Why the model stopped, on the answer (or the error) that ended the job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finish_reason: Option<crate::providers::FinishReason>,
 }
 
 impl Report {
@@ -92,6 +95,7 @@ impl Report {
             metrics: None,
             cached: false,
             calls_saved: 0,
+            finish_reason: None,
         }
     }
 

@@ -13,6 +13,7 @@ mod dispatcher;
 mod engine;
 mod error;
 mod event;
+mod finish;
 mod job;
 pub mod layout;
 mod local;
@@ -34,6 +35,7 @@ pub use error::AgentError;
 pub use event::{
     CallFinished, CallSource, CallStatus, Event, EventKind, NodeProgress, Subscription, Timestamp,
 };
+pub use finish::{tokens_summary, warnings};
 pub use job::{Job, Report, Work};
 pub use outcome::{AgentOutcome, AgentStatus, ProfileFailure, RunOutcome, RunStatus, Totals};
 pub use record::{BoxFuture, Recorder, RunRecord};

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::providers::Usage;
+use crate::providers::{FinishKind, Usage};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -84,6 +84,11 @@ pub struct AgentOutcome {
     pub provider: String,
     /// Provider calls made, across retries and fallbacks.
     pub attempts: u32,
+    /// `null` when a provider did not report the usage of some call (never a guessed zero).
+    #[serde(
+        serialize_with = "Usage::serialize_or_null",
+        deserialize_with = "Usage::deserialize_or_null"
+    )]
     pub usage: Usage,
     /// `null` when the price of the model is unknown.
     pub cost_usd: Option<f64>,
@@ -99,6 +104,16 @@ pub struct AgentOutcome {
     /// Provider calls this agent did not make because the answer was already known.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub calls_saved: u32,
+    /// Why the model stopped, normalised: `stop`, `length`, `content_filter`, `tool_use`,
+    /// `refused` or `other`; `null` when the provider did not say (or no model answered).
+    #[serde(default)]
+    pub finish_reason: Option<FinishKind>,
+    /// The provider's own value: `end_turn`, `MAX_TOKENS`, `length`, ...
+    #[serde(default)]
+    pub finish_reason_raw: Option<String>,
+    /// The answer was cut off at the token limit; it is incomplete.
+    #[serde(default)]
+    pub truncated: bool,
     /// Skipped by design (its `when` was false, or every dependency was), not because
     /// something failed; such a skip does not fail the run.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -141,6 +156,9 @@ impl AgentOutcome {
             error_kind: None,
             cached: false,
             calls_saved: 0,
+            finish_reason: None,
+            finish_reason_raw: None,
+            truncated: false,
             neutral_skip: false,
             failed_profiles: Vec::new(),
             items: None,
@@ -165,7 +183,11 @@ pub struct Totals {
     pub skipped: usize,
     pub cancelled: usize,
     pub attempts: u32,
+    /// The sum of every agent's usage that is known; `usage_unknown_agents` counts the
+    /// agents whose usage is not (partly) in it.
     pub usage: Usage,
+    /// Agents whose provider did not report usage for some call (their `usage` is `null`).
+    pub usage_unknown_agents: usize,
     /// `null` when some agent used a model without a known price.
     pub cost_usd: Option<f64>,
     /// Wall-clock time of the whole run.
@@ -204,6 +226,9 @@ impl RunOutcome {
             t.attempts += a.attempts;
             t.calls_saved += u64::from(a.calls_saved);
             t.usage += a.usage;
+            if a.usage.unknown {
+                t.usage_unknown_agents += 1;
+            }
             t.cost_usd = match (t.cost_usd, a.cost_usd) {
                 (Some(sum), Some(c)) => Some(sum + c),
                 (sum, None) if a.attempts == 0 => sum,

@@ -1,7 +1,8 @@
 //! Anthropic Messages: `POST {base}/v1/messages` with `x-api-key` and `anthropic-version`;
 //! `max_tokens` is required. Streaming is SSE: `message_start` (input usage),
 //! `content_block_delta` (text), `message_delta` (cumulative output tokens), `message_stop`,
-//! `ping`, and a mid-stream `error`; unknown event types are ignored.
+//! `ping`, and a mid-stream `error`; unknown event types are ignored. Only `text` blocks are
+//! answer text (not `thinking` or `tool_use`); `stop_reason: refusal` is an error.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,8 +11,11 @@ use async_trait::async_trait;
 use serde_json::{Value, json};
 
 use super::credentials::ApiKey;
-use super::http::{self, SseParser};
-use super::{Completion, CompletionRequest, Provider, ProviderError, Usage};
+use super::http::{self, Framing, ReadLimits, SseParser};
+use super::{
+    Completion, CompletionRequest, FinishKind, FinishReason, Provider, ProviderError, Usage,
+    apply_options,
+};
 use crate::config::Profile;
 
 pub(super) const API_VERSION: &str = "2023-06-01";
@@ -72,11 +76,52 @@ impl Anthropic {
         if request.deltas.is_some() {
             body["stream"] = json!(true);
         }
-        for (k, v) in &request.options {
-            body[k] = v.clone();
-        }
+        apply_options(&mut body, &request.options);
         body
     }
+
+    fn limits(&self) -> ReadLimits {
+        ReadLimits::for_profile(&self.profile, self.first_byte)
+    }
+}
+
+/// `stop_reason`, normalised.
+fn finish_reason(raw: &str) -> FinishReason {
+    let kind = match raw {
+        "end_turn" | "stop_sequence" => FinishKind::Stop,
+        "max_tokens" | "model_context_window_exceeded" => FinishKind::Length,
+        "tool_use" => FinishKind::ToolUse,
+        "refusal" => FinishKind::Refused,
+        _ => FinishKind::Other,
+    };
+    FinishReason::new(kind, raw)
+}
+
+/// The answer, unless the model refused (its text, if any, is the refusal).
+fn completion(
+    text: String,
+    usage: Usage,
+    finish_reason: Option<FinishReason>,
+) -> Result<Completion, ProviderError> {
+    if let Some(f) = finish_reason
+        .as_ref()
+        .filter(|f| f.kind == FinishKind::Refused)
+    {
+        return Err(ProviderError::Refused {
+            refusal: if text.trim().is_empty() {
+                "no reason given".into()
+            } else {
+                text
+            },
+            finish: Some(f.raw.clone()),
+        });
+    }
+    Completion {
+        text,
+        usage,
+        finish_reason,
+    }
+    .into_checked()
 }
 
 /// Input tokens include cache reads and writes; Anthropic reports them apart.
@@ -135,8 +180,11 @@ impl Provider for Anthropic {
             builder = builder.header("x-api-key", key.expose());
         }
         let response = http::send(builder, self.first_byte, self.key.as_ref()).await?;
-        if request.deltas.is_none() {
-            let body = http::json_body(response, self.first_byte).await?;
+        if http::framing(&response) != Framing::Sse {
+            let body = http::json_body(response, self.limits()).await?;
+            if let Some(error) = body.get("error").filter(|_| body["type"] == "error") {
+                return Err(stream_error(error));
+            }
             let content = body
                 .get("content")
                 .and_then(Value::as_array)
@@ -148,27 +196,35 @@ impl Provider for Anthropic {
                 .filter(|b| b.get("type").and_then(Value::as_str) == Some("text"))
                 .filter_map(|b| b.get("text").and_then(Value::as_str))
                 .collect();
-            let usage = body.get("usage").ok_or_else(|| ProviderError::Decode {
-                message: "no `usage`".into(),
-            })?;
-            let (input, cached) = input_usage(usage);
-            return Ok(Completion {
-                text,
-                usage: Usage {
-                    input_tokens: input,
-                    output_tokens: usage
-                        .get("output_tokens")
-                        .and_then(Value::as_u64)
-                        .unwrap_or(0),
-                    cached_input_tokens: cached,
-                    estimated: false,
-                },
-            });
+            let usage = match body.get("usage").filter(|u| u.is_object()) {
+                Some(usage) => {
+                    let (input, cached) = input_usage(usage);
+                    Usage {
+                        input_tokens: input,
+                        output_tokens: usage
+                            .get("output_tokens")
+                            .and_then(Value::as_u64)
+                            .unwrap_or(0),
+                        cached_input_tokens: cached,
+                        ..Usage::default()
+                    }
+                }
+                None => Usage::UNKNOWN,
+            };
+            let finish = body
+                .get("stop_reason")
+                .and_then(Value::as_str)
+                .map(finish_reason);
+            if let Some(tx) = &request.deltas {
+                let _ = tx.send(text.clone());
+            }
+            return completion(text, usage, finish);
         }
         let deltas = request.deltas.as_ref();
         let mut parser = SseParser::default();
         let mut text = String::new();
-        let mut usage = Usage::default();
+        let mut usage = Usage::UNKNOWN;
+        let mut finish: Option<FinishReason> = None;
         let mut stopped = false;
         let mut handle = |data: &str| -> Result<(), ProviderError> {
             if stopped {
@@ -179,15 +235,22 @@ impl Provider for Anthropic {
             })?;
             match event.get("type").and_then(Value::as_str).unwrap_or("") {
                 "message_start" => {
-                    if let Some(u) = event.pointer("/message/usage") {
+                    if let Some(u) = event.pointer("/message/usage").filter(|u| u.is_object()) {
                         let (input, cached) = input_usage(u);
+                        usage.unknown = false;
                         usage.input_tokens = input;
                         usage.cached_input_tokens = cached;
                         usage.output_tokens =
                             u.get("output_tokens").and_then(Value::as_u64).unwrap_or(0);
                     }
                 }
-                "content_block_delta" => {
+                // Only `text_delta` is answer text (not `thinking_delta` or tool input).
+                "content_block_delta"
+                    if event
+                        .pointer("/delta/type")
+                        .and_then(Value::as_str)
+                        .is_none_or(|t| t == "text_delta") =>
+                {
                     if let Some(piece) = event.pointer("/delta/text").and_then(Value::as_str) {
                         text.push_str(piece);
                         if let Some(tx) = deltas {
@@ -195,13 +258,23 @@ impl Provider for Anthropic {
                         }
                     }
                 }
-                // Output tokens are cumulative in `message_delta`.
+                // Usage is cumulative in `message_delta`; newer servers repeat the input
+                // counts there.
                 "message_delta" => {
-                    if let Some(n) = event
-                        .pointer("/usage/output_tokens")
-                        .and_then(Value::as_u64)
-                    {
-                        usage.output_tokens = n;
+                    if let Some(u) = event.get("usage").filter(|u| u.is_object()) {
+                        if u.get("input_tokens").is_some() {
+                            let (input, cached) = input_usage(u);
+                            usage.input_tokens = input;
+                            usage.cached_input_tokens = cached;
+                            usage.unknown = false;
+                        }
+                        if let Some(n) = u.get("output_tokens").and_then(Value::as_u64) {
+                            usage.output_tokens = n;
+                            usage.unknown = false;
+                        }
+                    }
+                    if let Some(f) = event.pointer("/delta/stop_reason").and_then(Value::as_str) {
+                        finish = Some(finish_reason(f));
                     }
                 }
                 "message_stop" => stopped = true,
@@ -210,7 +283,7 @@ impl Provider for Anthropic {
             }
             Ok(())
         };
-        http::for_each_line(response, self.first_byte, |line| match parser.line(line) {
+        http::for_each_line(response, self.limits(), |line| match parser.line(line) {
             Some(event) => handle(&event.data),
             None => Ok(()),
         })
@@ -223,6 +296,6 @@ impl Provider for Anthropic {
                 message: "the stream ended before `message_stop`".into(),
             });
         }
-        Ok(Completion { text, usage })
+        completion(text, usage, finish)
     }
 }

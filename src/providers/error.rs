@@ -29,8 +29,28 @@ pub enum ProviderError {
     Decode { message: String },
     #[error("authentication failed: {message}")]
     Auth { message: String },
-    #[error("quota or spend limit exhausted: {message}")]
-    Quota { message: String },
+    #[error("quota or spend limit exhausted: {message}{}{}", quota_id_note(.quota_id), retry_note(.retry_after))]
+    Quota {
+        message: String,
+        /// The provider's quota id, e.g. Gemini's `GenerateRequestsPerDayPerProjectPerModel`.
+        quota_id: Option<String>,
+        /// The wait the provider asked for; orc does not retry within a run, it reports it.
+        retry_after: Option<Duration>,
+    },
+    /// The model declined to answer (OpenAI `refusal`, Anthropic `stop_reason: refusal`).
+    #[error("the model refused to answer: {refusal}")]
+    Refused {
+        refusal: String,
+        /// The provider's finish reason of the refused answer (`stop`, `refusal`).
+        finish: Option<String>,
+    },
+    /// The provider's safety system blocked the prompt (Gemini `promptFeedback.blockReason`)
+    /// or the whole answer.
+    #[error("the provider blocked the {} (`{reason}`)", if *.prompt { "prompt" } else { "answer" })]
+    Blocked { reason: String, prompt: bool },
+    /// The response grew past the profile's `max_response_bytes`.
+    #[error("the response is larger than {limit} bytes (`max_response_bytes` of the profile)")]
+    ResponseTooLarge { limit: u64 },
     #[error("no API key: set {variable} or run `orc auth set {provider}`")]
     MissingKey { variable: String, provider: String },
     #[error("circuit breaker open for {endpoint} after repeated failures; retry in {}s", .retry_in.as_secs().max(1))]
@@ -52,6 +72,20 @@ pub enum ProviderError {
 fn trim_float(x: f64) -> String {
     let s = format!("{x:.3}");
     s.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
+fn quota_id_note(id: &Option<String>) -> String {
+    id.as_ref()
+        .map_or_else(String::new, |id| format!(" (quota `{id}`)"))
+}
+
+fn retry_note(after: &Option<Duration>) -> String {
+    after.map_or_else(String::new, |d| {
+        format!(
+            "; the provider suggests retrying in {}s, so it is not retried now",
+            trim_float(d.as_secs_f64())
+        )
+    })
 }
 
 fn retry_hint(after: &Option<Duration>) -> String {
@@ -99,8 +133,18 @@ impl ProviderError {
             ProviderError::Auth { message } => ProviderError::Auth {
                 message: r(message),
             },
-            ProviderError::Quota { message } => ProviderError::Quota {
+            ProviderError::Quota {
+                message,
+                quota_id,
+                retry_after,
+            } => ProviderError::Quota {
                 message: r(message),
+                quota_id,
+                retry_after,
+            },
+            ProviderError::Refused { refusal, finish } => ProviderError::Refused {
+                refusal: r(refusal),
+                finish,
             },
             other => other,
         }
@@ -121,6 +165,9 @@ impl ProviderError {
             ProviderError::Decode { .. }
             | ProviderError::Auth { .. }
             | ProviderError::Quota { .. }
+            | ProviderError::Refused { .. }
+            | ProviderError::Blocked { .. }
+            | ProviderError::ResponseTooLarge { .. }
             | ProviderError::MissingKey { .. }
             | ProviderError::CircuitOpen { .. }
             | ProviderError::Unavailable { .. }
@@ -149,6 +196,22 @@ impl ProviderError {
         }
     }
 
+    /// The finish reason an error stands for: a refusal, or a block by the safety filter.
+    pub fn finish_reason(&self) -> Option<super::FinishReason> {
+        use super::{FinishKind, FinishReason};
+        match self {
+            ProviderError::Refused { finish, .. } => Some(FinishReason::new(
+                FinishKind::Refused,
+                finish.as_deref().unwrap_or("refusal"),
+            )),
+            ProviderError::Blocked { reason, .. } => Some(FinishReason::new(
+                FinishKind::ContentFilter,
+                reason.as_str(),
+            )),
+            _ => None,
+        }
+    }
+
     /// Short machine-readable kind for JSON output.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -160,6 +223,9 @@ impl ProviderError {
             ProviderError::Decode { .. } => "decode",
             ProviderError::Auth { .. } => "auth",
             ProviderError::Quota { .. } => "quota",
+            ProviderError::Refused { .. } => "refused",
+            ProviderError::Blocked { .. } => "blocked",
+            ProviderError::ResponseTooLarge { .. } => "response_too_large",
             ProviderError::MissingKey { .. } => "missing_key",
             ProviderError::CircuitOpen { .. } => "circuit_open",
             ProviderError::Unavailable { .. } => "unavailable",
@@ -199,9 +265,25 @@ mod tests {
         );
         assert!(
             !ProviderError::Quota {
-                message: String::new()
+                message: String::new(),
+                quota_id: None,
+                retry_after: Some(Duration::from_secs(22)),
             }
             .is_retryable()
         );
+        for e in [
+            ProviderError::Refused {
+                refusal: "no".into(),
+                finish: None,
+            },
+            ProviderError::Blocked {
+                reason: "SAFETY".into(),
+                prompt: true,
+            },
+            ProviderError::ResponseTooLarge { limit: 10 },
+        ] {
+            assert!(!e.is_retryable(), "{e}");
+            assert!(!e.is_endpoint_failure(), "{e}");
+        }
     }
 }

@@ -1,7 +1,8 @@
 //! The HTTP side shared by every remote provider: one pooled `reqwest::Client`, separate
 //! connect / first-byte / total timeouts, mapping of HTTP failures to `ProviderError`
-//! (with `Retry-After`, `retry-after-ms` and the provider's own error type), and a small
-//! line splitter for SSE and NDJSON streams.
+//! (with `Retry-After`, `retry-after-ms` and the provider's own error type), a small line
+//! splitter for SSE and NDJSON streams, and the cap on a response's size: no body is read
+//! past the profile's `max_response_bytes`, so memory stays bounded whatever a server sends.
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -14,6 +15,61 @@ use super::credentials::ApiKey;
 
 /// Time allowed to open a connection.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Default cap on a response body (`max_response_bytes`): far above any real answer, far
+/// below what would hurt the machine.
+pub const DEFAULT_MAX_RESPONSE_BYTES: u64 = 32 * 1024 * 1024;
+
+/// Most of an error body read for its message: the rest is never shown.
+const MAX_ERROR_BODY: u64 = 64 * 1024;
+
+/// How long to wait for the body, and how much of it to accept.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadLimits {
+    /// Longest wait for the next chunk.
+    pub idle: Duration,
+    /// Most bytes a whole body may have.
+    pub max_bytes: u64,
+}
+
+impl ReadLimits {
+    pub fn for_profile(profile: &crate::config::Profile, idle: Duration) -> ReadLimits {
+        ReadLimits {
+            idle,
+            max_bytes: profile
+                .max_response_bytes
+                .unwrap_or(DEFAULT_MAX_RESPONSE_BYTES),
+        }
+    }
+}
+
+/// How a successful response's body is framed, by its content type. Clients read what the
+/// server sent, not what they asked for: a server may stream to a plain request, or answer
+/// a streamed one with one JSON document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    Json,
+    /// `text/event-stream`
+    Sse,
+    /// `application/x-ndjson` (Ollama)
+    NdJson,
+}
+
+pub fn framing(response: &reqwest::Response) -> Framing {
+    let content_type = response
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    if content_type.starts_with("text/event-stream") {
+        Framing::Sse
+    } else if content_type.contains("ndjson") || content_type.contains("jsonl") {
+        Framing::NdJson
+    } else {
+        Framing::Json
+    }
+}
 
 /// The one client of the process: pooled connections, shared by every profile.
 pub fn client() -> reqwest::Client {
@@ -66,25 +122,75 @@ pub async fn send(
         return Ok(response);
     }
     let headers = response.headers().clone();
-    let body = tokio::time::timeout(first_byte, response.text())
-        .await
-        .ok()
-        .and_then(Result::ok)
-        .unwrap_or_default();
+    let limits = ReadLimits {
+        idle: first_byte,
+        max_bytes: MAX_ERROR_BODY,
+    };
+    // Only the start of an error body matters; a huge one is cut, never read whole.
+    let body = match read_capped(response, limits).await {
+        Ok(bytes) | Err(Capped::TooLarge(bytes)) => String::from_utf8_lossy(&bytes).into_owned(),
+        Err(Capped::Failed(_)) => String::new(),
+    };
     let body = redact(&body);
     tracing::trace!(status = status.as_u16(), body = %excerpt(&body), "error response");
     Err(status_error(status.as_u16(), &headers, &body))
 }
 
-/// Reads a whole JSON body, waiting at most `idle`.
+/// Why a capped read stopped early.
+enum Capped {
+    /// The body is larger than the cap; what was read up to it.
+    TooLarge(Vec<u8>),
+    Failed(ProviderError),
+}
+
+/// Reads a body up to `limits.max_bytes`, waiting at most `limits.idle` for each chunk.
+/// A declared `Content-Length` past the cap fails before anything is read.
+async fn read_capped(response: reqwest::Response, limits: ReadLimits) -> Result<Vec<u8>, Capped> {
+    if response
+        .content_length()
+        .is_some_and(|n| n > limits.max_bytes)
+    {
+        return Err(Capped::TooLarge(Vec::new()));
+    }
+    let cap = usize::try_from(limits.max_bytes).unwrap_or(usize::MAX);
+    let mut body: Vec<u8> = Vec::with_capacity(
+        response
+            .content_length()
+            .and_then(|n| usize::try_from(n).ok())
+            .unwrap_or(0)
+            .min(cap),
+    );
+    let mut stream = response.bytes_stream();
+    loop {
+        match tokio::time::timeout(limits.idle, stream.next()).await {
+            Err(_) => return Err(Capped::Failed(ProviderError::Timeout)),
+            Ok(None) => return Ok(body),
+            Ok(Some(Err(e))) => return Err(Capped::Failed(stream_broken(&e))),
+            Ok(Some(Ok(chunk))) => {
+                if body.len() + chunk.len() > cap {
+                    let room = cap - body.len();
+                    body.extend_from_slice(&chunk[..room]);
+                    return Err(Capped::TooLarge(body));
+                }
+                body.extend_from_slice(&chunk);
+            }
+        }
+    }
+}
+
+/// Reads a whole JSON body within `limits`.
 pub async fn json_body(
     response: reqwest::Response,
-    idle: Duration,
+    limits: ReadLimits,
 ) -> Result<serde_json::Value, ProviderError> {
-    let bytes = match tokio::time::timeout(idle, response.bytes()).await {
-        Err(_) => return Err(ProviderError::Timeout),
-        Ok(Err(e)) => return Err(stream_broken(&e)),
-        Ok(Ok(b)) => b,
+    let bytes = match read_capped(response, limits).await {
+        Ok(bytes) => bytes,
+        Err(Capped::TooLarge(_)) => {
+            return Err(ProviderError::ResponseTooLarge {
+                limit: limits.max_bytes,
+            });
+        }
+        Err(Capped::Failed(e)) => return Err(e),
     };
     serde_json::from_slice(&bytes).map_err(|e| ProviderError::Decode {
         message: format!("{e} in `{}`", excerpt(&String::from_utf8_lossy(&bytes))),
@@ -208,20 +314,40 @@ const NEVER_RETRY: [&str; 3] = [
 pub fn status_error(status: u16, headers: &HeaderMap, body: &str) -> ProviderError {
     let parsed = parse_error_body(body);
     let kind = parsed.kind.clone();
+    let hint =
+        || retry_after(headers).or_else(|| parsed.json.as_ref().and_then(gemini_retry_delay));
     if kind.as_deref().is_some_and(|k| NEVER_RETRY.contains(&k))
         || parsed.message.contains("insufficient_quota")
     {
         return ProviderError::Quota {
-            message: parsed.message,
+            message: parsed.message.clone(),
+            quota_id: None,
+            retry_after: None,
         };
+    }
+    // A per-day quota resets hours from now: retrying within a run cannot succeed (#12).
+    if status == 429 {
+        if let Some(quota_id) = parsed.json.as_ref().and_then(per_day_quota) {
+            return ProviderError::Quota {
+                message: parsed.message.clone(),
+                quota_id: Some(quota_id),
+                retry_after: hint(),
+            };
+        }
+        if parsed.message.contains("(RPD)") || parsed.message.contains("requests per day") {
+            return ProviderError::Quota {
+                message: parsed.message.clone(),
+                quota_id: None,
+                retry_after: hint(),
+            };
+        }
     }
     match status {
         401 | 403 => ProviderError::Auth {
             message: format!("HTTP {status}: {}", parsed.message),
         },
         429 => ProviderError::RateLimited {
-            retry_after: retry_after(headers)
-                .or_else(|| parsed.json.as_ref().and_then(gemini_retry_delay)),
+            retry_after: hint(),
             message: parsed.message,
         },
         _ => ProviderError::Http {
@@ -243,28 +369,69 @@ fn gemini_retry_delay(json: &serde_json::Value) -> Option<Duration> {
         .map(|secs| Duration::from_secs_f64(secs.max(0.0)))
 }
 
+/// The id of a per-day quota among Gemini's `google.rpc.QuotaFailure` violations
+/// (`GenerateRequestsPerDayPerProjectPerModel-FreeTier`).
+fn per_day_quota(json: &serde_json::Value) -> Option<String> {
+    json.pointer("/error/details")?
+        .as_array()?
+        .iter()
+        .filter(|d| {
+            d.get("@type")
+                .and_then(serde_json::Value::as_str)
+                .is_some_and(|t| t.ends_with("google.rpc.QuotaFailure"))
+        })
+        .filter_map(|d| d.get("violations")?.as_array())
+        .flatten()
+        .filter_map(|v| v.get("quotaId")?.as_str())
+        .find(|id| id.contains("PerDay"))
+        .map(String::from)
+}
+
 /// Reads a response body as complete lines, calling `on_line` for each (without the line
-/// ending). Waits at most `idle` for each chunk, so a stalled stream fails as a timeout.
+/// ending). Waits at most `limits.idle` for each chunk, so a stalled stream fails as a
+/// timeout, and stops with `ResponseTooLarge` past `limits.max_bytes` in all.
 pub async fn for_each_line(
     response: reqwest::Response,
-    idle: Duration,
+    limits: ReadLimits,
     mut on_line: impl FnMut(&str) -> Result<(), ProviderError>,
 ) -> Result<(), ProviderError> {
+    if response
+        .content_length()
+        .is_some_and(|n| n > limits.max_bytes)
+    {
+        return Err(ProviderError::ResponseTooLarge {
+            limit: limits.max_bytes,
+        });
+    }
     let mut stream = response.bytes_stream();
     let mut buffer: Vec<u8> = Vec::new();
+    let mut total: u64 = 0;
     loop {
-        let chunk = match tokio::time::timeout(idle, stream.next()).await {
+        let chunk = match tokio::time::timeout(limits.idle, stream.next()).await {
             Err(_) => return Err(ProviderError::Timeout),
             Ok(None) => break,
             Ok(Some(Err(e))) => return Err(stream_broken(&e)),
             Ok(Some(Ok(chunk))) => chunk,
         };
-        buffer.extend_from_slice(&chunk);
-        while let Some(pos) = buffer.iter().position(|&b| b == b'\n') {
-            let line: Vec<u8> = buffer.drain(..=pos).collect();
-            let text = String::from_utf8_lossy(&line);
-            on_line(text.trim_end_matches(['\n', '\r']))?;
+        total += chunk.len() as u64;
+        if total > limits.max_bytes {
+            return Err(ProviderError::ResponseTooLarge {
+                limit: limits.max_bytes,
+            });
         }
+        // Only the new bytes are searched, and consumed lines are dropped once per chunk,
+        // so a long line or a chunk of many lines costs linear time.
+        let mut searched = buffer.len();
+        buffer.extend_from_slice(&chunk);
+        let mut start = 0;
+        while let Some(pos) = buffer[searched..].iter().position(|&b| b == b'\n') {
+            let end = searched + pos;
+            let text = String::from_utf8_lossy(&buffer[start..end]);
+            on_line(text.trim_end_matches('\r'))?;
+            start = end + 1;
+            searched = start;
+        }
+        buffer.drain(..start);
     }
     if !buffer.is_empty() {
         let text = String::from_utf8_lossy(&buffer).into_owned();
@@ -375,6 +542,35 @@ mod tests {
             e @ ProviderError::Http { .. } => assert!(e.is_retryable()),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_per_day_quota_is_not_a_rate_limit() {
+        let h = HeaderMap::new();
+        let per_day = r#"{"error":{"code":429,"status":"RESOURCE_EXHAUSTED","message":"quota","details":[
+            {"@type":"type.googleapis.com/google.rpc.QuotaFailure","violations":[{"quotaId":"GenerateRequestsPerDayPerProjectPerModel-FreeTier"}]},
+            {"@type":"type.googleapis.com/google.rpc.RetryInfo","retryDelay":"22s"}]}}"#;
+        match status_error(429, &h, per_day) {
+            e @ ProviderError::Quota { .. } => {
+                assert!(!e.is_retryable());
+                let message = e.to_string();
+                assert!(
+                    message.contains("PerDay") && message.contains("22s"),
+                    "{message}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        let per_minute = per_day.replace("PerDay", "PerMinute");
+        assert!(matches!(
+            status_error(429, &h, &per_minute),
+            ProviderError::RateLimited { .. }
+        ));
+        let rpd = r#"{"error":{"message":"Rate limit reached for gpt-4o on requests per day (RPD): Limit 200","type":"requests","code":"rate_limit_exceeded"}}"#;
+        assert!(matches!(
+            status_error(429, &h, rpd),
+            ProviderError::Quota { .. }
+        ));
     }
 
     #[test]

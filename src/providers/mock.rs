@@ -1,7 +1,8 @@
 //! The built-in offline provider. Deterministic for a seed: the same seed, profile, agent and
 //! prompt give the same latency, the same failures and the same text. Its text quotes the
 //! prompt it was given and names the dependencies it saw, so a reader can follow how
-//! dependents build on their dependencies.
+//! dependents build on their dependencies. Asked to stream, it sends its answer word by
+//! word, spread over its latency, as a real model would (#12).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,7 +13,10 @@ use xxhash_rust::xxh3::xxh3_64_with_seed;
 use std::collections::HashSet;
 
 use super::vocab::{FACETS, Vocabulary};
-use super::{Completion, CompletionRequest, GenerationHint, Provider, ProviderError, Usage};
+use super::{
+    Completion, CompletionRequest, FinishKind, FinishReason, GenerationHint, Provider,
+    ProviderError, Usage,
+};
 use crate::config::Profile;
 use crate::config::spec::MockFailure;
 use crate::exec::layout::DEPENDENCY_HEADER;
@@ -76,7 +80,8 @@ impl MockProvider {
         xxh3_64_with_seed(text.as_bytes(), request.seed)
     }
 
-    fn compose(&self, request: &CompletionRequest) -> String {
+    /// The answer text, and whether `max_tokens` cut it off.
+    fn compose(&self, request: &CompletionRequest) -> (String, bool) {
         let mut rng = fastrand::Rng::with_seed(self.hash(request, "text"));
         let role = request
             .system
@@ -109,6 +114,7 @@ impl MockProvider {
         if !deps.is_empty() {
             text.push_str(&format!(" Building on {}.", deps.join(", ")));
         }
+        let mut truncated = false;
         if let Some(max) = request.max_tokens {
             let limit = (max as usize).saturating_mul(4);
             if text.len() > limit {
@@ -117,9 +123,10 @@ impl MockProvider {
                     .find(|&i| text.is_char_boundary(i))
                     .unwrap_or(0);
                 text.truncate(cut);
+                truncated = true;
             }
         }
-        text
+        (text, truncated)
     }
 }
 
@@ -295,12 +302,12 @@ impl Provider for MockProvider {
             settings.jitter.mul_f64(rng.f64())
         };
         let latency = settings.latency + jitter;
-        if !latency.is_zero() {
-            tokio::time::sleep(latency).await;
-        }
         let fails = request.attempt <= settings.fail_attempts
             || (settings.fail_rate > 0.0 && rng.f64() < settings.fail_rate);
         if fails {
+            if !latency.is_zero() {
+                tokio::time::sleep(latency).await;
+            }
             return Err(match settings.fail_with {
                 MockFailure::Timeout => ProviderError::Timeout,
                 MockFailure::RateLimit => ProviderError::RateLimited {
@@ -321,29 +328,40 @@ impl Provider for MockProvider {
                 },
             });
         }
-        let text = match (&request.generation, &request.response_format) {
-            (Some(hint), _) => self.generate(&request, hint),
-            (None, Some(_)) if request.attempt <= settings.invalid_json_attempts => {
+        let (text, truncated) = match (&request.generation, &request.response_format) {
+            (Some(hint), _) => (self.generate(&request, hint), false),
+            (None, Some(_)) if request.attempt <= settings.invalid_json_attempts => (
                 format!(
                     "Sure! Here is the JSON you asked for: {}",
-                    self.compose(&request)
-                )
-            }
+                    self.compose(&request).0
+                ),
+                false,
+            ),
             (None, Some(format)) => {
-                let text = self.compose(&request);
+                let (text, _) = self.compose(&request);
                 let mut rng = fastrand::Rng::with_seed(self.hash(&request, "json"));
                 let value = match format.schema() {
                     Some(schema) => sample_json(&schema, &text, &mut rng, 0),
                     None => serde_json::json!({ "answer": text }),
                 };
-                value.to_string()
+                (value.to_string(), false)
             }
             (None, None) => self.compose(&request),
         };
-        if let Some(deltas) = &request.deltas {
-            for piece in text.split_inclusive(' ') {
-                let _ = deltas.send(piece.to_string());
+        match &request.deltas {
+            // Word by word: the first after an equal share of the latency, the last at its end.
+            Some(deltas) => {
+                let pieces: Vec<&str> = text.split_inclusive(' ').collect();
+                let gap = latency / u32::try_from(pieces.len().max(1)).unwrap_or(u32::MAX);
+                for piece in pieces {
+                    if !gap.is_zero() {
+                        tokio::time::sleep(gap).await;
+                    }
+                    let _ = deltas.send(piece.to_string());
+                }
             }
+            None if !latency.is_zero() => tokio::time::sleep(latency).await,
+            None => {}
         }
         let prompt_tokens =
             estimate_tokens(&request.prompt) + request.system.as_deref().map_or(0, estimate_tokens);
@@ -353,6 +371,11 @@ impl Provider for MockProvider {
                 output_tokens: estimate_tokens(&text),
                 ..Usage::default()
             },
+            finish_reason: Some(if truncated {
+                FinishReason::new(FinishKind::Length, "length")
+            } else {
+                FinishReason::new(FinishKind::Stop, "stop")
+            }),
             text,
         })
     }

@@ -70,25 +70,134 @@ pub enum GenerationHint {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Usage {
     pub input_tokens: u64,
+    /// Tokens of the answer itself; thinking is counted in `reasoning_tokens`.
     pub output_tokens: u64,
+    /// Thinking tokens (Gemini `thoughtsTokenCount`, OpenAI `reasoning_tokens`): billed as
+    /// output, reported apart from the answer's tokens.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub reasoning_tokens: u64,
     /// Input tokens served from the provider's prompt cache (part of `input_tokens`).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub cached_input_tokens: u64,
     /// The provider reported no usage; these counts are estimates (four characters a token).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub estimated: bool,
+    /// Some call's usage was never reported (a stream without usage): the counts cover only
+    /// the calls that reported theirs. Such usage is shown as `null`, never as zero (#12).
+    #[serde(skip)]
+    pub unknown: bool,
 }
 
 fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
+impl Usage {
+    /// The usage of a call whose provider did not report it.
+    pub const UNKNOWN: Usage = Usage {
+        input_tokens: 0,
+        output_tokens: 0,
+        reasoning_tokens: 0,
+        cached_input_tokens: 0,
+        estimated: false,
+        unknown: true,
+    };
+
+    /// What these tokens cost at `price`; `None` when the usage is unknown. Thinking tokens
+    /// are billed as output.
+    pub fn cost(&self, price: &crate::config::Price) -> Option<f64> {
+        (!self.unknown).then(|| {
+            price.cost(
+                self.input_tokens,
+                self.cached_input_tokens,
+                self.output_tokens + self.reasoning_tokens,
+            )
+        })
+    }
+
+    /// Serializes unknown usage as `null` (for per-agent usage in the JSON output).
+    pub fn serialize_or_null<S: serde::Serializer>(
+        usage: &Usage,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        use serde::Serialize;
+        if usage.unknown {
+            serializer.serialize_none()
+        } else {
+            usage.serialize(serializer)
+        }
+    }
+
+    /// Reads what `serialize_or_null` wrote: `null` is unknown usage.
+    pub fn deserialize_or_null<'de, D: serde::Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Usage, D::Error> {
+        use serde::Deserialize;
+        Ok(Option::<Usage>::deserialize(deserializer)?.unwrap_or(Usage::UNKNOWN))
+    }
+}
+
 impl std::ops::AddAssign for Usage {
     fn add_assign(&mut self, other: Usage) {
         self.input_tokens += other.input_tokens;
         self.output_tokens += other.output_tokens;
+        self.reasoning_tokens += other.reasoning_tokens;
         self.cached_input_tokens += other.cached_input_tokens;
         self.estimated |= other.estimated;
+        self.unknown |= other.unknown;
+    }
+}
+
+/// Why the model stopped, normalised across providers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FinishKind {
+    /// A natural end (or a stop sequence).
+    Stop,
+    /// Cut off at the token limit: the answer is incomplete.
+    Length,
+    /// Stopped by the provider's safety filter.
+    ContentFilter,
+    /// Stopped to call a tool.
+    ToolUse,
+    /// The model refused to answer.
+    Refused,
+    /// Anything else the provider reports.
+    Other,
+}
+
+impl FinishKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FinishKind::Stop => "stop",
+            FinishKind::Length => "length",
+            FinishKind::ContentFilter => "content_filter",
+            FinishKind::ToolUse => "tool_use",
+            FinishKind::Refused => "refused",
+            FinishKind::Other => "other",
+        }
+    }
+}
+
+/// A finish reason: the normalised kind and the provider's own value (`MAX_TOKENS`,
+/// `end_turn`, `length`, ...).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FinishReason {
+    pub kind: FinishKind,
+    pub raw: String,
+}
+
+impl FinishReason {
+    pub fn new(kind: FinishKind, raw: impl Into<String>) -> FinishReason {
+        FinishReason {
+            kind,
+            raw: raw.into(),
+        }
+    }
+
+    /// The answer was cut off at the token limit.
+    pub fn is_truncated(&self) -> bool {
+        self.kind == FinishKind::Length
     }
 }
 
@@ -97,6 +206,69 @@ impl std::ops::AddAssign for Usage {
 pub struct Completion {
     pub text: String,
     pub usage: Usage,
+    /// `None` when the provider did not say why it stopped.
+    pub finish_reason: Option<FinishReason>,
+}
+
+impl Completion {
+    /// A safety stop that left no answer at all is a block, not an empty success.
+    fn into_checked(self) -> Result<Completion, ProviderError> {
+        match &self.finish_reason {
+            Some(f) if f.kind == FinishKind::ContentFilter && self.text.trim().is_empty() => {
+                Err(ProviderError::Blocked {
+                    reason: f.raw.clone(),
+                    prompt: false,
+                })
+            }
+            _ => Ok(self),
+        }
+    }
+}
+
+/// Agent `options` over profile `options`, merged deeply: an object in the agent's options
+/// adds to the profile's object of the same key instead of replacing it.
+pub fn merged_options(
+    profile: &BTreeMap<String, serde_json::Value>,
+    agent: &BTreeMap<String, serde_json::Value>,
+) -> BTreeMap<String, serde_json::Value> {
+    let mut out = profile.clone();
+    for (k, v) in agent {
+        match out.get_mut(k) {
+            Some(existing) => merge_json(existing, v),
+            None => {
+                out.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    out
+}
+
+/// Merges `overlay` into `target`: objects key by key (recursively), anything else replaced.
+pub(crate) fn merge_json(target: &mut serde_json::Value, overlay: &serde_json::Value) {
+    match (target, overlay) {
+        (serde_json::Value::Object(t), serde_json::Value::Object(o)) => {
+            for (k, v) in o {
+                match t.get_mut(k) {
+                    Some(existing) => merge_json(existing, v),
+                    None => {
+                        t.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+        }
+        (t, o) => *t = o.clone(),
+    }
+}
+
+/// Merges the request's `options` into a provider request body (deeply, so that e.g. a
+/// Gemini `generationConfig` in options adds to the one orc built).
+fn apply_options(body: &mut serde_json::Value, options: &BTreeMap<String, serde_json::Value>) {
+    for (k, v) in options {
+        match body.get_mut(k) {
+            Some(existing) => merge_json(existing, v),
+            None => body[k] = v.clone(),
+        }
+    }
 }
 
 #[async_trait]
@@ -264,6 +436,74 @@ impl Drop for BreakerGuard<'_> {
     fn drop(&mut self) {
         if !self.reported {
             self.breaker.after_call(Err(&ProviderError::Timeout));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn options_merge_deeply() {
+        let profile: BTreeMap<String, serde_json::Value> = [
+            (
+                "generationConfig".to_string(),
+                json!({"topK": 20, "thinkingConfig": {"budget": 1}}),
+            ),
+            ("seed".to_string(), json!(1)),
+        ]
+        .into();
+        let agent: BTreeMap<String, serde_json::Value> = [
+            (
+                "generationConfig".to_string(),
+                json!({"thinkingConfig": {"include": true}}),
+            ),
+            ("seed".to_string(), json!(2)),
+        ]
+        .into();
+        let merged = merged_options(&profile, &agent);
+        assert_eq!(
+            merged["generationConfig"],
+            json!({"topK": 20, "thinkingConfig": {"budget": 1, "include": true}})
+        );
+        assert_eq!(merged["seed"], json!(2));
+        let mut body = json!({"generationConfig": {"temperature": 0.1}});
+        apply_options(&mut body, &merged);
+        assert_eq!(body["generationConfig"]["temperature"], json!(0.1));
+        assert_eq!(body["generationConfig"]["topK"], json!(20));
+    }
+
+    #[test]
+    fn unknown_usage_costs_unknown_and_thinking_is_billed_as_output() {
+        let price = crate::config::Price {
+            input_per_mtok: 1.0,
+            output_per_mtok: 2.0,
+            cached_input_per_mtok: 1.0,
+        };
+        let usage = Usage {
+            input_tokens: 10,
+            output_tokens: 5,
+            reasoning_tokens: 20,
+            ..Usage::default()
+        };
+        assert_eq!(usage.cost(&price), Some((10.0 + 2.0 * 25.0) / 1e6));
+        let mut total = usage;
+        total += Usage::UNKNOWN;
+        assert!(total.unknown);
+        assert_eq!(total.cost(&price), None);
+        assert_eq!(
+            serde_json::to_value(SerializeOrNull(total)).unwrap(),
+            serde_json::Value::Null
+        );
+    }
+
+    struct SerializeOrNull(Usage);
+
+    impl serde::Serialize for SerializeOrNull {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            Usage::serialize_or_null(&self.0, s)
         }
     }
 }

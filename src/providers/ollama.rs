@@ -1,6 +1,7 @@
 //! Ollama's native API: `POST {base}/api/chat`, streaming as NDJSON (one JSON object a line,
 //! the last with `done: true`), usage as `prompt_eval_count` / `eval_count`. The address
-//! comes from the profile's `base_url` or `OLLAMA_HOST` (scheme optional).
+//! comes from the profile's `base_url` or `OLLAMA_HOST` (scheme optional). `done_reason` is
+//! the finish reason; usage is unknown when neither count is reported.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,8 +10,11 @@ use async_trait::async_trait;
 use serde_json::{Value, json};
 
 use super::credentials::ApiKey;
-use super::http;
-use super::{Completion, CompletionRequest, Provider, ProviderError, Usage};
+use super::http::{self, Framing, ReadLimits};
+use super::{
+    Completion, CompletionRequest, FinishKind, FinishReason, Provider, ProviderError, Usage,
+    apply_options,
+};
 use crate::config::Profile;
 
 pub(super) struct Ollama {
@@ -58,20 +62,38 @@ impl Ollama {
         if let Some(format) = &request.response_format {
             body["format"] = format.schema().unwrap_or_else(|| json!("json"));
         }
-        for (k, v) in &request.options {
-            body[k] = v.clone();
-        }
+        apply_options(&mut body, &request.options);
         body
+    }
+
+    fn limits(&self) -> ReadLimits {
+        ReadLimits::for_profile(&self.profile, self.first_byte)
     }
 }
 
+/// Usage of the final object. Ollama leaves `prompt_eval_count` out when the whole prompt
+/// came from its cache (none evaluated), so one count is enough to know the usage.
 fn usage_of(done: &Value) -> Usage {
-    let n = |k: &str| done.get(k).and_then(Value::as_u64).unwrap_or(0);
-    Usage {
-        input_tokens: n("prompt_eval_count"),
-        output_tokens: n("eval_count"),
-        ..Usage::default()
+    let n = |k: &str| done.get(k).and_then(Value::as_u64);
+    match (n("prompt_eval_count"), n("eval_count")) {
+        (None, None) => Usage::UNKNOWN,
+        (input, output) => Usage {
+            input_tokens: input.unwrap_or(0),
+            output_tokens: output.unwrap_or(0),
+            ..Usage::default()
+        },
     }
+}
+
+/// `done_reason`, normalised.
+fn finish_of(done: &Value) -> Option<FinishReason> {
+    let raw = done.get("done_reason").and_then(Value::as_str)?;
+    let kind = match raw {
+        "stop" => FinishKind::Stop,
+        "length" => FinishKind::Length,
+        _ => FinishKind::Other,
+    };
+    Some(FinishReason::new(kind, raw))
 }
 
 #[async_trait]
@@ -82,8 +104,16 @@ impl Provider for Ollama {
             builder = builder.bearer_auth(key.expose());
         }
         let response = http::send(builder, self.first_byte, self.key.as_ref()).await?;
-        let Some(deltas) = request.deltas.as_ref() else {
-            let body = http::json_body(response, self.first_byte).await?;
+        let deltas = request.deltas.as_ref();
+        if http::framing(&response) != Framing::NdJson {
+            let body = http::json_body(response, self.limits()).await?;
+            if let Some(error) = body.get("error") {
+                return Err(ProviderError::StreamBroken {
+                    message: error
+                        .as_str()
+                        .map_or_else(|| error.to_string(), String::from),
+                });
+            }
             let text = body
                 .pointer("/message/content")
                 .and_then(Value::as_str)
@@ -94,15 +124,20 @@ impl Provider for Ollama {
                     ),
                 })?
                 .to_string();
+            if let Some(tx) = deltas {
+                let _ = tx.send(text.clone());
+            }
             return Ok(Completion {
                 text,
                 usage: usage_of(&body),
+                finish_reason: finish_of(&body),
             });
-        };
+        }
         let mut text = String::new();
-        let mut usage = None;
-        http::for_each_line(response, self.first_byte, |line| {
-            if line.trim().is_empty() || usage.is_some() {
+        let mut done: Option<Value> = None;
+        http::for_each_line(response, self.limits(), |line| {
+            // Anything after the final object (a proxy's signature line) is not the answer.
+            if line.trim().is_empty() || done.is_some() {
                 return Ok(());
             }
             let chunk: Value = serde_json::from_str(line).map_err(|e| ProviderError::Decode {
@@ -118,18 +153,24 @@ impl Provider for Ollama {
             if let Some(piece) = chunk.pointer("/message/content").and_then(Value::as_str) {
                 if !piece.is_empty() {
                     text.push_str(piece);
-                    let _ = deltas.send(piece.to_string());
+                    if let Some(tx) = deltas {
+                        let _ = tx.send(piece.to_string());
+                    }
                 }
             }
             if chunk.get("done").and_then(Value::as_bool) == Some(true) {
-                usage = Some(usage_of(&chunk));
+                done = Some(chunk);
             }
             Ok(())
         })
         .await?;
-        let usage = usage.ok_or_else(|| ProviderError::StreamBroken {
+        let done = done.ok_or_else(|| ProviderError::StreamBroken {
             message: "the stream ended before `done: true`".into(),
         })?;
-        Ok(Completion { text, usage })
+        Ok(Completion {
+            text,
+            usage: usage_of(&done),
+            finish_reason: finish_of(&done),
+        })
     }
 }

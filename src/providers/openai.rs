@@ -3,7 +3,8 @@
 //! Bearer key; streaming is SSE with `stream_options.include_usage`, ending at `[DONE]`.
 //! Compatible servers are treated leniently: missing usage is estimated, a stream that
 //! ends without `[DONE]` after a finish reason is accepted, and their differing error bodies
-//! are all understood (`http::parse_error_body`).
+//! are all understood (`http::parse_error_body`). A `refusal` (whole or streamed) is an
+//! error, never an empty answer; `finish_reason` is kept, normalised.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,9 +13,12 @@ use async_trait::async_trait;
 use serde_json::{Value, json};
 
 use super::credentials::ApiKey;
-use super::http::{self, SseParser};
+use super::http::{self, Framing, ReadLimits, SseParser};
 use super::mock::estimate_tokens;
-use super::{Completion, CompletionRequest, Provider, ProviderError, Usage};
+use super::{
+    Completion, CompletionRequest, FinishKind, FinishReason, Provider, ProviderError, Usage,
+    apply_options,
+};
 use crate::config::Profile;
 
 pub(super) struct OpenAi {
@@ -81,43 +85,102 @@ impl OpenAi {
                 None => json!({"type": "json_object"}),
             };
         }
-        for (k, v) in &request.options {
-            body[k] = v.clone();
-        }
+        apply_options(&mut body, &request.options);
         body
     }
 
-    fn usage(
-        &self,
-        value: Option<&Value>,
-        request: &CompletionRequest,
-        text: &str,
-    ) -> Result<Usage, ProviderError> {
+    fn limits(&self) -> ReadLimits {
+        ReadLimits::for_profile(&self.profile, self.first_byte)
+    }
+
+    /// Usage as reported; unknown when missing (estimated instead on compatible servers).
+    fn usage(&self, value: Option<&Value>, request: &CompletionRequest, text: &str) -> Usage {
         let read = |v: &Value, key: &str| v.get(key).and_then(Value::as_u64);
-        match value.filter(|u| !u.is_null()) {
-            Some(u) => Ok(Usage {
-                input_tokens: read(u, "prompt_tokens").unwrap_or(0),
-                output_tokens: read(u, "completion_tokens").unwrap_or(0),
-                cached_input_tokens: u
-                    .pointer("/prompt_tokens_details/cached_tokens")
+        match value.filter(|u| u.is_object()) {
+            Some(u) => {
+                // `completion_tokens` includes the reasoning tokens; orc reports them apart.
+                let reasoning = u
+                    .pointer("/completion_tokens_details/reasoning_tokens")
                     .and_then(Value::as_u64)
-                    .unwrap_or(0),
-                estimated: false,
-            }),
-            None if self.lenient => Ok(Usage {
+                    .unwrap_or(0);
+                let completion = read(u, "completion_tokens").unwrap_or(0);
+                Usage {
+                    input_tokens: read(u, "prompt_tokens").unwrap_or(0),
+                    output_tokens: completion.saturating_sub(reasoning),
+                    reasoning_tokens: reasoning.min(completion),
+                    cached_input_tokens: u
+                        .pointer("/prompt_tokens_details/cached_tokens")
+                        .and_then(Value::as_u64)
+                        .unwrap_or(0),
+                    estimated: false,
+                    unknown: false,
+                }
+            }
+            None if self.lenient => Usage {
                 input_tokens: estimate_tokens(&request.prompt)
                     + request.system.as_deref().map_or(0, estimate_tokens),
                 output_tokens: estimate_tokens(text),
-                cached_input_tokens: 0,
                 estimated: true,
-            }),
-            None => Err(ProviderError::Decode {
-                message: "the response has no `usage`".into(),
-            }),
+                ..Usage::default()
+            },
+            None => Usage::UNKNOWN,
         }
     }
 
-    async fn stream(
+    /// One JSON document: `choices[0].message` with `content` or `refusal`.
+    fn read_body(
+        &self,
+        body: &Value,
+        request: &CompletionRequest,
+    ) -> Result<Completion, ProviderError> {
+        let finish_reason = body
+            .pointer("/choices/0/finish_reason")
+            .and_then(Value::as_str)
+            .map(finish_reason);
+        let message = body
+            .pointer("/choices/0/message")
+            .ok_or_else(|| ProviderError::Decode {
+                message: format!(
+                    "no `choices[0].message` in `{}`",
+                    http::excerpt(&body.to_string())
+                ),
+            })?;
+        if let Some(refusal) = message
+            .get("refusal")
+            .and_then(Value::as_str)
+            .filter(|r| !r.is_empty())
+        {
+            return Err(ProviderError::Refused {
+                refusal: refusal.to_string(),
+                finish: finish_reason.map(|f| f.raw),
+            });
+        }
+        let text = match message.get("content") {
+            Some(Value::String(text)) => text.clone(),
+            // No text, e.g. only tool calls: an empty answer, with its finish reason.
+            Some(Value::Null) | None if finish_reason.is_some() => String::new(),
+            _ => {
+                return Err(ProviderError::Decode {
+                    message: format!(
+                        "no `choices[0].message.content` in `{}`",
+                        http::excerpt(&body.to_string())
+                    ),
+                });
+            }
+        };
+        if let Some(tx) = &request.deltas {
+            let _ = tx.send(text.clone());
+        }
+        let usage = self.usage(body.get("usage"), request, &text);
+        Completion {
+            text,
+            usage,
+            finish_reason,
+        }
+        .into_checked()
+    }
+
+    async fn read_stream(
         &self,
         response: reqwest::Response,
         request: &CompletionRequest,
@@ -125,14 +188,15 @@ impl OpenAi {
         let deltas = request.deltas.as_ref();
         let mut parser = SseParser::default();
         let mut text = String::new();
+        let mut refusal = String::new();
         let mut usage: Option<Value> = None;
+        let mut finish: Option<FinishReason> = None;
         let mut done = false;
-        let mut finished = false;
         let mut handle = |data: &str| -> Result<(), ProviderError> {
             if done {
                 return Ok(());
             }
-            if data == "[DONE]" {
+            if data.trim() == "[DONE]" {
                 done = true;
                 return Ok(());
             }
@@ -155,16 +219,20 @@ impl OpenAi {
                         let _ = tx.send(piece.to_string());
                     }
                 }
-                if choice.get("finish_reason").is_some_and(|f| !f.is_null()) {
-                    finished = true;
+                // Refusal text streams in its own deltas; it is never answer text.
+                if let Some(piece) = choice.pointer("/delta/refusal").and_then(Value::as_str) {
+                    refusal.push_str(piece);
+                }
+                if let Some(f) = choice.get("finish_reason").and_then(Value::as_str) {
+                    finish = Some(finish_reason(f));
                 }
             }
-            if let Some(u) = chunk.get("usage").filter(|u| !u.is_null()) {
+            if let Some(u) = chunk.get("usage").filter(|u| u.is_object()) {
                 usage = Some(u.clone());
             }
             Ok(())
         };
-        http::for_each_line(response, self.first_byte, |line| match parser.line(line) {
+        http::for_each_line(response, self.limits(), |line| match parser.line(line) {
             Some(event) => handle(&event.data),
             None => Ok(()),
         })
@@ -172,14 +240,37 @@ impl OpenAi {
         if let Some(event) = parser.finish() {
             handle(&event.data)?;
         }
-        if !(done || (self.lenient && finished)) {
+        if !(done || (self.lenient && finish.is_some())) {
             return Err(ProviderError::StreamBroken {
                 message: "the stream ended before `[DONE]`".into(),
             });
         }
-        let usage = self.usage(usage.as_ref(), request, &text)?;
-        Ok(Completion { text, usage })
+        if !refusal.is_empty() {
+            return Err(ProviderError::Refused {
+                refusal,
+                finish: finish.map(|f| f.raw),
+            });
+        }
+        let usage = self.usage(usage.as_ref(), request, &text);
+        Completion {
+            text,
+            usage,
+            finish_reason: finish,
+        }
+        .into_checked()
     }
+}
+
+/// `finish_reason` of Chat Completions, normalised.
+fn finish_reason(raw: &str) -> FinishReason {
+    let kind = match raw {
+        "stop" => FinishKind::Stop,
+        "length" => FinishKind::Length,
+        "content_filter" => FinishKind::ContentFilter,
+        "tool_calls" | "function_call" => FinishKind::ToolUse,
+        _ => FinishKind::Other,
+    };
+    FinishReason::new(kind, raw)
 }
 
 #[async_trait]
@@ -190,22 +281,13 @@ impl Provider for OpenAi {
             builder = builder.bearer_auth(key.expose());
         }
         let response = http::send(builder, self.first_byte, self.key.as_ref()).await?;
-        if request.deltas.is_some() {
-            return self.stream(response, &request).await;
+        match http::framing(&response) {
+            Framing::Sse => self.read_stream(response, &request).await,
+            Framing::Json | Framing::NdJson => {
+                let body = http::json_body(response, self.limits()).await?;
+                self.read_body(&body, &request)
+            }
         }
-        let body = http::json_body(response, self.first_byte).await?;
-        let text = body
-            .pointer("/choices/0/message/content")
-            .and_then(Value::as_str)
-            .ok_or_else(|| ProviderError::Decode {
-                message: format!(
-                    "no `choices[0].message.content` in `{}`",
-                    http::excerpt(&body.to_string())
-                ),
-            })?
-            .to_string();
-        let usage = self.usage(body.get("usage"), &request, &text)?;
-        Ok(Completion { text, usage })
     }
 }
 

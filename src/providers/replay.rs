@@ -11,7 +11,9 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::xxh3_128;
 
-use super::{Completion, CompletionRequest, Provider, ProviderError, Usage};
+use super::{
+    Completion, CompletionRequest, FinishKind, FinishReason, Provider, ProviderError, Usage,
+};
 use crate::config::Profile;
 
 /// One recorded exchange (a JSON line of the recording file).
@@ -26,6 +28,20 @@ pub struct Entry {
     pub output_tokens: u64,
     #[serde(default)]
     pub cached_input_tokens: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub reasoning_tokens: u64,
+    /// The provider did not report usage (the token counts are then zero).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub usage_unknown: bool,
+    /// The provider's finish reason, and its normalised kind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finish_reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finish_kind: Option<FinishKind>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// The identity of a request: everything that shapes the answer, nothing that does not
@@ -90,6 +106,10 @@ impl Provider for Recording {
             input_tokens: completion.usage.input_tokens,
             output_tokens: completion.usage.output_tokens,
             cached_input_tokens: completion.usage.cached_input_tokens,
+            reasoning_tokens: completion.usage.reasoning_tokens,
+            usage_unknown: completion.usage.unknown,
+            finish_reason: completion.finish_reason.as_ref().map(|f| f.raw.clone()),
+            finish_kind: completion.finish_reason.as_ref().map(|f| f.kind),
         });
         Ok(completion)
     }
@@ -147,12 +167,20 @@ impl Provider for Replay {
         }
         Ok(Completion {
             text: entry.text.clone(),
-            usage: Usage {
-                input_tokens: entry.input_tokens,
-                output_tokens: entry.output_tokens,
-                cached_input_tokens: entry.cached_input_tokens,
-                estimated: false,
+            usage: if entry.usage_unknown {
+                Usage::UNKNOWN
+            } else {
+                Usage {
+                    input_tokens: entry.input_tokens,
+                    output_tokens: entry.output_tokens,
+                    reasoning_tokens: entry.reasoning_tokens,
+                    cached_input_tokens: entry.cached_input_tokens,
+                    ..Usage::default()
+                }
             },
+            finish_reason: entry.finish_reason.as_ref().map(|raw| {
+                FinishReason::new(entry.finish_kind.unwrap_or(FinishKind::Other), raw.as_str())
+            }),
         })
     }
 }

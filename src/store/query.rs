@@ -15,7 +15,7 @@ use crate::exec::{
     AgentStatus, CallSource, Event, EventKind, ResumeAnswers, ResumeData, RunState, StoredAnswer,
     Timestamp,
 };
-use crate::providers::Usage;
+use crate::providers::{FinishKind, FinishReason, Usage};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -415,7 +415,8 @@ impl Store {
         self.with_conn(|conn| {
             Ok(conn
                 .query_row(
-                    "SELECT response, input_tokens, output_tokens, cached_input_tokens, cost_usd, finish_reason
+                    "SELECT response, input_tokens, output_tokens, cached_input_tokens, cost_usd, finish_reason,
+                            finish_reason_raw, reasoning_tokens, usage_unknown
                      FROM calls
                      WHERE request_hash = ?1 AND status = 'ok' AND response IS NOT NULL AND created_at >= ?2
                      ORDER BY created_at DESC LIMIT 1",
@@ -427,10 +428,12 @@ impl Store {
                                 input_tokens: r.get(1)?,
                                 output_tokens: r.get(2)?,
                                 cached_input_tokens: r.get(3)?,
+                                reasoning_tokens: r.get(7)?,
                                 estimated: false,
+                                unknown: r.get(8)?,
                             },
                             cost_usd: r.get(4)?,
-                            finish_reason: r.get(5)?,
+                            finish_reason: finish_reason(r.get(5)?, r.get(6)?),
                         })
                     },
                 )
@@ -501,7 +504,7 @@ impl Store {
         let answers = self.with_conn(|conn| {
             let mut stmt = conn.prepare(
                 "SELECT request_hash, response, input_tokens, output_tokens, cached_input_tokens, cost_usd,
-                        finish_reason, agent, path, source
+                        finish_reason, agent, path, source, finish_reason_raw, reasoning_tokens, usage_unknown
                  FROM calls WHERE run_id = ?1 AND status = 'ok' AND response IS NOT NULL ORDER BY seq",
             )?;
             let rows = stmt.query_map(params![id], |r| {
@@ -519,10 +522,12 @@ impl Store {
                             input_tokens: r.get(2)?,
                             output_tokens: r.get(3)?,
                             cached_input_tokens: r.get(4)?,
+                            reasoning_tokens: r.get(11)?,
                             estimated: false,
+                            unknown: r.get(12)?,
                         },
                         cost_usd: r.get(5)?,
-                        finish_reason: r.get(6)?,
+                        finish_reason: finish_reason(r.get(6)?, r.get(10)?),
                     },
                 ))
             })?;
@@ -574,6 +579,13 @@ impl Store {
             Ok(rows.collect::<Result<_, _>>()?)
         })
     }
+}
+
+/// A stored finish reason (normalised kind and the provider's value).
+fn finish_reason(kind: Option<String>, raw: Option<String>) -> Option<FinishReason> {
+    let kind: FinishKind = serde_json::from_value(serde_json::Value::String(kind?)).ok()?;
+    let raw = raw.unwrap_or_else(|| kind.as_str().to_string());
+    Some(FinishReason::new(kind, raw))
 }
 
 /// The `seq` of a stored event line, read without parsing the whole event.

@@ -12,6 +12,7 @@ use xxhash_rust::xxh3::xxh3_128;
 
 use super::owner::this_process;
 use crate::exec::{CallSource, CallStatus, Event, EventKind, RunRecord, Timestamp};
+use crate::providers::FinishKind;
 
 pub(super) enum Msg {
     RunStarted(RunRecord),
@@ -151,9 +152,10 @@ fn record_event(tx: &rusqlite::Transaction<'_>, event: &Event) -> rusqlite::Resu
             let mut insert = tx.prepare_cached(
                 "INSERT OR REPLACE INTO calls (run_id, seq, agent, path, call, attempt, producer, request_hash,
                      profile, provider, model, input_tokens, output_tokens, cached_input_tokens, cost_usd,
-                     latency_ms, status, error_kind, error, finish_reason, source, response, created_at)
+                     latency_ms, status, error_kind, error, finish_reason, source, response, created_at,
+                     reasoning_tokens, usage_unknown, finish_reason_raw)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18,
-                     ?19, ?20, ?21, ?22, ?23)",
+                     ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26)",
             )?;
             insert.execute(params![
                 &*event.run_id,
@@ -178,10 +180,13 @@ fn record_event(tx: &rusqlite::Transaction<'_>, event: &Event) -> rusqlite::Resu
                 },
                 call.error_kind,
                 call.error,
-                call.finish_reason,
+                call.finish_reason.map(FinishKind::as_str),
                 source_name(call.source),
                 call.response.as_deref(),
                 event.ts.0,
+                call.usage.reasoning_tokens,
+                call.usage.unknown,
+                call.finish_reason_raw,
             ])?;
         }
         EventKind::RunFinished { result } if event.path.is_empty() => {

@@ -325,3 +325,34 @@ fn missing_key_names_the_variable_and_sends_nothing() {
     assert!(out.stderr.contains("MY_KEY"), "{}", out.stderr);
     assert_eq!(fake.count(), 0);
 }
+
+#[test]
+fn stop_reason_refusal_fails_the_agent_as_refused() {
+    let mut body = answer("", 10, 2);
+    body["stop_reason"] = json!("refusal");
+    let fake = Fake::always(Reply::json(body));
+    let (doc, _) = run_json(anthropic(&fake, "", RETRYING), 1);
+    assert_failed_once(&fake, &doc, &["refused"]);
+    assert_eq!(x(&doc)["error_kind"], "refused");
+    assert_eq!(x(&doc)["finish_reason"], "refused");
+    assert_eq!(x(&doc)["finish_reason_raw"], "refusal");
+}
+
+#[test]
+fn a_cut_off_answer_is_flagged_with_a_warning() {
+    let mut body = answer("1. Oak\n2.", 10, 4);
+    body["stop_reason"] = json!("max_tokens");
+    let fake = Fake::always(Reply::json(body));
+    let (doc, out) = run_json(anthropic(&fake, "", &[]), 0);
+    let x = x(&doc);
+    assert_eq!(x["output"], "1. Oak\n2.");
+    assert_eq!(x["truncated"], true);
+    assert_eq!(x["finish_reason"], "length");
+    assert_eq!(x["finish_reason_raw"], "max_tokens");
+    assert!(
+        out.stderr
+            .contains("warning: the answer of agent `x` was cut off at the token limit"),
+        "{}",
+        out.stderr
+    );
+}

@@ -3,8 +3,9 @@
 //! `Test` builder) without starving it.
 //!
 //! The script is a list of replies by request number (the last one repeats). A reply can
-//! wait before its head, send its body in pieces with pauses between them, and cut the
-//! connection after some of them. Every request is recorded (method, path, headers, body and
+//! wait before its head, send its body (any bytes) in pieces with pauses between them, cut
+//! the connection after some of them, or go on with a repeated piece up to a huge size,
+//! produced as it is sent (a response of a gigabyte costs the fake no memory). Every request is recorded (method, path, headers, body and
 //! arrival time), and the server counts how many it was serving at once.
 
 use std::collections::BTreeMap;
@@ -27,7 +28,9 @@ pub(crate) struct Reply {
     /// Wait before sending the response head.
     head_delay: Duration,
     /// Body pieces, each sent after its pause.
-    chunks: Vec<(Duration, String)>,
+    chunks: Vec<(Duration, Bytes)>,
+    /// After the pieces, this piece again and again until the body has this many bytes.
+    filler: Option<(Bytes, u64)>,
     /// After the pieces, break the connection instead of ending the body.
     cut: bool,
 }
@@ -35,13 +38,43 @@ pub(crate) struct Reply {
 impl Reply {
     /// A response with this status, content type and body, sent in one piece.
     pub(crate) fn raw(status: u16, content_type: &str, body: impl Into<String>) -> Reply {
+        Reply::bytes(status, content_type, body.into().into_bytes())
+    }
+
+    /// A response with this status, content type and body, exactly these bytes.
+    pub(crate) fn bytes(status: u16, content_type: &str, body: Vec<u8>) -> Reply {
         Reply {
             status,
             headers: vec![("content-type".into(), content_type.into())],
             head_delay: Duration::ZERO,
-            chunks: vec![(Duration::ZERO, body.into())],
+            chunks: vec![(Duration::ZERO, Bytes::from(body))],
+            filler: None,
             cut: false,
         }
+    }
+
+    /// Sends the body in pieces of `size` bytes (split anywhere, even inside a UTF-8
+    /// character or a line ending), as a network may deliver it.
+    pub(crate) fn split_every(mut self, size: usize) -> Reply {
+        let whole: Vec<u8> = self
+            .chunks
+            .iter()
+            .flat_map(|(_, piece)| piece.iter().copied())
+            .collect();
+        self.chunks = whole
+            .chunks(size.max(1))
+            .map(|piece| (Duration::ZERO, Bytes::copy_from_slice(piece)))
+            .collect();
+        self
+    }
+
+    /// After the body's pieces, sends `piece` again and again until the body is `total`
+    /// bytes long, without ever holding it in memory.
+    pub(crate) fn then_repeat(mut self, piece: &str, total: u64) -> Reply {
+        // Sent in blocks of about 64 KiB (whole repetitions), so a huge body is quick.
+        let times = (64 * 1024 / piece.len().max(1)).max(1);
+        self.filler = Some((Bytes::from(piece.repeat(times)), total));
+        self
     }
 
     /// 200 with a JSON body.
@@ -59,13 +92,14 @@ impl Reply {
         let chunks = pieces
             .into_iter()
             .enumerate()
-            .map(|(i, p)| (if i == 0 { Duration::ZERO } else { pause }, p))
+            .map(|(i, p)| (if i == 0 { Duration::ZERO } else { pause }, Bytes::from(p)))
             .collect();
         Reply {
             status: 200,
             headers: vec![("content-type".into(), content_type.into())],
             head_delay: Duration::ZERO,
             chunks,
+            filler: None,
             cut: false,
         }
     }
@@ -82,7 +116,9 @@ impl Reply {
     }
 
     pub(crate) fn header(mut self, name: &str, value: &str) -> Reply {
-        self.headers.push((name.to_ascii_lowercase(), value.into()));
+        let name = name.to_ascii_lowercase();
+        self.headers.retain(|(n, _)| *n != name);
+        self.headers.push((name, value.into()));
         self
     }
 
@@ -304,15 +340,27 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
     // until its last byte is sent (or the client goes away).
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(1);
     let chunks = reply.chunks.clone();
+    let filler = reply.filler.clone();
     let cut = reply.cut;
     tokio::spawn(async move {
         let _guard = guard;
+        let mut sent = 0u64;
         for (pause, piece) in chunks {
             if !pause.is_zero() {
                 tokio::time::sleep(pause).await;
             }
-            if tx.send(Ok(Bytes::from(piece))).await.is_err() {
+            sent += piece.len() as u64;
+            if tx.send(Ok(piece)).await.is_err() {
                 return;
+            }
+        }
+        if let Some((piece, total)) = filler {
+            while sent < total {
+                let n = (total - sent).min(piece.len() as u64) as usize;
+                sent += n as u64;
+                if tx.send(Ok(piece.slice(..n))).await.is_err() {
+                    return;
+                }
             }
         }
         if cut {

@@ -143,10 +143,10 @@ fn usage_with_thoughts_and_cache_and_cost_in_json_output() {
     let (doc, _) = run_json(gemini(&fake, "", &[]), 0);
     let x = x(&doc);
     assert_eq!(x["output"], "thought about it");
-    // Thinking tokens are billed as output.
+    // Thinking tokens are reported apart from the answer's, and billed as output.
     assert_eq!(
         x["usage"],
-        json!({"input_tokens": 100, "output_tokens": 50, "cached_input_tokens": 60})
+        json!({"input_tokens": 100, "output_tokens": 20, "reasoning_tokens": 30, "cached_input_tokens": 60})
     );
     assert_cost(x, cost(100, 50));
 }
@@ -226,7 +226,7 @@ fn client_errors_are_not_retried() {
 fn malformed_body_is_a_decode_error() {
     for body in [
         Reply::raw(200, "application/json", "{\"candidates\": ["),
-        Reply::json(json!({"promptFeedback": {"blockReason": "OTHER"}})),
+        Reply::json(json!({"modelVersion": "gemini-x"})),
     ] {
         let fake = Fake::always(body);
         let (doc, _) = run_json(gemini(&fake, "", RETRYING), 1);
@@ -281,4 +281,71 @@ fn missing_key_names_the_variable_and_sends_nothing() {
     let out = invoke(&one_agent(&profile(&fake, ""), &[])).run().invalid();
     assert!(out.stderr.contains("GEMINI_API_KEY"), "{}", out.stderr);
     assert_eq!(fake.count(), 0);
+}
+
+#[test]
+fn options_merge_deeply_into_the_request_body() {
+    // A `generationConfig` in options adds to the one orc builds (and the agent's options
+    // add to the profile's), never replacing it (#12).
+    let fake = Fake::always(Reply::json(answer("ok", 1, 1)));
+    gemini(
+        &fake,
+        ", options: {generationConfig: {topK: 20, thinkingConfig: {thinkingBudget: 512}}}",
+        &[
+            "max_tokens: 64",
+            "temperature: 0.5",
+            "options: {generationConfig: {thinkingConfig: {includeThoughts: true}}, labels: {team: data}}",
+        ],
+    )
+    .run()
+    .success();
+    let r = fake.single();
+    assert_eq!(
+        r.body["generationConfig"],
+        json!({
+            "temperature": 0.5,
+            "maxOutputTokens": 64,
+            "topK": 20,
+            "thinkingConfig": {"thinkingBudget": 512, "includeThoughts": true}
+        })
+    );
+    assert_eq!(r.body["labels"], json!({"team": "data"}));
+}
+
+#[test]
+fn a_stream_without_usage_keeps_its_text_and_reports_usage_unknown() {
+    let chunk = |text: &str| {
+        format!(
+            "data: {}\r\n\r\n",
+            json!({"candidates": [candidate(text, Some("STOP"))]})
+        )
+    };
+    let fake = Fake::always(Reply::sse(vec![chunk("no usage "), chunk("here")]));
+    let out = gemini(&fake, "", &[])
+        .arg("--stream")
+        .run()
+        .success()
+        .stdout("no usage here\n")
+        .stderr_contains("usage unknown for 1 agent");
+    assert!(!out.stderr.contains("0 tokens in"), "{}", out.stderr);
+    let fake = Fake::always(Reply::sse(vec![chunk("no usage "), chunk("here")]));
+    let (doc, _) = run_json(gemini(&fake, "", &[]).arg("--stream"), 0);
+    assert!(x(&doc)["usage"].is_null(), "{doc:#}");
+    assert!(x(&doc)["cost_usd"].is_null(), "{doc:#}");
+    assert_eq!(doc["totals"]["usage_unknown_agents"], 1);
+    assert!(doc["totals"]["cost_usd"].is_null(), "{doc:#}");
+}
+
+#[test]
+fn a_blocked_answer_is_a_blocked_error() {
+    // A candidate stopped by the safety filter with no text at all.
+    let body = json!({
+        "candidates": [{"content": {"role": "model"}, "finishReason": "SAFETY", "index": 0}],
+        "usageMetadata": usage(5, 0)
+    });
+    let fake = Fake::always(Reply::json(body));
+    let (doc, _) = run_json(gemini(&fake, "", RETRYING), 1);
+    assert_failed_once(&fake, &doc, &["blocked", "answer", "SAFETY"]);
+    assert_eq!(x(&doc)["error_kind"], "blocked");
+    assert_eq!(x(&doc)["finish_reason"], "content_filter");
 }

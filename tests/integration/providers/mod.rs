@@ -13,7 +13,10 @@ mod gemini;
 mod ollama;
 mod openai;
 mod resilience;
+mod response_cap;
 mod secrets;
+mod streaming;
+mod wire;
 
 use std::time::Duration;
 
