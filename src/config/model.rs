@@ -99,6 +99,8 @@ pub struct Profile {
     pub price: Option<Price>,
     pub options: BTreeMap<String, serde_json::Value>,
     pub mock: MockSettings,
+    /// System prompt of agents that set none (llm-orc profiles carry one).
+    pub system_prompt: Option<String>,
 }
 
 /// Settings of a `generate` node.
