@@ -122,8 +122,23 @@ impl ScriptSearch {
     }
 }
 
-/// A folder as errors show it: relative to the working directory when inside it.
+/// A folder as errors show it: `a/../b` as `b`, and relative to the working directory when
+/// inside it.
 pub(super) fn shown(path: &Path) -> String {
+    use std::path::Component;
+    let mut tidy = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::ParentDir
+                if matches!(tidy.components().next_back(), Some(Component::Normal(_))) =>
+            {
+                tidy.pop();
+            }
+            Component::CurDir => {}
+            other => tidy.push(other),
+        }
+    }
+    let path = tidy.as_path();
     let cwd = std::env::current_dir().ok();
     let relative = cwd.as_deref().and_then(|c| path.strip_prefix(c).ok());
     match relative {
