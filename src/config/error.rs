@@ -379,7 +379,7 @@ impl ConfigErrorKind {
             ),
             ConfigErrorKind::KeyNotForKind { .. } => Some("remove the key or change `type`".into()),
             ConfigErrorKind::UnknownEnsemble { .. } => Some(
-                "give a path relative to this file, or the name of an ensemble in .orc/ensembles or ~/.config/orc/ensembles".into(),
+                "give a path relative to this file, or the name of an ensemble in .orc/ensembles, .llm-orc/ensembles or ~/.config/orc/ensembles".into(),
             ),
             ConfigErrorKind::EnsembleCycle { .. } => Some("an ensemble cannot run itself, directly or through others".into()),
             ConfigErrorKind::InvalidNestedEnsemble { .. } => Some("its own errors are listed above".into()),

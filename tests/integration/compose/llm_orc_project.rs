@@ -510,3 +510,47 @@ agents:
     assert_eq!(openai.single().body["model"], "served-model");
     assert_eq!(llama.single().body["model"], "qwen3-8b");
 }
+
+#[test]
+fn validate_and_test_find_llm_orc_ensembles_in_subfolders() {
+    let tested = "\
+name: tested
+agents:
+  - name: a
+    model_profile: mock-fast
+tests:
+  - name: runs
+    input: hello
+    expect:
+      - {agent: a, status: succeeded}
+";
+    let flat = "name: flat\nagents:\n  - name: b\n    model_profile: mock-fast\n";
+    let out = Test::new()
+        .file(".llm-orc/ensembles/checks/deeper/tested.yaml", tested)
+        .file(".orc/ensembles/flat.yaml", flat)
+        .arg("validate")
+        .run()
+        .success();
+    let listed = out.stdout_redacted();
+    assert!(
+        listed.contains("ok  [TEMP]/.llm-orc/ensembles/checks/deeper/tested.yaml"),
+        "{listed}"
+    );
+    assert!(
+        listed.contains("ok  [TEMP]/.orc/ensembles/flat.yaml"),
+        "{listed}"
+    );
+    // A folder inside `.llm-orc` is searched with its subfolders.
+    let out = Test::new()
+        .file(".llm-orc/ensembles/checks/deeper/tested.yaml", tested)
+        .args(["validate", ".llm-orc/ensembles"])
+        .run()
+        .success();
+    assert!(out.stdout.contains("tested.yaml"), "{}", out.stdout);
+    let out = Test::new()
+        .file(".llm-orc/ensembles/checks/deeper/tested.yaml", tested)
+        .arg("test")
+        .run()
+        .success();
+    assert!(out.stdout.contains("1 passed, 0 failed"), "{}", out.stdout);
+}
