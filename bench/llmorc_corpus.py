@@ -23,7 +23,7 @@ Profiles are mapped by a generated `.orc/profiles/llm-orc-mock.yaml` in each pro
 redefines every profile name of the llm-orc configuration as an instant mock profile; orc's
 own `.orc/` profiles take precedence over `.llm-orc/` ones, so nothing else changes.
 
-    python3 bench/llmorc_corpus.py                 # builds target/release/orc, then runs
+    python3 bench/llmorc_corpus.py                 # builds target/release/orc, then ~30 s of runs
     python3 bench/llmorc_corpus.py --no-build      # use the existing release binary
     python3 bench/llmorc_corpus.py --orc PATH      # or this binary
     python3 bench/llmorc_corpus.py --pythonpath    # scripts may `import llm_orc` (as installed)
@@ -189,7 +189,8 @@ def category(reason):
     """A refusal reason with the specifics (names, paths) taken out, for counting."""
     m = re.match(r"ensemble `[^`]+` uses (.+) that this version of orc", reason)
     if m:
-        return "not run yet: " + m.group(1)
+        keys = sorted(set(re.findall(r"`([^`]+)`", m.group(1))))
+        return "not run yet: " + ", ".join(f"`{k}`" for k in keys)
     return re.sub(r"`[^`]*`", "`…`", reason)
 
 

@@ -409,6 +409,9 @@ impl ConfigErrorKind {
             ConfigErrorKind::IgnoredTopLevelKey { .. } => Some(
                 "llm-orc ignores top-level keys it does not use, and so does orc; the file still runs".into(),
             ),
+            ConfigErrorKind::ScriptNotFound { looked_in, .. } if looked_in.is_empty() => {
+                Some("an absolute `script:` path must name a regular file".into())
+            }
             ConfigErrorKind::ScriptNotFound { looked_in, .. } => Some(format!(
                 "looked in, in order: {}; put the script in one of these, or add its folder to `ORC_SCRIPT_PATH` or to `script_path:` in config.yaml",
                 looked_in

@@ -357,6 +357,20 @@ fn a_script_path_is_never_read_or_echoed() {
     );
     assert!(!out.stderr.contains("do-not-print-me"), "{}", out.stderr);
     assert!(!out.stderr.contains("HOME="), "{}", out.stderr);
+    // A device is no script either, and nothing is read from it.
+    let yaml = "name: zero\nagents:\n  - name: zero\n    script: /dev/zero\n";
+    let out = Test::new()
+        .ensemble(yaml)
+        .args(["validate", ENSEMBLE])
+        .run()
+        .invalid();
+    assert!(
+        out.stderr
+            .contains("script `/dev/zero` of agent `zero` was not found")
+            && flat(&out.stderr).contains("an absolute `script:` path must name a regular file"),
+        "{}",
+        out.stderr
+    );
 }
 
 #[test]
