@@ -474,13 +474,13 @@ pub(super) fn validate(
         .diagnostics
         .sort_by_key(|d| d.span.map_or(0, |s| s.offset()));
     // An unusable llm-orc profile is also shown where it is defined, once.
-    let mut shown: Vec<&str> = Vec::new();
+    let mut named: Vec<&str> = Vec::new();
     let mut definitions = Vec::new();
     for d in &report.diagnostics {
         if let ConfigErrorKind::UnusableProfile { profile, .. } = &d.kind {
             if let Some(u) = profiles.unusable(profile) {
-                if !shown.contains(&profile.as_str()) {
-                    shown.push(profile);
+                if !named.contains(&profile.as_str()) {
+                    named.push(profile);
                     definitions.push(u.error.clone());
                 }
             }
