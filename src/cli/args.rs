@@ -11,7 +11,7 @@ use crate::plan::PlanFormat;
 const AFTER_HELP: &str = "\
 Examples:
   git diff | orc invoke review.yaml              run an ensemble file on piped input
-  orc invoke review \"is this safe?\"              find review.yaml in .orc/ensembles or ~/.config/orc/ensembles
+  orc invoke review \"is this safe?\"              find review in .orc/ensembles, .llm-orc/ensembles or ~/.config/orc/ensembles
   orc invoke review.yaml --output json | jq .agents
   cat topics.txt | orc invoke explore.yaml --each-line --output jsonl
   orc plan review.yaml --format mermaid
@@ -63,7 +63,7 @@ pub enum Command {
     },
     /// Show the phases of an ensemble, or export its graph.
     Plan {
-        /// Ensemble file, or the name of one in `.orc/ensembles` or `~/.config/orc/ensembles`.
+        /// Ensemble file, or the name of one in `.orc/ensembles`, `.llm-orc/ensembles` (subfolders too) or `~/.config/orc/ensembles`.
         ensemble: String,
         /// Output format.
         #[arg(long, short, value_enum, default_value_t = PlanFormat::Text)]
@@ -120,7 +120,7 @@ pub enum OutputFormat {
 
 #[derive(Debug, Args)]
 pub struct InvokeArgs {
-    /// Ensemble file, or the name of one in `.orc/ensembles` or `~/.config/orc/ensembles`.
+    /// Ensemble file, or the name of one in `.orc/ensembles`, `.llm-orc/ensembles` (subfolders too) or `~/.config/orc/ensembles`.
     pub ensemble: String,
     /// Input text (else --input, --input-file, or stdin when it is not a terminal).
     #[arg(conflicts_with_all = ["input", "input_file"])]

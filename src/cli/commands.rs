@@ -25,11 +25,15 @@ pub(crate) fn validate(ctx: &Context, paths: &[PathBuf]) -> Exit {
         let mut files = Vec::new();
         for path in paths {
             if path.is_dir() {
-                let mut inside: Vec<PathBuf> = std::fs::read_dir(path)
+                // llm-orc keeps ensembles in subfolders; orc's own folders are flat.
+                let depth = if in_llm_orc_dir(path) { 16 } else { 1 };
+                let mut inside: Vec<PathBuf> = walkdir::WalkDir::new(path)
+                    .min_depth(1)
+                    .max_depth(depth)
                     .into_iter()
-                    .flatten()
                     .filter_map(Result::ok)
-                    .map(|e| e.path())
+                    .filter(|e| e.file_type().is_file())
+                    .map(walkdir::DirEntry::into_path)
                     .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
                     .collect();
                 inside.sort();
@@ -56,6 +60,11 @@ pub(crate) fn validate(ctx: &Context, paths: &[PathBuf]) -> Exit {
                 }
             };
             ("prices".to_string(), report)
+        } else if config::is_llm_orc_file(file) {
+            (
+                "llm-orc profiles".to_string(),
+                config::check_llm_orc_file(file),
+            )
         } else if is_profiles_file(file) {
             let report = config::check_profiles_file(file);
             ("profiles".to_string(), report)
@@ -89,6 +98,14 @@ pub(crate) fn validate(ctx: &Context, paths: &[PathBuf]) -> Exit {
     } else {
         Exit::Ok
     }
+}
+
+/// Whether `path` is `.llm-orc` or inside it.
+fn in_llm_orc_dir(path: &Path) -> bool {
+    std::path::absolute(path)
+        .unwrap_or_else(|_| path.to_path_buf())
+        .components()
+        .any(|c| c.as_os_str() == ".llm-orc")
 }
 
 /// A profiles file has `model_profiles:` and no `agents:`.
@@ -169,7 +186,13 @@ pub(crate) fn profiles(ctx: &Context) -> Exit {
         Ok(p) => p,
         Err(exit) => return exit,
     };
-    let width = profiles.names().map(str::len).max().unwrap_or(4).max(4);
+    let width = profiles
+        .names()
+        .chain(profiles.unusable_profiles().map(|u| u.name.as_str()))
+        .map(str::len)
+        .max()
+        .unwrap_or(4)
+        .max(4);
     let mut out = format!(
         "{:<width$}  {:<17}  {:<24}  {}\n",
         "NAME", "PROVIDER", "MODEL", "ORIGIN"
@@ -182,6 +205,24 @@ pub(crate) fn profiles(ctx: &Context) -> Exit {
             p.model,
             p.origin
         ));
+    }
+    let unusable: Vec<&config::Unusable> = profiles.unusable_profiles().collect();
+    if !unusable.is_empty() {
+        out.push_str("\nllm-orc profiles orc cannot run:\n");
+        for u in unusable {
+            let at = u
+                .error
+                .line_col()
+                .map_or_else(String::new, |(l, c)| format!(":{l}:{c}"));
+            out.push_str(&format!(
+                "{:<width$}  {:<17}  {:<24}  {}{at}: {}\n",
+                u.name,
+                u.provider,
+                u.model,
+                u.path.display(),
+                u.error
+            ));
+        }
     }
     super::output::write_stdout(&out)
 }

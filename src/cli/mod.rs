@@ -128,7 +128,8 @@ impl Context {
             || arg.contains('/')
             || arg.ends_with(".yaml")
             || arg.ends_with(".yml");
-        if !looks_like_path {
+        // `development/code-review` names an ensemble in a subfolder of `.llm-orc/ensembles`.
+        if !(arg.ends_with(".yaml") || arg.ends_with(".yml")) {
             if let Some(found) = self.dirs.find_ensemble(arg) {
                 return Ok(found);
             }

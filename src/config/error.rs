@@ -183,6 +183,28 @@ pub enum ConfigErrorKind {
     NotYetSupported { key: String, kind: String },
     #[error("`{key}` is only used by `{applies_to}` agents")]
     KeyNotForKind { key: String, applies_to: String },
+    #[error("unknown top-level key `{key}` is ignored")]
+    IgnoredTopLevelKey {
+        key: String,
+        suggestion: Option<String>,
+    },
+    #[error("script `{script}` of agent `{agent}` was not found")]
+    ScriptNotFound {
+        agent: String,
+        script: String,
+        /// Every folder searched, in order.
+        looked_in: Vec<String>,
+    },
+    #[error("profile `{profile}` uses provider `{provider}`, which orc cannot run: {reason}")]
+    UnsupportedProvider {
+        profile: String,
+        provider: String,
+        reason: String,
+        /// What to use instead.
+        instead: String,
+    },
+    #[error("model profile `{profile}` cannot be used: {problem}")]
+    UnusableProfile { profile: String, problem: String },
 }
 
 fn in_what(context: &Option<String>) -> String {
@@ -238,6 +260,10 @@ impl ConfigErrorKind {
             }
             ConfigErrorKind::ScriptProblem { .. } => "orc::config::script",
             ConfigErrorKind::KeyNotForKind { .. } => "orc::config::key_not_for_kind",
+            ConfigErrorKind::IgnoredTopLevelKey { .. } => "orc::config::ignored_top_level_key",
+            ConfigErrorKind::ScriptNotFound { .. } => "orc::config::script_not_found",
+            ConfigErrorKind::UnsupportedProvider { .. } => "orc::config::unsupported_provider",
+            ConfigErrorKind::UnusableProfile { .. } => "orc::config::unusable_profile",
         }
     }
 
@@ -267,6 +293,10 @@ impl ConfigErrorKind {
             ConfigErrorKind::NotYetSupported { .. } => "accepted, but not run yet",
             ConfigErrorKind::IgnoredKey { .. } => "ignored",
             ConfigErrorKind::KeyNotForKind { .. } => "ignored on this agent",
+            ConfigErrorKind::IgnoredTopLevelKey { .. } => "ignored",
+            ConfigErrorKind::ScriptNotFound { .. } => "not found",
+            ConfigErrorKind::UnsupportedProvider { .. } => "not supported by orc",
+            ConfigErrorKind::UnusableProfile { .. } => "this profile cannot run",
             _ => "here",
         }
     }
@@ -349,7 +379,7 @@ impl ConfigErrorKind {
             ),
             ConfigErrorKind::KeyNotForKind { .. } => Some("remove the key or change `type`".into()),
             ConfigErrorKind::UnknownEnsemble { .. } => Some(
-                "give a path relative to this file, or the name of an ensemble in .orc/ensembles or ~/.config/orc/ensembles".into(),
+                "give a path relative to this file, or the name of an ensemble in .orc/ensembles, .llm-orc/ensembles or ~/.config/orc/ensembles".into(),
             ),
             ConfigErrorKind::EnsembleCycle { .. } => Some("an ensemble cannot run itself, directly or through others".into()),
             ConfigErrorKind::InvalidNestedEnsemble { .. } => Some("its own errors are listed above".into()),
@@ -372,8 +402,30 @@ impl ConfigErrorKind {
             ConfigErrorKind::FanOutWithoutDependency { .. } => Some(
                 "add the agent whose JSON array output to fan out over to `depends_on` (and `input_key` to pick the array)".into(),
             ),
+            ConfigErrorKind::IgnoredTopLevelKey {
+                suggestion: Some(s),
+                ..
+            } => Some(format!("did you mean `{s}`?")),
+            ConfigErrorKind::IgnoredTopLevelKey { .. } => Some(
+                "llm-orc ignores top-level keys it does not use, and so does orc; the file still runs".into(),
+            ),
+            ConfigErrorKind::ScriptNotFound { looked_in, .. } if looked_in.is_empty() => {
+                Some("an absolute `script:` path must name a regular file".into())
+            }
+            ConfigErrorKind::ScriptNotFound { looked_in, .. } => Some(format!(
+                "looked in, in order: {}; put the script in one of these, or add its folder to `ORC_SCRIPT_PATH` or to `script_path:` in config.yaml",
+                looked_in
+                    .iter()
+                    .map(|d| format!("`{d}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+            ConfigErrorKind::UnsupportedProvider { instead, .. } => Some(instead.clone()),
+            ConfigErrorKind::UnusableProfile { profile, .. } => Some(format!(
+                "see the profile's definition (reported with this error); or define `{profile}` in .orc/profiles, which wins over .llm-orc, or run with `--profile-map {profile}=NAME`"
+            )),
             ConfigErrorKind::ScriptProblem { .. } => Some(
-                "paths are relative to the ensemble file; make the file executable, or give the interpreter with `run: [python3, script.py]`".into(),
+                "make the file executable, or give the interpreter with `run: [python3, script.py]`".into(),
             ),
             _ => None,
         }
@@ -385,6 +437,7 @@ impl ConfigErrorKind {
             ConfigErrorKind::NotYetSupported { .. }
                 | ConfigErrorKind::KeyNotForKind { .. }
                 | ConfigErrorKind::IgnoredKey { .. }
+                | ConfigErrorKind::IgnoredTopLevelKey { .. }
         )
     }
 }

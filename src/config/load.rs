@@ -76,6 +76,17 @@ pub struct Document {
 /// Parses YAML text into a JSON value and checks its shape against `kind`'s schema.
 /// Returns the document (when it could be parsed at all) and every problem found.
 pub fn parse_document(file: SourceFile, kind: SchemaKind) -> (Option<Document>, ConfigReport) {
+    let (doc, mut report) = parse_mapping(file);
+    let Some(Document { file, value }) = doc else {
+        return (None, report);
+    };
+    report.extend(check_shape(&file, &value, kind));
+    (Some(Document { file, value }), report)
+}
+
+/// Parses YAML text into a JSON mapping with every limit of `parse_document`, but checks no
+/// schema: for files in formats orc reads but does not define (llm-orc's configuration).
+pub(super) fn parse_mapping(file: SourceFile) -> (Option<Document>, ConfigReport) {
     let mut report = ConfigReport::default();
     if let Some(offset) = flow_nesting_beyond(&file.text, MAX_FLOW_DEPTH) {
         let span = SourceSpan::new(offset.into(), 1);
@@ -121,23 +132,28 @@ pub fn parse_document(file: SourceFile, kind: SchemaKind) -> (Option<Document>, 
             return (None, report);
         }
     }
-    let issues = schema::check(kind, &value);
+    (Some(Document { file, value }), report)
+}
+
+fn check_shape(file: &SourceFile, value: &Value, kind: SchemaKind) -> ConfigReport {
+    let mut report = ConfigReport::default();
+    let issues = schema::check(kind, value);
     if !issues.is_empty() {
-        let locator = Locator::new(&file);
+        let locator = Locator::new(file);
         for issue in issues {
             let span = if issue.path.is_empty() {
                 // A problem with the document as a whole: point at its first line.
-                first_content_span(&file)
+                first_content_span(file)
             } else if issue.at_key {
                 locator.key_span(&issue.path)
             } else {
                 locator.value_span(&issue.path)
             }
             .or_else(|| locator.nearest_span(&issue.path));
-            report.push(ConfigError::new(issue.kind, &file, span));
+            report.push(ConfigError::new(issue.kind, file, span));
         }
     }
-    (Some(Document { file, value }), report)
+    report
 }
 
 /// libyaml's scanner is quadratic in flow nesting (100,000 `[` take a minute to reject),

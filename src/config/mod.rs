@@ -6,12 +6,14 @@
 
 mod discover;
 mod error;
+mod llm_orc;
 mod load;
 pub mod locate;
 mod model;
 mod nested;
 mod profiles;
 mod schema;
+mod scripts;
 pub mod spec;
 mod validate;
 
@@ -19,6 +21,7 @@ use std::path::Path;
 
 pub use discover::{Dirs, FoundEnsemble, Scope};
 pub use error::{ConfigError, ConfigErrorKind, ConfigReport, SourceFile};
+pub use llm_orc::Unusable;
 pub use load::{Document, MAX_FILE_BYTES, parse_document, read_source};
 pub use model::{
     Agent, AgentIndex, Cache, DEFAULT_PROFILE, DedupSettings, Ensemble, GenerateSettings, Limits,
@@ -55,6 +58,18 @@ pub fn load_ensemble_source(
         Some(doc) => validate::validate(doc, profiles, report),
         None => (None, report),
     }
+}
+
+/// Whether `path` is one of llm-orc's configuration files (`.llm-orc/config.yaml`,
+/// `.llm-orc/profiles/*.yaml`), which `check_llm_orc_file` checks.
+pub fn is_llm_orc_file(path: &Path) -> bool {
+    llm_orc::is_llm_orc_file(path)
+}
+
+/// Checks an llm-orc configuration file as orc reads it: every profile orc cannot run is an
+/// error naming what to use instead.
+pub fn check_llm_orc_file(path: &Path) -> ConfigReport {
+    llm_orc::check_file(path)
 }
 
 /// Validates a profiles file on its own.

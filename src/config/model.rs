@@ -119,6 +119,8 @@ pub struct Profile {
     pub options: BTreeMap<String, serde_json::Value>,
     pub cache: Option<Cache>,
     pub mock: MockSettings,
+    /// System prompt of agents that set none (llm-orc profiles carry one).
+    pub system_prompt: Option<String>,
 }
 
 /// Settings of a `generate` node.

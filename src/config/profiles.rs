@@ -1,5 +1,7 @@
-//! Model profiles: the built-in ones, the user's and the project's files, merged in that
-//! order (later wins), then the ensemble's own `model_profiles:` on top.
+//! Model profiles: the built-in ones, the user's files, the project's `.llm-orc/` profiles
+//! (llm-orc's format, see `llm_orc`) and the project's `.orc/` files, merged in that order
+//! (later wins), then the ensemble's own `model_profiles:` on top. The same files carry the
+//! `script_path:` part of the script search path (see `scripts`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -8,10 +10,12 @@ use std::time::Duration;
 
 use super::discover::Dirs;
 use super::error::{ConfigError, ConfigErrorKind, ConfigReport, SourceFile};
+use super::llm_orc::{self, Unusable};
 use super::load::{parse_document, read_source, source_from_bytes};
 use super::locate::{Locator, PathSeg};
 use super::model::{Limits, MockSettings, Origin, Price, Profile};
 use super::schema::SchemaKind;
+use super::scripts::{Project, ScriptSearch};
 use super::spec::{PricesFileSpec, ProfileSpec, ProviderKind};
 
 /// The shipped mock profiles, compiled in so they exist without any file.
@@ -66,11 +70,15 @@ impl PriceTable {
     }
 }
 
-/// Profiles by name, and the price table their costs come from.
+/// Profiles by name, the price table their costs come from, and the script search path
+/// configured in the same files.
 #[derive(Debug, Clone, Default)]
 pub struct ProfileSet {
     profiles: BTreeMap<String, Arc<Profile>>,
+    /// llm-orc profiles orc cannot run, by name (never also in `profiles`).
+    unusable: BTreeMap<String, Arc<Unusable>>,
     prices: PriceTable,
+    scripts: ScriptSearch,
 }
 
 impl ProfileSet {
@@ -82,8 +90,8 @@ impl ProfileSet {
         )
         .expect("the built-in profiles are UTF-8");
         let mut set = ProfileSet {
-            profiles: BTreeMap::new(),
             prices: PriceTable::builtin(),
+            ..ProfileSet::default()
         };
         let report = set.merge_file(file, &|_| Origin::Builtin);
         assert!(
@@ -97,7 +105,8 @@ impl ProfileSet {
         &self.prices
     }
 
-    /// Built-in, then user, then project profiles.
+    /// Built-in, then user, then the project's `.llm-orc/`, then the project's `.orc/`
+    /// profiles; and the script search path (`ORC_SCRIPT_PATH`, then `script_path:`).
     pub fn load(dirs: &Dirs) -> (ProfileSet, ConfigReport) {
         let mut set = ProfileSet::builtin();
         let mut report = ConfigReport::default();
@@ -111,18 +120,90 @@ impl ProfileSet {
                 }
             }
         }
-        for dir in dirs.config_dirs() {
-            for path in profile_files(&dir) {
-                match read_source(&path) {
-                    Ok(file) => {
-                        let origin_path = path.clone();
-                        report.extend(set.merge_file(file, &|_| Origin::File(origin_path.clone())));
-                    }
-                    Err(e) => report.push(e),
-                }
+        if let Some(user) = &dirs.user {
+            set.merge_dir(user, &mut report);
+        }
+        if let Some(dot) = &dirs.llm_orc {
+            let (config, problems) = llm_orc::read_dir(dot, &set.prices);
+            report.extend(problems);
+            for profile in config.profiles {
+                set.insert_read(profile);
+            }
+            if let Some(list) = &config.script_path {
+                set.prepend_script_path(&dot.join("config.yaml"), list);
             }
         }
+        if let Some(project) = &dirs.project {
+            set.merge_dir(project, &mut report);
+        }
+        set.scripts.env = std::env::var_os("ORC_SCRIPT_PATH")
+            .map(|v| {
+                std::env::split_paths(&v)
+                    .filter(|p| !p.as_os_str().is_empty())
+                    .collect()
+            })
+            .unwrap_or_default();
+        set.scripts.cwd_project = std::env::current_dir()
+            .ok()
+            .and_then(|cwd| Project::containing(&cwd));
         (set, report)
+    }
+
+    /// The profile files of one of orc's configuration directories.
+    fn merge_dir(&mut self, dir: &Path, report: &mut ConfigReport) {
+        for path in profile_files(dir) {
+            match read_source(&path) {
+                Ok(file) => {
+                    let origin_path = path.clone();
+                    report.extend(self.merge_file(file, &|_| Origin::File(origin_path.clone())));
+                }
+                Err(e) => report.push(e),
+            }
+        }
+    }
+
+    fn insert_read(&mut self, read: llm_orc::Read) {
+        match read {
+            llm_orc::Read::Usable(profile) => {
+                self.unusable.remove(&profile.name);
+                self.profiles
+                    .insert(profile.name.clone(), Arc::from(profile));
+            }
+            llm_orc::Read::Unusable(unusable) => {
+                self.profiles.remove(&unusable.name);
+                self.unusable
+                    .insert(unusable.name.clone(), Arc::from(unusable));
+            }
+        }
+    }
+
+    /// `list` (a `script_path:` of the file `from`) goes before the folders of files read
+    /// earlier, which have lower precedence.
+    fn prepend_script_path(&mut self, from: &Path, list: &serde_json::Value) {
+        let base = from.parent().unwrap_or(Path::new(""));
+        let folders: Vec<PathBuf> = list
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(serde_json::Value::as_str)
+            .map(|p| std::path::absolute(base.join(p)).unwrap_or_else(|_| base.join(p)))
+            .collect();
+        self.scripts.config.splice(0..0, folders);
+    }
+
+    /// Where `script:` agents' programs are looked for.
+    pub(super) fn scripts(&self) -> &ScriptSearch {
+        &self.scripts
+    }
+
+    /// The llm-orc profile of this name that orc cannot run, if that is what the name means.
+    pub fn unusable(&self, name: &str) -> Option<&Unusable> {
+        self.unusable.get(name).map(AsRef::as_ref)
+    }
+
+    /// Every llm-orc profile orc cannot run, by name.
+    pub fn unusable_profiles(&self) -> impl Iterator<Item = &Unusable> {
+        self.unusable.values().map(AsRef::as_ref)
     }
 
     /// Parses a profiles file and adds its profiles, replacing any of the same name.
@@ -133,6 +214,10 @@ impl ProfileSet {
     ) -> ConfigReport {
         let (doc, mut report) = parse_document(file, SchemaKind::Profiles);
         let Some(doc) = doc else { return report };
+        if let Some(list) = doc.value.get("script_path") {
+            let from = doc.file.path.clone();
+            self.prepend_script_path(&from, list);
+        }
         if let Some(serde_json::Value::Object(map)) = doc.value.get("model_profiles") {
             let specs: BTreeMap<String, ProfileSpec> = map
                 .iter()
@@ -161,6 +246,7 @@ impl ProfileSet {
         for (name, spec) in specs {
             match lower(name, spec, origin(name), &self.prices) {
                 Ok(profile) => {
+                    self.unusable.remove(name);
                     self.profiles.insert(name.clone(), Arc::new(profile));
                 }
                 Err(kind) => {
@@ -176,12 +262,19 @@ impl ProfileSet {
     /// Makes `old` resolve to the profile `new` (`--profile-map old=new`), e.g. to run an
     /// llm-orc ensemble's `default-local` on a profile defined here.
     pub fn alias(&mut self, old: &str, new: &str) -> Result<(), String> {
+        if let Some(u) = self.unusable.get(new) {
+            return Err(format!(
+                "profile `{new}` in `--profile-map {old}={new}` cannot be used: {}",
+                u.error
+            ));
+        }
         let target = self.profiles.get(new).cloned().ok_or_else(|| {
             match crate::suggest::closest(new, self.profiles.keys().map(String::as_str)) {
                 Some(s) => format!("unknown profile `{new}` in `--profile-map {old}={new}`; did you mean `{s}`?"),
                 None => format!("unknown profile `{new}` in `--profile-map {old}={new}`; `orc profiles` lists them"),
             }
         })?;
+        self.unusable.remove(old);
         self.profiles.insert(old.to_string(), target);
         Ok(())
     }
@@ -233,9 +326,6 @@ pub(super) fn lower(
         (None, ProviderKind::Mock) => "mock-1".to_string(),
         (None, _) => return Err(missing("model")),
     };
-    if spec.provider == ProviderKind::OpenaiCompatible && spec.base_url.is_none() {
-        return Err(missing("base_url"));
-    }
     let limits = spec.limits.clone().unwrap_or_default();
     Ok(Profile {
         name: name.to_string(),
@@ -298,6 +388,7 @@ pub(super) fn lower(
             yield_rate: spec.yield_rate.unwrap_or(1.0),
             feedback_adherence: spec.feedback_adherence.unwrap_or(0.8),
         },
+        system_prompt: None,
     })
 }
 

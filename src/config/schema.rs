@@ -108,6 +108,21 @@ fn validator(kind: SchemaKind) -> &'static jsonschema::Validator {
     cell.get_or_init(|| jsonschema::validator_for(schema(kind)).expect("our own schema compiles"))
 }
 
+/// Top-level keys of llm-orc ensembles that orc does not use; only so that they are not
+/// mistaken for typos of orc's keys (`serves` is not a misspelt `tests`).
+const LLM_ORC_TOP_LEVEL_KEYS: [&str; 10] = [
+    "validation",
+    "test_mode",
+    "raw_output",
+    "topaz_skill",
+    "serves",
+    "seat_contract",
+    "output_schema",
+    "output_substrate",
+    "output_retention",
+    "calibration_substrate_access",
+];
+
 /// A shape problem: what is wrong, where, and whether the caret belongs under the key.
 #[derive(Debug)]
 pub(super) struct SchemaIssue {
@@ -130,6 +145,23 @@ pub(super) fn check(kind: SchemaKind, instance: &Value) -> Vec<SchemaIssue> {
                 for extra in unexpected {
                     let mut key_path = path.clone();
                     key_path.push(PathSeg::Key(extra.clone()));
+                    if path.is_empty() && kind == SchemaKind::Ensemble {
+                        // llm-orc ignores top-level keys it does not read (`serves`,
+                        // `seat_contract`, ...), so for its files to run as they are these
+                        // are warnings; a near miss of a real key still gets its suggestion.
+                        let known_elsewhere = LLM_ORC_TOP_LEVEL_KEYS.contains(&extra.as_str());
+                        issues.push(SchemaIssue {
+                            path: key_path,
+                            kind: ConfigErrorKind::IgnoredTopLevelKey {
+                                key: extra.clone(),
+                                suggestion: closest(extra, valid.iter().map(String::as_str))
+                                    .filter(|_| !known_elsewhere)
+                                    .map(str::to_string),
+                            },
+                            at_key: true,
+                        });
+                        continue;
+                    }
                     issues.push(SchemaIssue {
                         path: key_path,
                         kind: ConfigErrorKind::UnknownKey {

@@ -12,6 +12,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// An orc ensemble: agents, the models they use, and the `depends_on` edges between them.
+/// Other top-level keys are ignored with a warning, as llm-orc ignores them.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(title = "orc ensemble")]
@@ -47,30 +48,6 @@ pub struct EnsembleSpec {
     /// llm-orc's older name for `default_task`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task: Option<String>,
-    /// llm-orc compatibility: accepted and reported as a warning; orc does not use it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub validation: Option<serde_json::Value>,
-    /// llm-orc compatibility: accepted and reported as a warning; orc does not use it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub test_mode: Option<serde_json::Value>,
-    /// llm-orc compatibility: accepted and reported as a warning; orc does not use it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub raw_output: Option<serde_json::Value>,
-    /// llm-orc compatibility: accepted and reported as a warning; orc does not use it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub topaz_skill: Option<serde_json::Value>,
-    /// llm-orc compatibility: accepted and reported as a warning; orc does not use it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub output_schema: Option<serde_json::Value>,
-    /// llm-orc compatibility: accepted and reported as a warning; orc does not use it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub output_substrate: Option<serde_json::Value>,
-    /// llm-orc compatibility: accepted and reported as a warning; orc does not use it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub output_retention: Option<serde_json::Value>,
-    /// llm-orc compatibility: accepted and reported as a warning; orc does not use it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub calibration_substrate_access: Option<serde_json::Value>,
 }
 
 /// One test of an ensemble, run by `orc test`.
@@ -127,18 +104,6 @@ pub struct JsonExpectSpec {
     /// The value expected there.
     pub equals: serde_json::Value,
 }
-
-/// Ensemble keys of llm-orc that orc accepts but does not use (reported as warnings).
-pub const LLM_ORC_IGNORED_ENSEMBLE_KEYS: [&str; 8] = [
-    "validation",
-    "test_mode",
-    "raw_output",
-    "topaz_skill",
-    "output_schema",
-    "output_substrate",
-    "output_retention",
-    "calibration_substrate_access",
-];
 
 /// Agent keys of llm-orc that orc accepts but does not run (reported as warnings; an agent
 /// using `loop` or `dispatch` is refused by `orc invoke`).
@@ -614,6 +579,10 @@ pub struct ProfilesFileSpec {
     /// Named model profiles.
     #[serde(default)]
     pub model_profiles: BTreeMap<String, ProfileSpec>,
+    /// Folders searched for `script:` files after the ensemble's own folder, the project and
+    /// `ORC_SCRIPT_PATH`; relative paths are relative to this file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub script_path: Option<Vec<String>>,
 }
 
 /// A named model configuration: provider, model and settings.

@@ -18,6 +18,7 @@ use super::model::{
     Ensemble, GenerateSettings, NodeKind, Origin, Profile,
 };
 use super::profiles::{ProfileSet, lower};
+use super::scripts::{ScriptSearch, shown};
 use super::spec::{AgentKind, AgentSpec, BudgetSpec, DefaultsSpec, PartitionSpec, ProfileSpec};
 use crate::path;
 use crate::plan::find_cycles;
@@ -109,16 +110,6 @@ pub(super) fn validate(
         );
     }
 
-    for key in crate::config::spec::LLM_ORC_IGNORED_ENSEMBLE_KEYS {
-        if value.get(key).is_some() {
-            c.error_at_key(
-                ConfigErrorKind::IgnoredKey {
-                    key: key.to_string(),
-                },
-                &path![key],
-            );
-        }
-    }
     let raw_agents: Vec<Value> = value
         .get("agents")
         .and_then(Value::as_array)
@@ -369,7 +360,8 @@ pub(super) fn validate(
                     near_duplicates: spec.near_duplicates,
                 }))
             }
-            AgentKind::Script => script_settings(&mut c, i, &spec, &file).map(NodeKind::Script),
+            AgentKind::Script => script_settings(&mut c, i, &spec, &file, base_profiles.scripts())
+                .map(NodeKind::Script),
             AgentKind::Llm => Some(match &spec.ensemble {
                 Some(reference) => NodeKind::Nested(crate::config::model::Nested {
                     reference: reference.clone(),
@@ -431,7 +423,11 @@ pub(super) fn validate(
                 .as_ref()
                 .map(|p| Value::Object(p.iter().map(|(k, v)| (k.clone(), v.clone())).collect())),
             fallbacks,
-            system_prompt: spec.system_prompt.clone(),
+            // llm-orc: a profile's system prompt applies to agents that set none.
+            system_prompt: spec
+                .system_prompt
+                .clone()
+                .or_else(|| profile.system_prompt.clone()),
             prompt: spec.prompt.clone(),
             depends_on: deps[i].clone(),
             temperature: spec.temperature.or(defaults.temperature),
@@ -494,6 +490,20 @@ pub(super) fn validate(
     report
         .diagnostics
         .sort_by_key(|d| d.span.map_or(0, |s| s.offset()));
+    // An unusable llm-orc profile is also shown where it is defined, once.
+    let mut named: Vec<&str> = Vec::new();
+    let mut definitions = Vec::new();
+    for d in &report.diagnostics {
+        if let ConfigErrorKind::UnusableProfile { profile, .. } = &d.kind {
+            if let Some(u) = profiles.unusable(profile) {
+                if !named.contains(&profile.as_str()) {
+                    named.push(profile);
+                    definitions.push(u.error.clone());
+                }
+            }
+        }
+    }
+    report.diagnostics.extend(definitions);
     if report.has_errors() || agents.len() != raw_agents.len() {
         // Errors were reported; only a complete, valid ensemble is returned.
         return (None, report);
@@ -619,23 +629,23 @@ fn fallback_chain(
     Some(chain)
 }
 
-/// The program a `script` agent runs: `run: [argv...]`, or llm-orc's `script: path`
-/// (relative to the ensemble file; run directly when executable, else by its extension's
-/// interpreter).
+/// The program a `script` agent runs: `run: [argv...]`, or llm-orc's `script: path` (found
+/// as `config::scripts` describes; run directly when executable, else by its extension's
+/// interpreter), and the folder it runs in.
 fn script_settings(
     c: &mut Checker<'_>,
     i: usize,
     spec: &AgentSpec,
     file: &SourceFile,
+    search: &ScriptSearch,
 ) -> Option<crate::nodes::script::Script> {
-    let base = file
+    let parent = file
         .path
         .parent()
-        .map(std::path::Path::to_path_buf)
-        .unwrap_or_default();
-    // Scripts run in the ensemble file's directory, so relative paths in `run` work from
-    // wherever orc is invoked.
-    let cwd = Some(base.clone()).filter(|b| !b.as_os_str().is_empty());
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let base = std::path::absolute(parent).unwrap_or_else(|_| parent.to_path_buf());
+    let cwd = Some(search.working_dir(&base));
     if let Some(argv) = &spec.run {
         return Some(crate::nodes::script::Script {
             argv: argv.clone(),
@@ -652,14 +662,27 @@ fn script_settings(
         );
         return None;
     };
-    let path = base.join(script);
+    let path = match search.find(&base, script) {
+        Ok(path) => path,
+        Err(not_found) => {
+            c.error(
+                ConfigErrorKind::ScriptNotFound {
+                    agent: spec.name.clone(),
+                    script: script.clone(),
+                    looked_in: not_found.looked_in.iter().map(|d| shown(d)).collect(),
+                },
+                &path!["agents", i, "script"],
+            );
+            return None;
+        }
+    };
     let problem = |problem: &str| ConfigErrorKind::ScriptProblem {
         agent: spec.name.clone(),
         path: script.clone(),
         problem: problem.to_string(),
     };
     let Ok(meta) = std::fs::metadata(&path) else {
-        c.error(problem("does not exist"), &path!["agents", i, "script"]);
+        c.error(problem("cannot be read"), &path!["agents", i, "script"]);
         return None;
     };
     #[cfg(unix)]
@@ -669,20 +692,21 @@ fn script_settings(
     };
     #[cfg(not(unix))]
     let executable = false;
-    let shown = std::path::absolute(&path)
+    let program = std::path::absolute(&path)
         .unwrap_or_else(|_| path.clone())
         .to_string_lossy()
         .into_owned();
     let interpreter = match path.extension().and_then(|e| e.to_str()) {
         Some("py") => Some("python3"),
         Some("sh") => Some("sh"),
+        Some("bash") => Some("bash"),
         Some("js" | "mjs") => Some("node"),
         Some("rb") => Some("ruby"),
         _ => None,
     };
     let argv = match (interpreter, executable) {
-        (Some(interp), _) => vec![interp.to_string(), shown],
-        (None, true) => vec![shown],
+        (Some(interp), _) => vec![interp.to_string(), program],
+        (None, true) => vec![program],
         (None, false) => {
             c.error(
                 problem("is not executable and has no known extension"),
@@ -812,6 +836,18 @@ fn kind_name(kind: AgentKind) -> &'static str {
 }
 
 fn unknown_profile(name: &str, profiles: &ProfileSet) -> ConfigErrorKind {
+    if let Some(u) = profiles.unusable(name) {
+        let problem = match &u.error.kind {
+            ConfigErrorKind::UnsupportedProvider { provider, .. } => {
+                format!("orc does not run its provider `{provider}`")
+            }
+            other => other.to_string(),
+        };
+        return ConfigErrorKind::UnusableProfile {
+            profile: name.to_string(),
+            problem,
+        };
+    }
     ConfigErrorKind::UnknownProfile {
         profile: name.to_string(),
         suggestion: closest(name, profiles.names()).map(str::to_string),

@@ -15,6 +15,8 @@ use tokio_util::sync::CancellationToken;
 #[derive(Debug, Clone)]
 pub struct Script {
     pub argv: Vec<String>,
+    /// Where it runs, decided at load: the project root in a project with `.llm-orc/` (as
+    /// llm-orc runs scripts), else the ensemble file's folder.
     pub cwd: Option<PathBuf>,
 }
 

@@ -292,12 +292,14 @@ impl Factory {
             ProviderKind::Mock => return Ok(Arc::new(MockProvider::new(Arc::clone(profile)))),
             ProviderKind::Openai | ProviderKind::OpenaiCompatible => {
                 let lenient = profile.provider == ProviderKind::OpenaiCompatible;
+                // Without a `base_url`, both go where OpenAI's own clients go:
+                // `OPENAI_BASE_URL`, else OpenAI.
                 let base = profile
                     .base_url
                     .clone()
-                    .or_else(|| (!lenient).then(|| env("OPENAI_BASE_URL")).flatten())
+                    .or_else(|| env("OPENAI_BASE_URL"))
                     .unwrap_or_else(|| "https://api.openai.com/v1".into());
-                let key = credentials::key_for(profile)?;
+                let key = key_of(profile)?;
                 (
                     Arc::new(openai::OpenAi::new(
                         Arc::clone(profile),
@@ -344,14 +346,11 @@ impl Factory {
                 )
             }
             ProviderKind::Ollama => {
-                let base = profile
-                    .base_url
-                    .clone()
-                    .or_else(|| env("OLLAMA_HOST"))
-                    .map_or_else(
-                        || "http://127.0.0.1:11434".into(),
-                        |b| http::with_scheme(&b),
-                    );
+                let base = match (&profile.base_url, env("OLLAMA_HOST")) {
+                    (Some(b), _) => http::with_scheme(b),
+                    (None, Some(host)) => ollama_host(&host),
+                    (None, None) => "http://127.0.0.1:11434".into(),
+                };
                 // No key by default; one behind a proxy is named with `api_key_env`.
                 let key = credentials::key_for(profile)?;
                 (
@@ -380,9 +379,58 @@ impl Factory {
             inner,
             limiter: Limiter::new(&profile.limits),
             breaker,
-            secret: credentials::key_for(profile).ok().flatten(),
+            secret: key_of(profile).ok().flatten(),
         }))
     }
+}
+
+/// The base URL `OLLAMA_HOST` means, read as Ollama's own client reads it: the scheme is
+/// optional (`http`), a missing host is `127.0.0.1`, and a missing port is 11434 (80 or 443
+/// when the scheme is given). Written here because no crate reads this variable.
+fn ollama_host(value: &str) -> String {
+    let value = value.trim();
+    let (scheme, rest, default_port) = match value.split_once("://") {
+        Some(("https", rest)) => ("https", rest, "443"),
+        Some((scheme, rest)) => (scheme, rest, "80"),
+        None => ("http", value, "11434"),
+    };
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    // `[::1]:8080`, `host:8080`, `:8080`; a bare IPv6 address has no port.
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((host, port))
+            if !port.is_empty()
+                && port.bytes().all(|b| b.is_ascii_digit())
+                && (host.starts_with('[') || !host.contains(':')) =>
+        {
+            (host, port)
+        }
+        _ => (authority, default_port),
+    };
+    let host = if host.is_empty() { "127.0.0.1" } else { host };
+    let path = path.trim_end_matches('/');
+    if path.is_empty() {
+        format!("{scheme}://{host}:{port}")
+    } else {
+        format!("{scheme}://{host}:{port}/{path}")
+    }
+}
+
+/// The key of a profile. An `openai-compatible` profile with neither `base_url` nor
+/// `api_key_env` talks to `OPENAI_BASE_URL` or OpenAI itself, so it also sends
+/// `OPENAI_API_KEY` when that is set, as OpenAI's clients do (it is never required).
+fn key_of(profile: &Profile) -> Result<Option<credentials::ApiKey>, ProviderError> {
+    let key = credentials::key_for(profile)?;
+    let openai_default = profile.provider == ProviderKind::OpenaiCompatible
+        && profile.base_url.is_none()
+        && profile.api_key_env.is_none();
+    if key.is_none() && openai_default {
+        return Ok(std::env::var("OPENAI_API_KEY")
+            .ok()
+            .map(|k| k.trim().to_string())
+            .filter(|k| !k.is_empty())
+            .map(credentials::ApiKey::new));
+    }
+    Ok(key)
 }
 
 /// Default wait for a response's first byte and between stream chunks.
@@ -504,6 +552,22 @@ mod tests {
     impl serde::Serialize for SerializeOrNull {
         fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
             Usage::serialize_or_null(&self.0, s)
+        }
+    }
+
+    #[test]
+    fn ollama_host_is_read_as_ollama_reads_it() {
+        for (value, url) in [
+            ("127.0.0.1:9999", "http://127.0.0.1:9999"),
+            (":9999", "http://127.0.0.1:9999"),
+            ("0.0.0.0", "http://0.0.0.0:11434"),
+            ("", "http://127.0.0.1:11434"),
+            ("http://box", "http://box:80"),
+            ("https://box/ollama/", "https://box:443/ollama"),
+            ("[::1]:8080", "http://[::1]:8080"),
+            ("box:11435", "http://box:11435"),
+        ] {
+            assert_eq!(ollama_host(value), url, "OLLAMA_HOST={value}");
         }
     }
 }

@@ -5,6 +5,7 @@ mod conditions;
 mod fan_out;
 mod input_key;
 mod llm_orc;
+mod llm_orc_project;
 mod nested;
 mod scripts;
 
