@@ -64,6 +64,7 @@ pub(crate) fn engine(ctx: &Context, args: EngineArgs) -> Engine {
         store,
         no_cache: args.no_cache,
         live_capacity: args.live_capacity,
+        executor: None,
     })
 }
 

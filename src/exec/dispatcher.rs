@@ -5,7 +5,7 @@
 //! cancelled (Ctrl-C, `--timeout`, the budget, a `cancel`) with every completed result kept.
 //!
 //! Protocol: agents run as tasks in a `JoinSet` and report over one unbounded channel
-//! (`Msg`); nothing else mutates run state. A nested ensemble runs this same loop one level
+//! (`JobUpdate`); nothing else mutates run state. A nested ensemble runs this same loop one level
 //! down with `Output::Nested`, which forwards its events to the parent's channel instead of
 //! publishing them.
 
@@ -20,7 +20,7 @@ use super::event::{Event, EventKind, Timestamp};
 use super::job::{Job, Report};
 use super::outcome::{AgentOutcome, AgentStatus, RunOutcome, RunStatus};
 use super::prepare::{NotRun, prepare};
-use super::run::{AgentTx, Msg, RunCtx};
+use super::run::{AgentTx, JobUpdate, RunCtx};
 use super::state::RunState;
 use crate::config::{Agent, AgentIndex, NodeKind};
 use crate::plan::Plan;
@@ -139,7 +139,7 @@ async fn dispatch_inner(mut d: Dispatch, out: Output) -> Arc<RunOutcome> {
     let plan = Arc::clone(&d.plan);
     let n = plan.len();
     let cancel = d.run.cancel.clone();
-    let (tx, mut rx) = mpsc::unbounded_channel::<Msg>();
+    let (tx, mut rx) = mpsc::unbounded_channel::<JobUpdate>();
     let mut tasks = JoinSet::new();
     let mut lp = Loop {
         out,
@@ -228,7 +228,8 @@ async fn dispatch_inner(mut d: Dispatch, out: Output) -> Arc<RunOutcome> {
                             stream: d.run.stream,
                             resume: d.generate_resume.remove(&agent.name),
                         };
-                        tasks.spawn(super::local::execute(
+                        let executor = Arc::clone(&d.run.engine.executor);
+                        executor.spawn(
                             Arc::clone(&d.run),
                             Arc::clone(&plan),
                             job,
@@ -236,7 +237,8 @@ async fn dispatch_inner(mut d: Dispatch, out: Output) -> Arc<RunOutcome> {
                                 agent: i,
                                 tx: tx.clone(),
                             },
-                        ));
+                            &mut tasks,
+                        );
                     }
                     Err(not_run) => {
                         let outcome = not_run_outcome(agent, not_run);
@@ -269,7 +271,7 @@ async fn dispatch_inner(mut d: Dispatch, out: Output) -> Arc<RunOutcome> {
         };
         let Some(msg) = msg else { break };
         match msg {
-            Msg::Event {
+            JobUpdate::Event {
                 agent,
                 nested,
                 kind,
@@ -291,7 +293,7 @@ async fn dispatch_inner(mut d: Dispatch, out: Output) -> Arc<RunOutcome> {
                     }
                 }
             }
-            Msg::Done { agent: i, report } => {
+            JobUpdate::Done { agent: i, report } => {
                 running -= 1;
                 done += 1;
                 let agent = &plan.ensemble.agents[i];

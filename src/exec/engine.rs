@@ -20,7 +20,7 @@ use super::event::{EventKind, Subscription};
 use super::outcome::{AgentOutcome, RunOutcome, RunStatus};
 use super::record::{Recorder, RunRecord};
 use super::registry::{Clients, Mode, ProviderRegistry};
-use super::run::RunCtx;
+use super::run::{AgentTx, Executor, JobUpdate, RunCtx};
 use crate::nodes::output::OutputFiles;
 use crate::plan::Plan;
 use crate::providers::ProviderError;
@@ -36,6 +36,8 @@ pub struct EngineConfig {
     pub no_cache: bool,
     /// Events a live subscriber may fall behind by before it gets `lagged`.
     pub live_capacity: usize,
+    /// Where jobs run (`None`: in this process).
+    pub executor: Option<Arc<dyn Executor>>,
 }
 
 impl Default for EngineConfig {
@@ -46,12 +48,14 @@ impl Default for EngineConfig {
             store: None,
             no_cache: false,
             live_capacity: 16_384,
+            executor: None,
         }
     }
 }
 
 pub(crate) struct EngineInner {
     pub slots: Arc<Semaphore>,
+    pub executor: Arc<dyn Executor>,
     clients: Clients,
     pub store: Option<Arc<dyn Recorder>>,
     pub in_flight: InFlight,
@@ -164,6 +168,9 @@ impl Engine {
         Engine {
             inner: Arc::new(EngineInner {
                 slots: Arc::new(Semaphore::new(config.max_concurrency.max(1))),
+                executor: config
+                    .executor
+                    .unwrap_or_else(|| Arc::new(super::run::LocalExecutor)),
                 clients: Clients::new(config.mode),
                 store: config.store,
                 in_flight: InFlight::default(),
@@ -296,6 +303,33 @@ impl Engine {
         for run in self.active_runs() {
             run.cancel(status);
         }
+    }
+
+    /// Runs one job outside any run's dispatcher (a worker taking jobs from elsewhere): the
+    /// job's events and then its report arrive on the returned channel. `cancel` stops it.
+    pub fn run_job(
+        &self,
+        plan: Arc<Plan>,
+        job: super::job::Job,
+        cancel: CancellationToken,
+    ) -> Result<tokio::sync::mpsc::UnboundedReceiver<JobUpdate>, StartError> {
+        let providers = self.providers_for(&plan)?;
+        let run = Arc::new(RunCtx {
+            engine: Arc::clone(&self.inner),
+            providers,
+            stream: job.stream,
+            cancel,
+            stop: CancellationToken::new(),
+            no_cache: self.inner.no_cache,
+            resume: None,
+        });
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let agent = AgentTx {
+            agent: job.agent,
+            tx,
+        };
+        tokio::spawn(super::local::execute(run, plan, job, agent));
+        Ok(rx)
     }
 
     /// Waits until everything recorded so far is in the store.

@@ -41,4 +41,5 @@ pub use outcome::{AgentOutcome, AgentStatus, ProfileFailure, RunOutcome, RunStat
 pub use record::{BoxFuture, Recorder, RunRecord};
 pub use registry::{Mode, ProviderRegistry};
 pub use retry::backoff_delay;
+pub use run::{AgentTx, Executor, JobUpdate, LocalExecutor, RunCtx};
 pub use state::{AgentState, LiveTotals, Phase, RunState};
