@@ -175,7 +175,9 @@ pub(crate) async fn run_one(
         Ok(p) => p,
         Err(e) => return start_failed(ctx, &e),
     };
-    let printer = Printer::start(ctx, &plan, pending.subscribe(), show, streamed);
+    // Nothing to show while it runs: no subscriber, so no event is even queued for one.
+    let printer = (show_progress || show.output == OutputFormat::Jsonl || streamed.is_some())
+        .then(|| Printer::start(ctx, &plan, pending.subscribe(), show, streamed));
     let handle = pending.start();
     session::finish_run(ctx, &plan, handle, printer, show).await
 }

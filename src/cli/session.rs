@@ -195,13 +195,16 @@ pub(crate) async fn finish_run(
     ctx: &Context,
     plan: &Plan,
     handle: RunHandle,
-    printer: Printer,
+    printer: Option<Printer>,
     show: Show,
 ) -> Exit {
     let outcome = handle.wait().await;
-    let streamed = tokio::task::spawn_blocking(move || printer.finish())
-        .await
-        .unwrap_or(false);
+    let streamed = match printer {
+        Some(p) => tokio::task::spawn_blocking(move || p.finish())
+            .await
+            .unwrap_or(false),
+        None => false,
+    };
     if !show.quiet {
         report_run(ctx, &outcome);
     }

@@ -427,9 +427,10 @@ impl Caller<'_> {
                     generation: None,
                     response_format: agent.response_format.clone(),
                 };
-                let Some(answer) = self
-                    .call(profile, request, u64::from(attempts), None, true)
-                    .await
+                // Boxed: the call's state lives on the heap only while it is made, so the
+                // agent's task stays small while it waits.
+                let Some(answer) =
+                    Box::pin(self.call(profile, request, u64::from(attempts), None, true)).await
                 else {
                     return cancelled(profile, attempts - 1, usage, cost);
                 };

@@ -175,6 +175,7 @@ async fn dispatch_inner(mut d: Dispatch, out: Output) -> Arc<RunOutcome> {
     let mut status: Option<RunStatus> = None;
     let deadline = d.timeout.map(|t| tokio::time::Instant::now() + t);
     let mut ready: Vec<AgentIndex> = Vec::new();
+    let shared_input: Arc<str> = Arc::from(d.input.as_str());
 
     // A resumed run starts from what already succeeded.
     for outcome in std::mem::take(&mut d.restored) {
@@ -223,7 +224,7 @@ async fn dispatch_inner(mut d: Dispatch, out: Output) -> Arc<RunOutcome> {
                             agent: i,
                             name: agent.name.clone(),
                             work,
-                            input: d.input.clone(),
+                            input: Arc::clone(&shared_input),
                             seed: d.seed,
                             stream: d.run.stream,
                             resume: d.generate_resume.remove(&agent.name),

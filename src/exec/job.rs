@@ -35,8 +35,9 @@ pub struct Job {
     pub agent: AgentIndex,
     pub name: String,
     pub work: Work,
-    /// The run input (templates of `generate` see it as `input`).
-    pub input: String,
+    /// The run input (templates of `generate` see it as `input`); shared by every job of
+    /// the run.
+    pub input: std::sync::Arc<str>,
     pub seed: u64,
     /// Forward streamed text as `agent_delta` events.
     pub stream: bool,

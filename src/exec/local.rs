@@ -17,6 +17,12 @@ use crate::plan::Plan;
 /// Runs a job to its report. `plan` is the plan the agent belongs to (a nested ensemble's
 /// own plan for its agents).
 pub(crate) async fn execute(run: Arc<RunCtx>, plan: Arc<Plan>, job: Job, tx: AgentTx) {
+    // If this task ends without a report (a panic in a provider or a node), the agent still
+    // finishes, as failed, instead of the run waiting for it forever.
+    let mut guard = ReportGuard {
+        tx: &tx,
+        reported: false,
+    };
     let agent = &plan.ensemble.agents[job.agent];
     let exec = Local {
         run: &run,
@@ -25,10 +31,33 @@ pub(crate) async fn execute(run: Arc<RunCtx>, plan: Arc<Plan>, job: Job, tx: Age
         tx: &tx,
     };
     let report = match &job.work {
-        Work::FanOut(works) => exec.fan_out(works).await,
+        Work::FanOut(works) => Box::pin(exec.fan_out(works)).await,
         single => exec.single(single).await,
     };
+    guard.reported = true;
     tx.done(report);
+}
+
+struct ReportGuard<'a> {
+    tx: &'a AgentTx,
+    reported: bool,
+}
+
+impl Drop for ReportGuard<'_> {
+    fn drop(&mut self) {
+        // A cancelled run aborts its tasks: nobody is waiting for a report then.
+        if !self.reported && !std::thread::panicking() {
+            return;
+        }
+        if !self.reported {
+            self.tx.done(
+                Report::new(AgentStatus::Failed, "", "", "").failed(AgentError::new(
+                    "internal",
+                    "the agent's task stopped unexpectedly (an internal error; please report it)",
+                )),
+            );
+        }
+    }
 }
 
 struct Local<'a> {
@@ -47,14 +76,23 @@ impl Local<'_> {
         }
     }
 
+    /// The future of a plain LLM call stays small; rarer kinds of work are boxed, so every
+    /// task of a 100,000-agent run does not carry the largest kind's state.
     async fn single(&self, work: &Work) -> Report {
         match work {
             Work::Prompt(prompt) => self.caller().attempt_all(prompt, self.job.seed).await,
-            Work::Topic(topic) => self.generate(topic).await,
+            Work::Topic(topic) => Box::pin(self.generate(topic)).await,
             Work::Lists(lists) => self.dedup(lists),
-            Work::Script(stdin) => self.script(stdin).await,
+            Work::Script(stdin) => Box::pin(self.script(stdin)).await,
             Work::Ensemble(input) => {
-                super::nested::run(self.run, self.agent, input, self.job.seed, self.tx).await
+                Box::pin(super::nested::run(
+                    self.run,
+                    self.agent,
+                    input,
+                    self.job.seed,
+                    self.tx,
+                ))
+                .await
             }
             Work::FanOut(_) => unreachable!("fan-out instances are single pieces of work"),
         }
@@ -210,7 +248,7 @@ impl Local<'_> {
             agent: self.agent,
             settings,
             topic: topic.to_string(),
-            input: self.job.input.clone(),
+            input: self.job.input.to_string(),
             seed: self.job.seed,
             resume: self.job.resume.clone(),
             files: &self.run.engine.files,

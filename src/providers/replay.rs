@@ -9,7 +9,6 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
-use xxhash_rust::xxh3::xxh3_128;
 
 use super::{
     Completion, CompletionRequest, FinishKind, FinishReason, Provider, ProviderError, Usage,
@@ -46,18 +45,44 @@ fn is_zero(n: &u64) -> bool {
 
 /// The identity of a request: everything that shapes the answer, nothing that does not
 /// (attempt numbers, streaming). Keys never include credentials.
+///
+/// The key hashes the compact JSON of these fields in this order; it is streamed into the
+/// hasher (no intermediate value or string), since every call computes one.
 pub fn request_key(profile: &Profile, request: &CompletionRequest) -> String {
-    let canonical = serde_json::json!({
-        "provider": profile.provider.as_str(),
-        "model": profile.model,
-        "system": request.system,
-        "prompt": request.prompt,
-        "temperature": request.temperature,
-        "max_tokens": request.max_tokens,
-        "options": request.options,
-        "response_format": request.response_format,
-    });
-    format!("{:032x}", xxh3_128(canonical.to_string().as_bytes()))
+    #[derive(Serialize)]
+    struct Identity<'a> {
+        provider: &'a str,
+        model: &'a str,
+        system: &'a Option<String>,
+        prompt: &'a str,
+        temperature: Option<f64>,
+        max_tokens: Option<u32>,
+        options: &'a std::collections::BTreeMap<String, serde_json::Value>,
+        response_format: &'a Option<crate::config::spec::ResponseFormatSpec>,
+    }
+    struct Hashing(xxhash_rust::xxh3::Xxh3);
+    impl std::io::Write for Hashing {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.update(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let identity = Identity {
+        provider: profile.provider.as_str(),
+        model: &profile.model,
+        system: &request.system,
+        prompt: &request.prompt,
+        temperature: request.temperature,
+        max_tokens: request.max_tokens,
+        options: &request.options,
+        response_format: &request.response_format,
+    };
+    let mut hashing = Hashing(xxhash_rust::xxh3::Xxh3::new());
+    serde_json::to_writer(&mut hashing, &identity).expect("requests serialize");
+    format!("{:032x}", hashing.0.digest128())
 }
 
 /// Appends every successful exchange to a recording file shared by the whole process.
@@ -182,5 +207,47 @@ impl Provider for Replay {
                 FinishReason::new(entry.finish_kind.unwrap_or(FinishKind::Other), raw.as_str())
             }),
         })
+    }
+}
+
+#[cfg(test)]
+mod key_tests {
+    use super::*;
+    use xxhash_rust::xxh3::xxh3_128;
+
+    /// Keys of recordings made before the key was streamed must still match.
+    #[test]
+    fn the_key_is_the_hash_of_the_compact_canonical_json() {
+        let profile = crate::config::ProfileSet::builtin()
+            .get("mock")
+            .expect("the mock profile is built in")
+            .clone();
+        let request = CompletionRequest {
+            agent: "a".into(),
+            system: Some("be brief".into()),
+            prompt: "hello \"world\"".into(),
+            temperature: Some(0.2),
+            max_tokens: Some(64),
+            options: [("top_p".to_string(), serde_json::json!(0.9))].into(),
+            attempt: 3,
+            seed: 9,
+            deltas: None,
+            response_format: None,
+            generation: None,
+        };
+        let canonical = serde_json::json!({
+            "provider": profile.provider.as_str(),
+            "model": profile.model,
+            "system": request.system,
+            "prompt": request.prompt,
+            "temperature": request.temperature,
+            "max_tokens": request.max_tokens,
+            "options": request.options,
+            "response_format": request.response_format,
+        });
+        assert_eq!(
+            request_key(&profile, &request),
+            format!("{:032x}", xxh3_128(canonical.to_string().as_bytes()))
+        );
     }
 }
