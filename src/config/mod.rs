@@ -4,6 +4,7 @@
 //! against the schemars schema (`schema`), check the meaning (`validate`), and locate every
 //! problem in the text (`locate`). Owns no IO beyond reading the files it is given.
 
+pub mod bounds;
 mod discover;
 mod error;
 mod load;
@@ -11,9 +12,11 @@ pub mod locate;
 mod model;
 mod nested;
 mod profiles;
+mod read;
 mod schema;
 pub mod spec;
 mod validate;
+mod yaml;
 
 use std::path::Path;
 
@@ -25,6 +28,7 @@ pub use model::{
     MockSettings, Nested, NodeKind, Origin, Price, Profile,
 };
 pub use profiles::{PriceTable, ProfileSet};
+pub use read::{ReadError, human_bytes, read_capped};
 pub use schema::{SchemaKind, schema, schema_text};
 
 /// Loads and validates an ensemble file against `profiles`, with the ensembles it runs

@@ -117,6 +117,11 @@ pub struct GenerateSettings {
     pub stop: StopSpec,
     pub normalize: bool,
     pub output: Option<PathBuf>,
+    /// `output` may replace an existing file (checked at load: without this or `append`,
+    /// an existing file is refused).
+    pub overwrite: bool,
+    /// `output` is appended to rather than replaced.
+    pub append: bool,
     pub optimizer: Option<OptimizerSpec>,
     pub expected_items: u64,
     pub false_positive_rate: f64,

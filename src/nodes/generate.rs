@@ -207,7 +207,7 @@ type SharedFile = Arc<Mutex<std::io::BufWriter<std::fs::File>>>;
 
 type FileMap = std::collections::HashMap<std::path::PathBuf, SharedFile>;
 
-fn shared_file(path: &std::path::Path) -> std::io::Result<SharedFile> {
+fn shared_file(path: &std::path::Path, append: bool) -> std::io::Result<SharedFile> {
     static FILES: std::sync::OnceLock<Mutex<FileMap>> = std::sync::OnceLock::new();
     let key = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
     let mut files = FILES
@@ -217,9 +217,17 @@ fn shared_file(path: &std::path::Path) -> std::io::Result<SharedFile> {
     if let Some(f) = files.get(&key) {
         return Ok(Arc::clone(f));
     }
-    let file = Arc::new(Mutex::new(std::io::BufWriter::new(std::fs::File::create(
-        path,
-    )?)));
+    // `append: true` adds to what is there; otherwise the load check made sure replacing
+    // the file was asked for (`overwrite: true`) or that there was none.
+    let opened = if append {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?
+    } else {
+        std::fs::File::create(path)?
+    };
+    let file = Arc::new(Mutex::new(std::io::BufWriter::new(opened)));
     files.insert(key, Arc::clone(&file));
     Ok(file)
 }
@@ -231,9 +239,10 @@ pub async fn run(
     let started = Instant::now();
     let s = &ctx.settings;
     let output = match &s.output {
-        Some(path) => {
-            Some(shared_file(path).map_err(|e| format!("cannot write `{}`: {e}", path.display()))?)
-        }
+        Some(path) => Some(
+            shared_file(path, s.append)
+                .map_err(|e| format!("cannot write `{}`: {e}", path.display()))?,
+        ),
         None => None,
     };
     let (subtopics, partition_call) = partition(&ctx).await;
