@@ -22,8 +22,9 @@ pub const MAX_MAX_TOKENS: u64 = 1_000_000;
 pub const MAX_TEMPERATURE: f64 = 2.0;
 /// Largest amount of money in a budget, stop condition or test: a million dollars.
 pub const MAX_USD: f64 = 1_000_000.0;
-/// Highest price per million tokens.
-pub const MAX_PRICE_PER_MTOK: f64 = 1_000_000.0;
+/// Highest price per million tokens (ten dollars a token; tests use absurd prices to see
+/// cost at all).
+pub const MAX_PRICE_PER_MTOK: f64 = 10_000_000.0;
 /// Most producer loops of a `generate` node (each is a task with its own prompts).
 pub const MAX_PRODUCERS: u64 = 256;
 /// Most items asked for per call.
