@@ -86,14 +86,22 @@ impl<'a> Locator<'a> {
     fn root(&self) -> Option<&Node> {
         self.root
             .get_or_init(|| {
-                let options = LoaderOptions::default().error_on_duplicate_keys(false);
-                // marked-yaml asserts on event orders it does not expect; the text was
-                // already accepted by serde_yaml, so a panic here only costs the caret.
-                std::panic::catch_unwind(|| {
-                    marked_yaml::parse_yaml_with_options(0, &*self.file.text, options).ok()
+                let parse = |text: &str| {
+                    let options = LoaderOptions::default().error_on_duplicate_keys(false);
+                    // marked-yaml asserts on event orders it does not expect; the text was
+                    // already accepted by serde_yaml, so a panic here only costs the caret.
+                    std::panic::catch_unwind(|| {
+                        marked_yaml::parse_yaml_with_options(0, text, options).ok()
+                    })
+                    .ok()
+                    .flatten()
+                };
+                let text = &*self.file.text;
+                parse(text).or_else(|| {
+                    (text.contains('&') || text.contains('*'))
+                        .then(|| parse(&without_anchors(text)))
+                        .flatten()
                 })
-                .ok()
-                .flatten()
             })
             .as_ref()
     }
@@ -209,6 +217,44 @@ impl<'a> Locator<'a> {
     }
 }
 
+/// The text with anchors blanked and aliases made plain scalars, byte for byte the same
+/// length, for marked-yaml, which refuses both. Every span it finds is then a span of the
+/// real text; a path through an alias stops at the alias, which is where the caret goes.
+/// Only a `&` or `*` that starts a token is touched; one inside a string or a block scalar
+/// may be changed too, which moves no offsets and so costs nothing.
+fn without_anchors(text: &str) -> String {
+    let mut bytes = text.as_bytes().to_vec();
+    let mut i = 0;
+    while i < bytes.len() {
+        let starts_token = i == 0
+            || matches!(
+                bytes[i - 1],
+                b' ' | b'\t' | b'\n' | b'\r' | b'[' | b'{' | b','
+            );
+        match bytes[i] {
+            b'&' if starts_token => {
+                while i < bytes.len()
+                    && !matches!(
+                        bytes[i],
+                        b' ' | b'\t' | b'\n' | b'\r' | b',' | b'[' | b']' | b'{' | b'}'
+                    )
+                {
+                    // Only ASCII bytes are replaced, so the text stays UTF-8.
+                    if bytes[i].is_ascii() {
+                        bytes[i] = b' ';
+                    }
+                    i += 1;
+                }
+                continue;
+            }
+            b'*' if starts_token => bytes[i] = b'_',
+            _ => {}
+        }
+        i += 1;
+    }
+    String::from_utf8(bytes).expect("only ASCII bytes were replaced, by ASCII bytes")
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::PathBuf;
@@ -270,6 +316,17 @@ mod tests {
         let (offset, block) = loc.block_content_start(&path!["prompt"]).unwrap();
         assert!(block);
         assert!(f.text[offset..].starts_with("hello"));
+    }
+
+    #[test]
+    fn files_with_anchors_are_located() {
+        let f = file("base: &b {x: 1}\nagents:\n  - name: a\n    retries: *b\n");
+        let loc = Locator::new(&f);
+        assert_eq!(
+            at(&f, loc.value_span(&path!["agents", 0, "retries"]).unwrap()),
+            (4, "*b")
+        );
+        assert_eq!(at(&f, loc.key_span(&path!["base"]).unwrap()), (1, "base"));
     }
 
     #[test]

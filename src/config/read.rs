@@ -6,6 +6,10 @@
 use std::io::Read;
 use std::path::Path;
 
+/// Recordings (`--record`, read back by `--replay`) hold every response of a run; a
+/// quarter of a GiB is thousands of large runs' worth.
+pub const MAX_RECORDING_BYTES: u64 = 256 * 1024 * 1024;
+
 /// Why a file was not read.
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
