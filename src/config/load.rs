@@ -49,13 +49,25 @@ pub(super) fn source_from_bytes(
     match String::from_utf8(bytes) {
         Ok(text) => Ok(SourceFile::new(path.to_path_buf(), name, text)),
         Err(e) => {
-            // Show the valid prefix so the caret can point at the first bad byte.
+            // Show the valid prefix and a little of the line after it, the bad bytes as
+            // `�`, so the caret can point at the first of them.
+            let bytes = e.as_bytes();
             let valid = e.utf8_error().valid_up_to();
-            let prefix = String::from_utf8_lossy(&e.as_bytes()[..valid]).into_owned();
-            let file = SourceFile::new(path.to_path_buf(), name, prefix);
-            let span = (!file.text.is_empty() && file.text.len() < 4096)
-                .then(|| SourceSpan::new(valid.saturating_sub(1).into(), 1));
-            Err(ConfigError::new(ConfigErrorKind::NotUtf8, &file, span))
+            let mut text = String::from_utf8_lossy(&bytes[..valid]).into_owned();
+            let rest = &bytes[valid..];
+            let end = rest
+                .iter()
+                .take(40)
+                .position(|&b| b == b'\n' || b == b'\r')
+                .unwrap_or(rest.len().min(40));
+            text.push_str(&String::from_utf8_lossy(&rest[..end]));
+            let file = SourceFile::new(path.to_path_buf(), name, text);
+            let span = SourceSpan::new(valid.into(), char::REPLACEMENT_CHARACTER.len_utf8());
+            Err(ConfigError::new(
+                ConfigErrorKind::NotUtf8,
+                &file,
+                Some(span),
+            ))
         }
     }
 }
@@ -257,10 +269,13 @@ fn char_span(text: &str, offset: usize) -> SourceSpan {
 fn syntax_error(file: &SourceFile, error: &serde_yaml::Error) -> ConfigError {
     let mut message = error.to_string();
     // libyaml's index is the byte offset; clamped into the text (an error at the very end
-    // would get no caret) and onto a char boundary.
+    // would get no caret) and onto a char boundary. The few errors without a position
+    // (a second document) point at where the text stops being one document, or its start.
     let span = error
         .location()
-        .map(|loc| char_span(&file.text, loc.index()));
+        .map(|loc| char_span(&file.text, loc.index()))
+        .or_else(|| second_document(&file.text))
+        .or_else(|| first_content_span(file));
     if let Some(i) = message.find(" at line ") {
         message.truncate(i);
     }
@@ -277,6 +292,36 @@ fn syntax_error(file: &SourceFile, error: &serde_yaml::Error) -> ConfigError {
         file.text[prev_start..end].contains('\t')
     }) || message.contains("tab");
     ConfigError::new(ConfigErrorKind::Syntax { message, tabs }, file, span)
+}
+
+/// Where a second YAML document starts: a `---` after content, or the first line indented
+/// less than the first content line (libyaml ends the document there).
+fn second_document(text: &str) -> Option<SourceSpan> {
+    let mut offset = 0;
+    let mut first_indent: Option<usize> = None;
+    for line in text.split_inclusive('\n') {
+        let trimmed = line.trim();
+        let indent = line.len() - line.trim_start().len();
+        if !trimmed.is_empty() && !trimmed.starts_with('#') && !trimmed.starts_with('%') {
+            match first_indent {
+                None if trimmed != "---" => first_indent = Some(indent),
+                None => {}
+                Some(first)
+                    if trimmed.starts_with("---")
+                        || trimmed.starts_with("...")
+                        || indent < first =>
+                {
+                    return Some(SourceSpan::new(
+                        (offset + indent).into(),
+                        trimmed.len().max(1),
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+        offset += line.len();
+    }
+    None
 }
 
 fn first_content_span(file: &SourceFile) -> Option<SourceSpan> {

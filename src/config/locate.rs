@@ -98,7 +98,7 @@ impl<'a> Locator<'a> {
                 };
                 let text = &*self.file.text;
                 parse(text).or_else(|| {
-                    (text.contains('&') || text.contains('*'))
+                    (text.contains('&') || text.contains('*') || text.contains('!'))
                         .then(|| parse(&without_anchors(text)))
                         .flatten()
                 })
@@ -160,11 +160,62 @@ impl<'a> Locator<'a> {
         }
     }
 
-    /// Span of the value if present, else of the closest ancestor that exists.
+    /// Span of the value if present, else of the closest ancestor that exists. When the
+    /// text cannot be parsed for positions at all (YAML that marked-yaml refuses, such as
+    /// a mapping as a key), the keys of the path are looked for in the text instead, so
+    /// that every error still points somewhere near its cause.
     pub fn nearest_span(&self, path: &[PathSeg]) -> Option<SourceSpan> {
+        if self.root().is_none() {
+            return self.textual_span(path);
+        }
         (0..=path.len()).rev().find_map(|n| {
             self.value_span(&path[..n])
                 .filter(|s| !s.is_empty() || n == 0)
+        })
+    }
+
+    /// The keys of `path` found in order in the text (`key:` at the start of a line, after
+    /// `- `, `{` or `, `), the last one found; else the first line with content.
+    fn textual_span(&self, path: &[PathSeg]) -> Option<SourceSpan> {
+        let text = &*self.file.text;
+        let mut from = 0;
+        let mut found = None;
+        for seg in path {
+            let PathSeg::Key(key) = seg else { continue };
+            let needle = format!("{key}:");
+            let hit = text[from..]
+                .match_indices(&needle)
+                .map(|(i, _)| from + i)
+                .find(|&i| {
+                    let before = text[..i].trim_end_matches(' ');
+                    before.is_empty()
+                        || before.ends_with('\n')
+                        || before.ends_with('-')
+                        || before.ends_with('{')
+                        || before.ends_with(',')
+                });
+            match hit {
+                Some(i) => {
+                    found = Some(SourceSpan::new(i.into(), key.len().max(1)));
+                    from = i + needle.len();
+                }
+                None => break,
+            }
+        }
+        found.or_else(|| {
+            let mut offset = 0;
+            for line in text.split_inclusive('\n') {
+                let trimmed = line.trim();
+                if !trimmed.is_empty() && !trimmed.starts_with('#') {
+                    let indent = line.len() - line.trim_start().len();
+                    return Some(SourceSpan::new(
+                        (offset + indent).into(),
+                        trimmed.len().max(1),
+                    ));
+                }
+                offset += line.len();
+            }
+            None
         })
     }
 
@@ -217,11 +268,11 @@ impl<'a> Locator<'a> {
     }
 }
 
-/// The text with anchors blanked and aliases made plain scalars, byte for byte the same
-/// length, for marked-yaml, which refuses both. Every span it finds is then a span of the
-/// real text; a path through an alias stops at the alias, which is where the caret goes.
-/// Only a `&` or `*` that starts a token is touched; one inside a string or a block scalar
-/// may be changed too, which moves no offsets and so costs nothing.
+/// The text with anchors and tags blanked and aliases made plain scalars, byte for byte the
+/// same length, for marked-yaml, which refuses all three. Every span it finds is then a
+/// span of the real text; a path through an alias stops at the alias, which is where the
+/// caret goes. Only a `&`, `!` or `*` that starts a token is touched; one inside a string
+/// or a block scalar may be changed too, which moves no offsets and so costs nothing.
 fn without_anchors(text: &str) -> String {
     let mut bytes = text.as_bytes().to_vec();
     let mut i = 0;
@@ -232,7 +283,7 @@ fn without_anchors(text: &str) -> String {
                 b' ' | b'\t' | b'\n' | b'\r' | b'[' | b'{' | b','
             );
         match bytes[i] {
-            b'&' if starts_token => {
+            b'&' | b'!' if starts_token => {
                 while i < bytes.len()
                     && !matches!(
                         bytes[i],
