@@ -82,7 +82,7 @@ pub enum ConfigErrorKind {
     #[error("YAML too large or too deeply nested: {message}")]
     YamlLimit { message: String },
     #[error("{more} more problem{} in this file", if *.more == 1 { "" } else { "s" })]
-    TooManyErrors { more: usize },
+    TooManyErrors { more: usize, warnings_only: bool },
     #[error("file is empty")]
     Empty,
     #[error("expected a mapping of keys at the top level, found {found}")]
@@ -436,6 +436,10 @@ impl ConfigErrorKind {
             ConfigErrorKind::NotYetSupported { .. }
                 | ConfigErrorKind::KeyNotForKind { .. }
                 | ConfigErrorKind::IgnoredKey { .. }
+                | ConfigErrorKind::TooManyErrors {
+                    warnings_only: true,
+                    ..
+                }
         )
     }
 }

@@ -103,9 +103,11 @@ impl Document {
                 _ => {}
             }
         }
-        let reported = self.issues.iter().any(|issue| {
-            issue.starts_with(at) && (issue.starts_with(&path) || path.starts_with(issue))
-        });
+        let first = self.issues.partition_point(|issue| issue.as_slice() < at);
+        let reported = self.issues[first..]
+            .iter()
+            .take_while(|issue| issue.starts_with(at))
+            .any(|issue| issue.starts_with(&path) || path.starts_with(issue));
         if reported {
             return Err(None);
         }
@@ -140,7 +142,7 @@ fn pointer<'a>(value: &'a Value, path: &[PathSeg]) -> Option<&'a Value> {
 }
 
 /// At most this many problems are reported per file; the rest are counted.
-const MAX_ERRORS_PER_FILE: usize = 50;
+pub(super) const MAX_ERRORS_PER_FILE: usize = 50;
 
 /// Parses YAML text into a JSON value and checks its shape against `kind`'s schema.
 /// Returns the document (when it could be parsed at all) and every problem found.
@@ -209,6 +211,12 @@ pub fn parse_document(file: SourceFile, kind: SchemaKind) -> (Option<Document>, 
         if parsed.non_finite.iter().any(|(p, _)| *p == issue.path) {
             continue;
         }
+        // Past the cap, only count: locating costs, and nobody reads the ten-thousandth.
+        if problems.len() > MAX_ERRORS_PER_FILE {
+            problems.push((issue.kind, None));
+            issues.push(issue.path);
+            continue;
+        }
         let span = if issue.path.is_empty() {
             // A problem with the document as a whole: point at its first line.
             first_content_span(&file)
@@ -221,6 +229,8 @@ pub fn parse_document(file: SourceFile, kind: SchemaKind) -> (Option<Document>, 
         problems.push((issue.kind, span));
         issues.push(issue.path);
     }
+    // Sorted, so that `Document::typed` finds those under a path by binary search.
+    issues.sort();
     let more = problems.len().saturating_sub(MAX_ERRORS_PER_FILE);
     let next = problems
         .get(MAX_ERRORS_PER_FILE)
@@ -230,7 +240,10 @@ pub fn parse_document(file: SourceFile, kind: SchemaKind) -> (Option<Document>, 
     }
     if more > 0 {
         report.push(ConfigError::new(
-            ConfigErrorKind::TooManyErrors { more },
+            ConfigErrorKind::TooManyErrors {
+                more,
+                warnings_only: false,
+            },
             &file,
             next,
         ));

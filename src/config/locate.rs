@@ -11,7 +11,7 @@ use miette::SourceSpan;
 use super::error::SourceFile;
 
 /// One step of a path into a YAML document.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum PathSeg {
     Key(String),
     Index(usize),
@@ -73,6 +73,9 @@ pub fn parse_pointer(pointer: &str) -> Vec<PathSeg> {
 pub struct Locator<'a> {
     file: &'a SourceFile,
     root: std::cell::OnceCell<Option<Node>>,
+    /// Byte offset of the start of every line, so that a position costs a lookup rather
+    /// than a walk through the text (thousands of errors in a big file stay cheap).
+    line_starts: std::cell::OnceCell<Vec<usize>>,
 }
 
 impl<'a> Locator<'a> {
@@ -80,7 +83,28 @@ impl<'a> Locator<'a> {
         Locator {
             file,
             root: std::cell::OnceCell::new(),
+            line_starts: std::cell::OnceCell::new(),
         }
+    }
+
+    /// Byte offset of a 1-based line and a 1-based column counted in characters.
+    fn offset_of(&self, line: usize, column: usize) -> usize {
+        let text = &*self.file.text;
+        let starts = self.line_starts.get_or_init(|| {
+            std::iter::once(0)
+                .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+                .collect()
+        });
+        let Some(&start) = starts.get(line.saturating_sub(1)) else {
+            return text.len();
+        };
+        let rest = &text[start..];
+        let line_end = rest.find('\n').unwrap_or(rest.len());
+        start
+            + rest[..line_end]
+                .char_indices()
+                .nth(column.saturating_sub(1))
+                .map_or(line_end, |(i, _)| i)
     }
 
     fn root(&self) -> Option<&Node> {
@@ -129,7 +153,7 @@ impl<'a> Locator<'a> {
         };
         let (key, _) = map.iter().find(|(k, _)| k.as_str() == last)?;
         let start = key.span().start()?;
-        let offset = self.file.offset_of(start.line(), start.column());
+        let offset = self.offset_of(start.line(), start.column());
         Some(SourceSpan::new(offset.into(), self.scalar_width(offset)))
     }
 
@@ -140,7 +164,7 @@ impl<'a> Locator<'a> {
         match node {
             Node::Scalar(scalar) => {
                 let start = scalar.span().start()?;
-                let offset = self.file.offset_of(start.line(), start.column());
+                let offset = self.offset_of(start.line(), start.column());
                 let value = scalar.as_str();
                 let width = if !value.is_empty() && self.file.text[offset..].starts_with(value) {
                     value.len()
@@ -154,7 +178,7 @@ impl<'a> Locator<'a> {
                     return self.key_span(path);
                 }
                 let start = node.span().start()?;
-                let offset = self.file.offset_of(start.line(), start.column());
+                let offset = self.offset_of(start.line(), start.column());
                 Some(SourceSpan::new(offset.into(), self.scalar_width(offset)))
             }
         }
@@ -227,7 +251,7 @@ impl<'a> Locator<'a> {
             return None;
         };
         let start = scalar.span().start()?;
-        let offset = self.file.offset_of(start.line(), start.column());
+        let offset = self.offset_of(start.line(), start.column());
         let text = &*self.file.text;
         let line_start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
         let previous = text[..line_start.saturating_sub(1)]

@@ -56,6 +56,8 @@ fn load_source(
     stack.push(canonical);
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
     let mut ok = true;
+    let mut loaded: std::collections::HashMap<PathBuf, Option<Arc<Ensemble>>> =
+        std::collections::HashMap::new();
     for i in 0..ensemble.agents.len() {
         let NodeKind::Nested(nested) = &ensemble.agents[i].node else {
             continue;
@@ -101,6 +103,25 @@ fn load_source(
             ok = false;
             continue;
         }
+        // Loaded once per file, however many agents run it: a thousand agents naming the
+        // same ensemble must not parse it a thousand times.
+        if let Some(done) = loaded.get(&target_canonical) {
+            match done {
+                Some(child) => {
+                    if let NodeKind::Nested(n) = &mut ensemble.agents[i].node {
+                        n.ensemble = Some(Arc::clone(child));
+                    }
+                }
+                None => {
+                    report.push(locate(
+                        ConfigErrorKind::InvalidNestedEnsemble { agent, reference },
+                        &ensemble,
+                    ));
+                    ok = false;
+                }
+            }
+            continue;
+        }
         if stack.len() >= MAX_DEPTH {
             report.push(locate(
                 ConfigErrorKind::EnsembleTooDeep { limit: MAX_DEPTH },
@@ -112,6 +133,7 @@ fn load_source(
         let file = match screen(&target) {
             Ok(file) => file,
             Err(problem) => {
+                loaded.insert(target_canonical, None);
                 report.push(locate(
                     ConfigErrorKind::NotAnEnsemble {
                         agent,
@@ -129,11 +151,14 @@ fn load_source(
         report.extend(child_report);
         match child {
             Some(child) if !child_failed => {
+                let child = Arc::new(child);
+                loaded.insert(target_canonical, Some(Arc::clone(&child)));
                 if let NodeKind::Nested(n) = &mut ensemble.agents[i].node {
-                    n.ensemble = Some(Arc::new(child));
+                    n.ensemble = Some(child);
                 }
             }
             _ => {
+                loaded.insert(target_canonical, None);
                 // Errors inside the child were reported (cycles among them); say which
                 // agent led there.
                 if !report

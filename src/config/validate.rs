@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use super::bounds;
 use super::error::{ConfigError, ConfigErrorKind, ConfigReport, SourceFile};
-use super::load::Document;
+use super::load::{Document, MAX_ERRORS_PER_FILE};
 use super::locate::{Locator, PathSeg};
 use super::model::{
     Agent, DEFAULT_PROFILE, DEFAULT_RETRIES, DEFAULT_RETRY_BACKOFF, DEFAULT_TIMEOUT, DedupSettings,
@@ -29,14 +29,47 @@ struct Checker<'a> {
     file: &'a SourceFile,
     locator: Locator<'a>,
     report: ConfigReport,
+    /// Problems past `MAX_ERRORS_PER_FILE`, counted, whether any is an error, and where
+    /// the first of them is.
+    more: usize,
+    more_errors: bool,
+    next: Option<miette::SourceSpan>,
 }
 
 impl Checker<'_> {
     fn error(&mut self, kind: ConfigErrorKind, path: &[PathSeg]) {
-        let span = self
-            .locator
-            .value_span(path)
-            .or_else(|| self.locator.nearest_span(path));
+        let span = self.span_of(path, false);
+        self.push(kind, span);
+    }
+
+    /// The span of a path, unless the file already has all the errors it will show: then
+    /// none, except for the first one past the cap, which the count points at.
+    fn span_of(&mut self, path: &[PathSeg], key: bool) -> Option<miette::SourceSpan> {
+        if self.report.diagnostics.len() >= MAX_ERRORS_PER_FILE && self.more > 0 {
+            return None;
+        }
+        let exact = if key {
+            self.locator.key_span(path)
+        } else {
+            self.locator.value_span(path)
+        };
+        exact.or_else(|| self.locator.nearest_span(path))
+    }
+
+    /// Whether the file has all the errors it will show.
+    fn full(&self) -> bool {
+        self.report.diagnostics.len() >= MAX_ERRORS_PER_FILE
+    }
+
+    fn push(&mut self, kind: ConfigErrorKind, span: Option<miette::SourceSpan>) {
+        if self.report.diagnostics.len() >= MAX_ERRORS_PER_FILE {
+            if self.more == 0 {
+                self.next = span;
+            }
+            self.more += 1;
+            self.more_errors |= !kind.is_warning();
+            return;
+        }
         self.report.push(ConfigError::new(kind, self.file, span));
     }
 
@@ -97,11 +130,8 @@ impl Checker<'_> {
     }
 
     fn error_at_key(&mut self, kind: ConfigErrorKind, path: &[PathSeg]) {
-        let span = self
-            .locator
-            .key_span(path)
-            .or_else(|| self.locator.nearest_span(path));
-        self.report.push(ConfigError::new(kind, self.file, span));
+        let span = self.span_of(path, true);
+        self.push(kind, span);
     }
 }
 
@@ -140,6 +170,9 @@ pub(super) fn validate(
         file,
         locator: Locator::new(file),
         report: ConfigReport::default(),
+        more: 0,
+        more_errors: false,
+        next: None,
     };
 
     let defaults: DefaultsSpec = match value.get("defaults") {
@@ -180,11 +213,10 @@ pub(super) fn validate(
             );
         }
     }
-    let raw_agents: Vec<Value> = value
+    let raw_agents: &[Value] = value
         .get("agents")
         .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
+        .map_or(&[], Vec::as_slice);
     let names: Vec<Option<String>> = raw_agents
         .iter()
         .map(|a| a.get("name").and_then(Value::as_str).map(String::from))
@@ -212,6 +244,7 @@ pub(super) fn validate(
         let Some(list) = raw.get("depends_on").and_then(Value::as_array) else {
             continue;
         };
+        let mut listed = std::collections::HashSet::new();
         for (j, entry) in list.iter().enumerate() {
             let (dep, at) = match entry {
                 Value::String(s) => (s.as_str(), path!["agents", i, "depends_on", j].to_vec()),
@@ -226,7 +259,11 @@ pub(super) fn validate(
             };
             match by_name.get(dep) {
                 None => {
-                    let suggestion = closest(dep, by_name.keys().copied()).map(str::to_string);
+                    // A suggestion reads every name; not for errors past the cap.
+                    let suggestion = (!c.full())
+                        .then(|| closest(dep, by_name.keys().copied()))
+                        .flatten()
+                        .map(str::to_string);
                     c.error(
                         ConfigErrorKind::UnknownDependency {
                             agent: agent.clone(),
@@ -244,7 +281,7 @@ pub(super) fn validate(
                         &at,
                     );
                 }
-                Some(&d) if deps[i].contains(&d) => c.error(
+                Some(&d) if !listed.insert(d) => c.error(
                     ConfigErrorKind::RepeatedDependency {
                         agent: agent.clone(),
                         dependency: dep.to_string(),
@@ -271,19 +308,8 @@ pub(super) fn validate(
         );
     }
 
-    // Ancestors, for `agents.NAME` in templates.
-    let ancestors = |i: usize| -> Vec<usize> {
-        let mut seen = vec![false; deps.len()];
-        let mut stack = deps[i].clone();
-        let mut out = Vec::new();
-        while let Some(d) = stack.pop() {
-            if !std::mem::replace(&mut seen[d], true) {
-                out.push(d);
-                stack.extend(deps[d].iter().copied());
-            }
-        }
-        out
-    };
+    // Ancestry, for `agents.NAME` in templates.
+    let ancestry = Ancestry::new(&deps);
 
     let default_profile = match &defaults.model_profile {
         Some(name) => match profiles.get(name) {
@@ -430,7 +456,7 @@ pub(super) fn validate(
                     near_duplicates: spec.near_duplicates,
                 }))
             }
-            AgentKind::Script => script_settings(&mut c, i, &spec, &file).map(NodeKind::Script),
+            AgentKind::Script => script_settings(&mut c, i, &spec, file).map(NodeKind::Script),
             AgentKind::Llm => Some(match &spec.ensemble {
                 Some(reference) => NodeKind::Nested(crate::config::model::Nested {
                     reference: reference.clone(),
@@ -441,10 +467,11 @@ pub(super) fn validate(
         };
         let Some(node) = node else { continue };
         if let (Some(prompt), false) = (&spec.prompt, kind == AgentKind::Generate) {
-            let available: Vec<&str> = ancestors(i)
-                .into_iter()
-                .filter_map(|a| names[a].as_deref())
-                .collect();
+            let available = |name: &str| {
+                by_name
+                    .get(name)
+                    .is_some_and(|&a| ancestry.is_ancestor(a, i))
+            };
             check_template(
                 &mut c,
                 &spec.name,
@@ -534,9 +561,23 @@ pub(super) fn validate(
     };
     check_tests(&mut c, &tests, &names);
     let Checker {
-        report: semantic, ..
+        report: semantic,
+        more,
+        more_errors,
+        next,
+        ..
     } = c;
     report.extend(semantic);
+    if more > 0 {
+        report.push(ConfigError::new(
+            ConfigErrorKind::TooManyErrors {
+                more,
+                warnings_only: !more_errors,
+            },
+            file,
+            next,
+        ));
+    }
     // Document order reads best; errors without a location go first.
     report
         .diagnostics
@@ -590,6 +631,7 @@ fn check_tests(
     names: &[Option<String>],
 ) {
     let known: Vec<&str> = names.iter().flatten().map(String::as_str).collect();
+    let known_set: std::collections::HashSet<&str> = known.iter().copied().collect();
     for (t, test) in tests.iter().enumerate() {
         for (e, expect) in test.expect.iter().enumerate() {
             let at = path!["tests", t, "expect", e].to_vec();
@@ -602,8 +644,11 @@ fn check_tests(
                 expect.contains.is_some() || expect.matches.is_some() || expect.json.is_some();
             let run_checks = expect.max_cost_usd.is_some() || expect.max_tokens.is_some();
             match &expect.agent {
-                Some(agent) if !known.contains(&agent.as_str()) => {
-                    let suggestion = closest(agent, known.iter().copied()).map(str::to_string);
+                Some(agent) if !known_set.contains(agent.as_str()) => {
+                    let suggestion = (!c.full())
+                        .then(|| closest(agent, known.iter().copied()))
+                        .flatten()
+                        .map(str::to_string);
                     let mut p = at.clone();
                     p.push(PathSeg::Key("agent".into()));
                     c.error(bad(format!("no agent named `{agent}`"), suggestion), &p);
@@ -797,7 +842,7 @@ fn generate_settings(
             &spec.name,
             topic,
             &["input", "deps", "agents"],
-            &[],
+            &|_| false,
             &path!["agents", i, "topic"],
         );
     }
@@ -807,7 +852,7 @@ fn generate_settings(
             &spec.name,
             prompt,
             &["topic", "subtopic", "seen", "batch_size", "input"],
-            &[],
+            &|_| false,
             &path!["agents", i, "prompt"],
         );
     }
@@ -874,7 +919,8 @@ fn unknown_profile(name: &str, profiles: &ProfileSet) -> ConfigErrorKind {
     ConfigErrorKind::UnknownProfile {
         profile: name.to_string(),
         suggestion: closest(name, profiles.names()).map(str::to_string),
-        known: profiles.names().map(String::from).collect(),
+        // Enough to recognise them by; `orc profiles` lists them all.
+        known: profiles.names().take(20).map(String::from).collect(),
     }
 }
 
@@ -942,7 +988,7 @@ fn check_template(
     c: &mut Checker<'_>,
     agent: &str,
     source: &str,
-    available: &[&str],
+    available: &dyn Fn(&str) -> bool,
     at: &[PathSeg],
 ) {
     check_template_with(
@@ -960,7 +1006,7 @@ fn check_template_with(
     agent: &str,
     source: &str,
     variables: &[&str],
-    available: &[&str],
+    available: &dyn Fn(&str) -> bool,
     at: &[PathSeg],
 ) {
     for problem in template::check_with(source, variables, available) {
@@ -1263,4 +1309,57 @@ fn c_error(report: &mut ConfigReport, file: &SourceFile, kind: ConfigErrorKind, 
         .value_span(path)
         .or_else(|| locator.nearest_span(path));
     report.push(ConfigError::new(kind, file, span));
+}
+
+/// Whether one agent is an ancestor of another, for `agents.NAME` in templates. Answered
+/// from the ancestor's side: its descendants are found once and kept (for a bounded number
+/// of agents), so a thousand templates reading the first agent of a long chain cost one walk,
+/// not a thousand (checking a 25,000-agent chain took minutes, issue 13).
+struct Ancestry<'a> {
+    deps: &'a [Vec<usize>],
+    dependents: Vec<Vec<usize>>,
+    /// Descendants of an agent, as a bitset, for up to `KEPT` agents.
+    descendants: std::cell::RefCell<HashMap<usize, Vec<u64>>>,
+}
+
+impl<'a> Ancestry<'a> {
+    const KEPT: usize = 64;
+
+    fn new(deps: &'a [Vec<usize>]) -> Self {
+        let mut dependents = vec![Vec::new(); deps.len()];
+        for (i, ds) in deps.iter().enumerate() {
+            for &d in ds {
+                dependents[d].push(i);
+            }
+        }
+        Ancestry {
+            deps,
+            dependents,
+            descendants: std::cell::RefCell::new(HashMap::new()),
+        }
+    }
+
+    fn is_ancestor(&self, ancestor: usize, of: usize) -> bool {
+        if self.deps[of].contains(&ancestor) {
+            return true;
+        }
+        let mut kept = self.descendants.borrow_mut();
+        if let Some(bits) = kept.get(&ancestor) {
+            return bits[of / 64] & (1 << (of % 64)) != 0;
+        }
+        let n = self.deps.len();
+        let mut bits = vec![0u64; n.div_ceil(64)];
+        let mut stack = self.dependents[ancestor].clone();
+        while let Some(d) = stack.pop() {
+            if bits[d / 64] & (1 << (d % 64)) == 0 {
+                bits[d / 64] |= 1 << (d % 64);
+                stack.extend(self.dependents[d].iter().copied());
+            }
+        }
+        let found = bits[of / 64] & (1 << (of % 64)) != 0;
+        if kept.len() < Self::KEPT {
+            kept.insert(ancestor, bits);
+        }
+        found
+    }
 }
