@@ -47,13 +47,20 @@ pub enum TemplateProblem {
 }
 
 /// Checks `source` for syntax errors, unknown filters, undefined variables and
-/// `agents.NAME` references outside `available` (the agent's dependencies).
+/// `agents.NAME` references outside `available` (the agent's ancestors).
 pub fn check(source: &str, available: &[&str]) -> Vec<TemplateProblem> {
-    check_with(source, &TEMPLATE_VARIABLES, available)
+    check_with(source, &TEMPLATE_VARIABLES, &|name| {
+        available.contains(&name)
+    })
 }
 
-/// As `check`, for a template that may read `variables`.
-pub fn check_with(source: &str, allowed: &[&str], available: &[&str]) -> Vec<TemplateProblem> {
+/// As `check`, for a template that may read `variables`; `available` says whether
+/// `agents.NAME` may be read.
+pub fn check_with(
+    source: &str,
+    allowed: &[&str],
+    available: &dyn Fn(&str) -> bool,
+) -> Vec<TemplateProblem> {
     let env = environment();
     let template = match env.template_from_str(source) {
         Ok(t) => t,
@@ -69,8 +76,11 @@ pub fn check_with(source: &str, allowed: &[&str], available: &[&str]) -> Vec<Tem
     let mut problems = Vec::new();
     let mut variables: Vec<String> = template.undeclared_variables(true).into_iter().collect();
     variables.sort();
-    for variable in variables {
-        let (root, rest) = variable.split_once('.').unwrap_or((&variable, ""));
+    // The agents the template reads; only they go into the dry render below (all of an
+    // agent's ancestors would make checking a long chain quadratic, issue 13).
+    let mut read: Vec<String> = Vec::new();
+    for variable in &variables {
+        let (root, rest) = variable.split_once('.').unwrap_or((variable, ""));
         if !allowed.contains(&root) {
             problems.push(TemplateProblem::Undefined {
                 range: find_word(source, root),
@@ -78,7 +88,9 @@ pub fn check_with(source: &str, allowed: &[&str], available: &[&str]) -> Vec<Tem
             });
         } else if root == "agents" && !rest.is_empty() {
             let name = rest.split('.').next().unwrap_or(rest);
-            if !available.contains(&name) {
+            if available(name) {
+                read.push(name.to_string());
+            } else {
                 problems.push(TemplateProblem::NotDependency {
                     agent: name.to_string(),
                     range: find_word(source, &format!("agents.{name}")),
@@ -89,19 +101,14 @@ pub fn check_with(source: &str, allowed: &[&str], available: &[&str]) -> Vec<Tem
     // Filters and tests are looked up at render time; a dry render with placeholder values
     // finds unknown ones now. Other render errors depend on real values and are not reported.
     if problems.is_empty() {
-        let deps: Vec<Value> = available
-            .iter()
-            .map(|name| {
-                Value::from(minijinja::value::Serde(serde_json::json!({
-                    "name": name, "output": "", "status": "succeeded", "json": null
-                })))
-            })
-            .collect();
-        let agents: std::collections::BTreeMap<&str, Value> = available
-            .iter()
-            .zip(&deps)
-            .map(|(n, d)| (*n, d.clone()))
-            .collect();
+        let placeholder = |name: &str| {
+            Value::from(minijinja::value::Serde(serde_json::json!({
+                "name": name, "output": "", "status": "succeeded", "json": null
+            })))
+        };
+        let deps: Vec<Value> = vec![placeholder("dep")];
+        let agents: std::collections::BTreeMap<&str, Value> =
+            read.iter().map(|n| (n.as_str(), placeholder(n))).collect();
         let ctx = minijinja::context! {
             input => "", deps => deps, agents => agents,
             topic => "", subtopic => "", seen => Vec::<String>::new(), batch_size => 10,

@@ -172,9 +172,14 @@ pub struct InvokeArgs {
 }
 
 fn parse_seconds(s: &str) -> Result<f64, String> {
+    // Bounded so that turning it into a `Duration` cannot panic (issue 13).
+    let max = crate::config::bounds::MAX_RUN_SECONDS;
     match s.parse::<f64>() {
-        Ok(v) if v > 0.0 && v.is_finite() => Ok(v),
-        _ => Err(format!("`{s}` is not a positive number of seconds")),
+        Ok(v) if v > 0.0 && v <= max => Ok(v),
+        _ => Err(format!(
+            "`{s}` is not a number of seconds above 0 and at most {}",
+            crate::config::bounds::show(max)
+        )),
     }
 }
 

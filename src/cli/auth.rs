@@ -2,7 +2,7 @@
 
 use std::io::{IsTerminal, Read};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::Context;
 use super::args::AuthAction;
@@ -45,7 +45,13 @@ pub(crate) fn auth(ctx: &Context, action: AuthAction) -> Exit {
                     return Exit::Invalid;
                 }
             };
-            let mut store = credentials::read_store();
+            let mut store = match credentials::read_store() {
+                Ok(store) => store,
+                Err(e) => {
+                    ctx.error(&e.to_string());
+                    return Exit::Invalid;
+                }
+            };
             store.insert(provider.as_str().to_string(), key.expose().to_string());
             match credentials::write_store(&store) {
                 Ok(path) => {
@@ -66,7 +72,13 @@ pub(crate) fn auth(ctx: &Context, action: AuthAction) -> Exit {
                 Ok(p) => p,
                 Err(e) => return e,
             };
-            let mut store = credentials::read_store();
+            let mut store = match credentials::read_store() {
+                Ok(store) => store,
+                Err(e) => {
+                    ctx.error(&e.to_string());
+                    return Exit::Invalid;
+                }
+            };
             if store.remove(provider.as_str()).is_none() {
                 eprintln!("no stored key for `{provider}`");
                 return Exit::Ok;
@@ -83,6 +95,13 @@ pub(crate) fn auth(ctx: &Context, action: AuthAction) -> Exit {
             }
         }
         AuthAction::List => {
+            match credentials::read_store() {
+                Ok(_) | Err(credentials::StoreError::NoHome) => {}
+                Err(e) => {
+                    ctx.error(&e.to_string());
+                    return Exit::Invalid;
+                }
+            }
             let mut out = format!("{:<18}  {}\n", "PROVIDER", "KEY FROM");
             for provider in ProviderKind::ALL
                 .into_iter()
@@ -108,8 +127,9 @@ fn read_key(provider: ProviderKind) -> std::io::Result<ApiKey> {
     let text = if std::io::stdin().is_terminal() {
         rpassword::prompt_password(format!("API key for {provider}: "))?
     } else {
+        // A key is a line; a few KiB more is not a key, and an endless stdin must not be read.
         let mut text = String::new();
-        std::io::stdin().read_to_string(&mut text)?;
+        std::io::stdin().take(64 * 1024).read_to_string(&mut text)?;
         text.lines().next().unwrap_or("").to_string()
     };
     Ok(ApiKey::new(text.trim().to_string()))
@@ -143,7 +163,17 @@ pub(crate) fn check_profiles(ctx: &Context, only: Option<&str>, timeout: f64) ->
             return Exit::Failed;
         }
     };
-    let timeout = Duration::from_secs_f64(timeout);
+    let timeout = match crate::config::bounds::seconds(
+        timeout,
+        crate::config::bounds::MIN_TIMEOUT_SECONDS,
+        crate::config::bounds::MAX_TIMEOUT_SECONDS,
+    ) {
+        Ok(t) => t,
+        Err(problem) => {
+            ctx.error(&format!("`--timeout` {problem}"));
+            return Exit::Invalid;
+        }
+    };
     let results = runtime.block_on(async {
         let mut factory = Factory::default();
         let mut checks = Vec::new();

@@ -1,6 +1,6 @@
 //! The small commands: validate, plan, list, profiles, schema, init.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use super::Context;
 use crate::config::{self, SchemaKind};
@@ -65,7 +65,7 @@ pub(crate) fn validate(ctx: &Context, paths: &[PathBuf]) -> Exit {
                 "llm-orc profiles".to_string(),
                 config::check_llm_orc_file(file),
             )
-        } else if is_profiles_file(file) {
+        } else if config::is_profiles_file(file) {
             let report = config::check_profiles_file(file);
             ("profiles".to_string(), report)
         } else {
@@ -101,23 +101,11 @@ pub(crate) fn validate(ctx: &Context, paths: &[PathBuf]) -> Exit {
 }
 
 /// Whether `path` is `.llm-orc` or inside it.
-fn in_llm_orc_dir(path: &Path) -> bool {
+fn in_llm_orc_dir(path: &std::path::Path) -> bool {
     std::path::absolute(path)
         .unwrap_or_else(|_| path.to_path_buf())
         .components()
         .any(|c| c.as_os_str() == ".llm-orc")
-}
-
-/// A profiles file has `model_profiles:` and no `agents:`.
-fn is_profiles_file(path: &Path) -> bool {
-    let Ok(text) = std::fs::read_to_string(path) else {
-        return false;
-    };
-    let has_top = |key: &str| {
-        text.lines()
-            .any(|l| l.starts_with(key) && l[key.len()..].trim_start().starts_with(':'))
-    };
-    has_top("model_profiles") && !has_top("agents")
 }
 
 pub(crate) fn plan(ctx: &Context, ensemble: &str, format: PlanFormat) -> Exit {
@@ -154,7 +142,7 @@ pub(crate) fn list(ctx: &Context) -> Exit {
     let width = found.iter().map(|f| f.name.len()).max().unwrap_or(4).max(4);
     let mut out = format!("{:<width$}  {:<7}  {}\n", "NAME", "SCOPE", "PATH");
     for f in &found {
-        let description = ensemble_description(&f.path)
+        let description = config::ensemble_description(&f.path)
             .map(|d| format!("  {d}"))
             .unwrap_or_default();
         let shadowed = if f.shadowed {
@@ -172,13 +160,6 @@ pub(crate) fn list(ctx: &Context) -> Exit {
         ));
     }
     super::output::write_stdout(&out)
-}
-
-fn ensemble_description(path: &Path) -> Option<String> {
-    let file = config::read_source(path).ok()?;
-    let value: serde_yaml::Value = serde_yaml::from_str(&file.text).ok()?;
-    let d = value.get("description")?.as_str()?;
-    Some(d.lines().next().unwrap_or(d).to_string())
 }
 
 pub(crate) fn profiles(ctx: &Context) -> Exit {

@@ -98,7 +98,12 @@ fn ensemble_yaml(args: &ExploreArgs) -> String {
         y.push_str(&format!("    optimizer: {{ strategy: {s} }}\n"));
     }
     if let Some(path) = &args.save {
-        y.push_str(&format!("    output: {}\n", quote(&path_text(path))));
+        // Named on the command line, so replacing it is what was asked for (an ensemble's
+        // `output:` must say so itself).
+        y.push_str(&format!(
+            "    output: {}\n    overwrite: true\n",
+            quote(&path_text(path))
+        ));
     }
     y
 }

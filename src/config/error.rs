@@ -8,7 +8,10 @@ use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use miette::{Diagnostic, LabeledSpan, NamedSource, Severity, SourceCode, SourceSpan};
+use miette::{
+    Diagnostic, LabeledSpan, MietteSpanContents, NamedSource, Severity, SourceCode, SourceSpan,
+    SpanContents,
+};
 
 /// A file's text, shared by every error that points into it.
 #[derive(Debug, Clone)]
@@ -62,16 +65,24 @@ impl SourceFile {
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigErrorKind {
-    #[error("cannot read `{path}`: {message}")]
+    #[error("cannot read `{}`: {message}", .path.display())]
     Unreadable { path: PathBuf, message: String },
-    #[error("file is too large ({size} bytes; the limit is {limit} bytes)")]
-    TooLarge { size: u64, limit: u64 },
+    #[error("cannot read `{}`: it is a {what}, not a regular file", .path.display())]
+    NotAFile { path: PathBuf, what: &'static str },
+    #[error(
+        "`{}` is larger than {}, the limit for ensemble and profile files",
+        .path.display(),
+        super::read::human_bytes(*.limit)
+    )]
+    TooLarge { path: PathBuf, limit: u64 },
     #[error("file is not valid UTF-8 text")]
     NotUtf8,
     #[error("invalid YAML: {message}")]
     Syntax { message: String, tabs: bool },
-    #[error("YAML too deeply nested or expanding too far: {message}")]
+    #[error("YAML too large or too deeply nested: {message}")]
     YamlLimit { message: String },
+    #[error("{more} more problem{} in this file", if *.more == 1 { "" } else { "s" })]
+    TooManyErrors { more: usize, warnings_only: bool },
     #[error("file is empty")]
     Empty,
     #[error("expected a mapping of keys at the top level, found {found}")]
@@ -171,6 +182,18 @@ pub enum ConfigErrorKind {
     EnsembleTooDeep { limit: usize },
     #[error("nested ensemble `{reference}` (run by agent `{agent}`) is invalid")]
     InvalidNestedEnsemble { agent: String, reference: String },
+    #[error("agent `{agent}` runs `{reference}`, which is not an ensemble file: {problem}")]
+    NotAnEnsemble {
+        agent: String,
+        reference: String,
+        problem: String,
+    },
+    #[error("agent `{agent}` could not be loaded")]
+    AgentNotLoaded { agent: String },
+    #[error("`output` of agent `{agent}` is `{path}`, which already exists")]
+    OutputExists { agent: String, path: String },
+    #[error("agent `{agent}` sets both `overwrite` and `append`")]
+    OverwriteAndAppend { agent: String },
     #[error("test `{test}`: {problem}")]
     BadTest {
         test: String,
@@ -218,10 +241,12 @@ impl ConfigErrorKind {
     pub fn code(&self) -> &'static str {
         match self {
             ConfigErrorKind::Unreadable { .. } => "orc::config::unreadable",
+            ConfigErrorKind::NotAFile { .. } => "orc::config::not_a_file",
             ConfigErrorKind::TooLarge { .. } => "orc::config::too_large",
             ConfigErrorKind::NotUtf8 => "orc::config::not_utf8",
             ConfigErrorKind::Syntax { .. } => "orc::config::syntax",
             ConfigErrorKind::YamlLimit { .. } => "orc::config::yaml_limit",
+            ConfigErrorKind::TooManyErrors { .. } => "orc::config::too_many_errors",
             ConfigErrorKind::Empty => "orc::config::empty",
             ConfigErrorKind::NotAMapping { .. } => "orc::config::not_a_mapping",
             ConfigErrorKind::UnknownKey { .. } => "orc::config::unknown_key",
@@ -250,6 +275,10 @@ impl ConfigErrorKind {
             ConfigErrorKind::EnsembleCycle { .. } => "orc::config::ensemble_cycle",
             ConfigErrorKind::EnsembleTooDeep { .. } => "orc::config::ensemble_too_deep",
             ConfigErrorKind::InvalidNestedEnsemble { .. } => "orc::config::invalid_nested_ensemble",
+            ConfigErrorKind::NotAnEnsemble { .. } => "orc::config::not_an_ensemble",
+            ConfigErrorKind::OutputExists { .. } => "orc::config::output_exists",
+            ConfigErrorKind::AgentNotLoaded { .. } => "orc::config::agent_not_loaded",
+            ConfigErrorKind::OverwriteAndAppend { .. } => "orc::config::overwrite_and_append",
             ConfigErrorKind::UnpricedLimit { .. } => "orc::config::unpriced_limit",
             ConfigErrorKind::InvalidCondition { .. } => "orc::config::invalid_condition",
             ConfigErrorKind::ConditionNotDependency { .. } => {
@@ -297,6 +326,9 @@ impl ConfigErrorKind {
             ConfigErrorKind::ScriptNotFound { .. } => "not found",
             ConfigErrorKind::UnsupportedProvider { .. } => "not supported by orc",
             ConfigErrorKind::UnusableProfile { .. } => "this profile cannot run",
+            ConfigErrorKind::TooManyErrors { .. } => "the next one is here",
+            ConfigErrorKind::OutputExists { .. } => "would be overwritten",
+            ConfigErrorKind::OverwriteAndAppend { .. } => "choose one",
             _ => "here",
         }
     }
@@ -313,10 +345,29 @@ impl ConfigErrorKind {
             ConfigErrorKind::TooLarge { .. } => {
                 Some("ensembles and profiles are small files; check that this is the right path".into())
             }
+            ConfigErrorKind::NotAFile { .. } => Some("give the path of a YAML file".into()),
             ConfigErrorKind::NotUtf8 => Some("save the file as UTF-8 text".into()),
-            ConfigErrorKind::YamlLimit { .. } => Some(
-                "orc reads at most 128 levels of nesting and refuses aliases that expand into huge documents; simplify the file".into(),
+            ConfigErrorKind::YamlLimit { .. } => Some(format!(
+                "orc reads at most {} levels of nesting, {} keys, list items and lines, and {} values added by aliases; simplify the file",
+                super::yaml::MAX_DEPTH,
+                super::yaml::MAX_MARKS,
+                super::yaml::MAX_ALIAS_VALUES
+            )),
+            ConfigErrorKind::TooManyErrors { .. } => {
+                Some("fix the problems above and run `orc validate` again".into())
+            }
+            ConfigErrorKind::NotAnEnsemble { .. } => Some(
+                "`ensemble:` names an ensemble (`.yaml` or `.yml` file with `name:` and `agents:`) by path relative to this file or by name; its contents are not shown".into(),
             ),
+            ConfigErrorKind::OutputExists { .. } => Some(
+                "add `overwrite: true` to replace it, `append: true` to add to it, or choose another path".into(),
+            ),
+            ConfigErrorKind::OverwriteAndAppend { .. } => {
+                Some("`overwrite: true` replaces the file, `append: true` adds to it; keep one".into())
+            }
+            ConfigErrorKind::AgentNotLoaded { .. } => {
+                Some("this is a bug in orc; please report it with the file".into())
+            }
             ConfigErrorKind::Syntax { tabs: true, .. } => Some(
                 "YAML does not allow tabs for indentation; indent with spaces".into(),
             ),
@@ -438,6 +489,10 @@ impl ConfigErrorKind {
                 | ConfigErrorKind::KeyNotForKind { .. }
                 | ConfigErrorKind::IgnoredKey { .. }
                 | ConfigErrorKind::IgnoredTopLevelKey { .. }
+                | ConfigErrorKind::TooManyErrors {
+                    warnings_only: true,
+                    ..
+                }
         )
     }
 }
@@ -446,7 +501,7 @@ impl ConfigErrorKind {
 #[derive(Debug, Clone)]
 pub struct ConfigError {
     pub kind: ConfigErrorKind,
-    pub source: NamedSource<Arc<str>>,
+    pub source: Snippet,
     /// Byte span of the offending text, when the file could be located.
     pub span: Option<SourceSpan>,
 }
@@ -455,8 +510,7 @@ impl ConfigError {
     pub fn new(kind: ConfigErrorKind, file: &SourceFile, span: Option<SourceSpan>) -> Self {
         ConfigError {
             kind,
-            source: NamedSource::new(file.name.clone(), Arc::clone(&file.text))
-                .with_language("yaml"),
+            source: Snippet::new(file, span),
             span,
         }
     }
@@ -469,6 +523,150 @@ impl ConfigError {
             .read_span(&(span.offset(), 0).into(), 0, 0)
             .ok()?;
         Some((contents.line() + 1, contents.column() + 1))
+    }
+}
+
+/// Lines longer than this are not shown whole: a window around the error is.
+const MAX_SHOWN_LINE: usize = 300;
+/// Bytes shown before and after the start of the error in a clipped line.
+const CLIP_BEFORE: usize = 60;
+const CLIP_AFTER: usize = 100;
+
+/// The text an error points into, as miette reads it: the file, or, when a line around the
+/// error is too long to show (a minified file), a window of the error's line. miette
+/// panics past column 65,535 (issue 13), and a 100 KB line helps nobody anyway.
+#[derive(Debug, Clone)]
+pub struct Snippet {
+    file: NamedSource<Arc<str>>,
+    clip: Option<Clip>,
+}
+
+#[derive(Debug, Clone)]
+struct Clip {
+    /// What is shown: the window, with `…` where the line goes on.
+    shown: String,
+    /// Offset in the file that `shown[0]` stands for, so that offsets in the window map
+    /// onto `shown` (the leading `…` takes the bytes just before the window).
+    shown_start: usize,
+    /// Byte range of the window in the file.
+    window: std::ops::Range<usize>,
+    /// Byte range of the whole line in the file.
+    line: std::ops::Range<usize>,
+    /// 0-based line number.
+    line_number: usize,
+}
+
+impl Snippet {
+    fn new(file: &SourceFile, span: Option<SourceSpan>) -> Snippet {
+        Snippet {
+            file: NamedSource::new(file.name.clone(), Arc::clone(&file.text)).with_language("yaml"),
+            clip: span.and_then(|s| Clip::around(&file.text, s.offset())),
+        }
+    }
+
+    /// The span as shown: cut at the end of the window of a clipped line.
+    fn shown_span(&self, span: SourceSpan) -> SourceSpan {
+        match &self.clip {
+            Some(c) if c.line.contains(&span.offset()) || c.line.end == span.offset() => {
+                let end = (span.offset() + span.len()).min(c.window.end);
+                SourceSpan::new(span.offset().into(), end.saturating_sub(span.offset()))
+            }
+            _ => span,
+        }
+    }
+}
+
+impl Clip {
+    fn around(text: &str, offset: usize) -> Option<Clip> {
+        let offset = offset.min(text.len());
+        let line_start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
+        let line_end = text[offset..].find('\n').map_or(text.len(), |i| offset + i);
+        // The lines shown as context must be short too, or they are left out.
+        let before_start = text[..line_start.saturating_sub(1)]
+            .rfind('\n')
+            .map_or(0, |i| i + 1);
+        let after_end = text[(line_end + 1).min(text.len())..]
+            .find('\n')
+            .map_or(text.len(), |i| line_end + 1 + i);
+        let longest = [
+            line_start.saturating_sub(1) - before_start.min(line_start.saturating_sub(1)),
+            line_end - line_start,
+            after_end.saturating_sub(line_end + 1),
+        ]
+        .into_iter()
+        .max()
+        .unwrap_or(0);
+        if longest <= MAX_SHOWN_LINE {
+            return None;
+        }
+        let floor = |mut i: usize| {
+            while !text.is_char_boundary(i) {
+                i -= 1;
+            }
+            i
+        };
+        const ELLIPSIS: &str = "…";
+        let mut start = floor(offset.saturating_sub(CLIP_BEFORE).max(line_start));
+        if start < line_start + ELLIPSIS.len() {
+            start = line_start;
+        }
+        let end = floor((offset + CLIP_AFTER).min(line_end));
+        let mut shown = String::new();
+        if start > line_start {
+            shown.push_str(ELLIPSIS);
+        }
+        shown.push_str(&text[start..end]);
+        if end < line_end {
+            shown.push_str(ELLIPSIS);
+        }
+        Some(Clip {
+            shown,
+            shown_start: if start > line_start {
+                start - ELLIPSIS.len()
+            } else {
+                start
+            },
+            window: start..end,
+            line: line_start..line_end,
+            line_number: text.as_bytes()[..line_start]
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count(),
+        })
+    }
+}
+
+impl SourceCode for Snippet {
+    fn read_span<'a>(
+        &'a self,
+        span: &SourceSpan,
+        context_lines_before: usize,
+        context_lines_after: usize,
+    ) -> Result<Box<dyn SpanContents<'a> + 'a>, miette::MietteError> {
+        let Some(clip) = self
+            .clip
+            .as_ref()
+            .filter(|c| c.line.contains(&span.offset()) || c.line.end == span.offset())
+        else {
+            return self
+                .file
+                .read_span(span, context_lines_before, context_lines_after);
+        };
+        // Just the one line; the column is where the span starts, as miette counts it
+        // (bytes), so the header names the real position.
+        let column = if context_lines_before == 0 && context_lines_after == 0 {
+            span.offset() - clip.line.start
+        } else {
+            0
+        };
+        Ok(Box::new(MietteSpanContents::new_named(
+            self.file.name().to_string(),
+            clip.shown.as_bytes(),
+            SourceSpan::new(clip.shown_start.into(), clip.shown.len()),
+            clip.line_number,
+            column,
+            1,
+        )))
     }
 }
 
@@ -500,7 +698,7 @@ impl Diagnostic for ConfigError {
     }
 
     fn labels(&self) -> Option<Box<dyn Iterator<Item = LabeledSpan> + '_>> {
-        let span = self.span?;
+        let span = self.source.shown_span(self.span?);
         Some(Box::new(std::iter::once(LabeledSpan::new_with_span(
             Some(self.kind.label().to_string()),
             span,
@@ -532,5 +730,17 @@ impl ConfigReport {
 
     pub fn push(&mut self, error: ConfigError) {
         self.diagnostics.push(error);
+    }
+
+    /// Drops repeats: the same words at the same place.
+    pub fn dedup(&mut self) {
+        let mut seen = std::collections::HashSet::new();
+        self.diagnostics.retain(|d| {
+            seen.insert((
+                d.source.file.name().to_string(),
+                d.span.map(|s| (s.offset(), s.len())),
+                d.kind.to_string(),
+            ))
+        });
     }
 }

@@ -303,7 +303,9 @@ fn convert(
         options,
         ..ProfileSpec::default()
     };
-    let mut profile = lower(name, &spec, origin, prices).map_err(|kind| (kind, None))?;
+    // The keys were renamed on the way from llm-orc's file: a problem is located at the
+    // profile as a whole.
+    let mut profile = lower(name, &spec, origin, prices).map_err(|(kind, _)| (kind, None))?;
     profile.system_prompt = system_prompt;
     Ok(profile)
 }

@@ -11,7 +11,7 @@ use miette::SourceSpan;
 use super::error::SourceFile;
 
 /// One step of a path into a YAML document.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum PathSeg {
     Key(String),
     Index(usize),
@@ -73,6 +73,9 @@ pub fn parse_pointer(pointer: &str) -> Vec<PathSeg> {
 pub struct Locator<'a> {
     file: &'a SourceFile,
     root: std::cell::OnceCell<Option<Node>>,
+    /// Byte offset of the start of every line, so that a position costs a lookup rather
+    /// than a walk through the text (thousands of errors in a big file stay cheap).
+    line_starts: std::cell::OnceCell<Vec<usize>>,
 }
 
 impl<'a> Locator<'a> {
@@ -80,20 +83,49 @@ impl<'a> Locator<'a> {
         Locator {
             file,
             root: std::cell::OnceCell::new(),
+            line_starts: std::cell::OnceCell::new(),
         }
+    }
+
+    /// Byte offset of a 1-based line and a 1-based column counted in characters.
+    fn offset_of(&self, line: usize, column: usize) -> usize {
+        let text = &*self.file.text;
+        let starts = self.line_starts.get_or_init(|| {
+            std::iter::once(0)
+                .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+                .collect()
+        });
+        let Some(&start) = starts.get(line.saturating_sub(1)) else {
+            return text.len();
+        };
+        let rest = &text[start..];
+        let line_end = rest.find('\n').unwrap_or(rest.len());
+        start
+            + rest[..line_end]
+                .char_indices()
+                .nth(column.saturating_sub(1))
+                .map_or(line_end, |(i, _)| i)
     }
 
     fn root(&self) -> Option<&Node> {
         self.root
             .get_or_init(|| {
-                let options = LoaderOptions::default().error_on_duplicate_keys(false);
-                // marked-yaml asserts on event orders it does not expect; the text was
-                // already accepted by serde_yaml, so a panic here only costs the caret.
-                std::panic::catch_unwind(|| {
-                    marked_yaml::parse_yaml_with_options(0, &*self.file.text, options).ok()
+                let parse = |text: &str| {
+                    let options = LoaderOptions::default().error_on_duplicate_keys(false);
+                    // marked-yaml asserts on event orders it does not expect; the text was
+                    // already accepted by serde_yaml, so a panic here only costs the caret.
+                    std::panic::catch_unwind(|| {
+                        marked_yaml::parse_yaml_with_options(0, text, options).ok()
+                    })
+                    .ok()
+                    .flatten()
+                };
+                let text = &*self.file.text;
+                parse(text).or_else(|| {
+                    (text.contains('&') || text.contains('*') || text.contains('!'))
+                        .then(|| parse(&without_anchors(text)))
+                        .flatten()
                 })
-                .ok()
-                .flatten()
             })
             .as_ref()
     }
@@ -121,7 +153,7 @@ impl<'a> Locator<'a> {
         };
         let (key, _) = map.iter().find(|(k, _)| k.as_str() == last)?;
         let start = key.span().start()?;
-        let offset = self.file.offset_of(start.line(), start.column());
+        let offset = self.offset_of(start.line(), start.column());
         Some(SourceSpan::new(offset.into(), self.scalar_width(offset)))
     }
 
@@ -132,7 +164,7 @@ impl<'a> Locator<'a> {
         match node {
             Node::Scalar(scalar) => {
                 let start = scalar.span().start()?;
-                let offset = self.file.offset_of(start.line(), start.column());
+                let offset = self.offset_of(start.line(), start.column());
                 let value = scalar.as_str();
                 let width = if !value.is_empty() && self.file.text[offset..].starts_with(value) {
                     value.len()
@@ -146,17 +178,68 @@ impl<'a> Locator<'a> {
                     return self.key_span(path);
                 }
                 let start = node.span().start()?;
-                let offset = self.file.offset_of(start.line(), start.column());
+                let offset = self.offset_of(start.line(), start.column());
                 Some(SourceSpan::new(offset.into(), self.scalar_width(offset)))
             }
         }
     }
 
-    /// Span of the value if present, else of the closest ancestor that exists.
+    /// Span of the value if present, else of the closest ancestor that exists. When the
+    /// text cannot be parsed for positions at all (YAML that marked-yaml refuses, such as
+    /// a mapping as a key), the keys of the path are looked for in the text instead, so
+    /// that every error still points somewhere near its cause.
     pub fn nearest_span(&self, path: &[PathSeg]) -> Option<SourceSpan> {
+        if self.root().is_none() {
+            return self.textual_span(path);
+        }
         (0..=path.len()).rev().find_map(|n| {
             self.value_span(&path[..n])
                 .filter(|s| !s.is_empty() || n == 0)
+        })
+    }
+
+    /// The keys of `path` found in order in the text (`key:` at the start of a line, after
+    /// `- `, `{` or `, `), the last one found; else the first line with content.
+    fn textual_span(&self, path: &[PathSeg]) -> Option<SourceSpan> {
+        let text = &*self.file.text;
+        let mut from = 0;
+        let mut found = None;
+        for seg in path {
+            let PathSeg::Key(key) = seg else { continue };
+            let needle = format!("{key}:");
+            let hit = text[from..]
+                .match_indices(&needle)
+                .map(|(i, _)| from + i)
+                .find(|&i| {
+                    let before = text[..i].trim_end_matches(' ');
+                    before.is_empty()
+                        || before.ends_with('\n')
+                        || before.ends_with('-')
+                        || before.ends_with('{')
+                        || before.ends_with(',')
+                });
+            match hit {
+                Some(i) => {
+                    found = Some(SourceSpan::new(i.into(), key.len().max(1)));
+                    from = i + needle.len();
+                }
+                None => break,
+            }
+        }
+        found.or_else(|| {
+            let mut offset = 0;
+            for line in text.split_inclusive('\n') {
+                let trimmed = line.trim();
+                if !trimmed.is_empty() && !trimmed.starts_with('#') {
+                    let indent = line.len() - line.trim_start().len();
+                    return Some(SourceSpan::new(
+                        (offset + indent).into(),
+                        trimmed.len().max(1),
+                    ));
+                }
+                offset += line.len();
+            }
+            None
         })
     }
 
@@ -168,7 +251,7 @@ impl<'a> Locator<'a> {
             return None;
         };
         let start = scalar.span().start()?;
-        let offset = self.file.offset_of(start.line(), start.column());
+        let offset = self.offset_of(start.line(), start.column());
         let text = &*self.file.text;
         let line_start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
         let previous = text[..line_start.saturating_sub(1)]
@@ -207,6 +290,44 @@ impl<'a> Locator<'a> {
         let line = line.strip_suffix(':').unwrap_or(line);
         line.len().max(1)
     }
+}
+
+/// The text with anchors and tags blanked and aliases made plain scalars, byte for byte the
+/// same length, for marked-yaml, which refuses all three. Every span it finds is then a
+/// span of the real text; a path through an alias stops at the alias, which is where the
+/// caret goes. Only a `&`, `!` or `*` that starts a token is touched; one inside a string
+/// or a block scalar may be changed too, which moves no offsets and so costs nothing.
+fn without_anchors(text: &str) -> String {
+    let mut bytes = text.as_bytes().to_vec();
+    let mut i = 0;
+    while i < bytes.len() {
+        let starts_token = i == 0
+            || matches!(
+                bytes[i - 1],
+                b' ' | b'\t' | b'\n' | b'\r' | b'[' | b'{' | b','
+            );
+        match bytes[i] {
+            b'&' | b'!' if starts_token => {
+                while i < bytes.len()
+                    && !matches!(
+                        bytes[i],
+                        b' ' | b'\t' | b'\n' | b'\r' | b',' | b'[' | b']' | b'{' | b'}'
+                    )
+                {
+                    // Only ASCII bytes are replaced, so the text stays UTF-8.
+                    if bytes[i].is_ascii() {
+                        bytes[i] = b' ';
+                    }
+                    i += 1;
+                }
+                continue;
+            }
+            b'*' if starts_token => bytes[i] = b'_',
+            _ => {}
+        }
+        i += 1;
+    }
+    String::from_utf8(bytes).expect("only ASCII bytes were replaced, by ASCII bytes")
 }
 
 #[cfg(test)]
@@ -270,6 +391,17 @@ mod tests {
         let (offset, block) = loc.block_content_start(&path!["prompt"]).unwrap();
         assert!(block);
         assert!(f.text[offset..].starts_with("hello"));
+    }
+
+    #[test]
+    fn files_with_anchors_are_located() {
+        let f = file("base: &b {x: 1}\nagents:\n  - name: a\n    retries: *b\n");
+        let loc = Locator::new(&f);
+        assert_eq!(
+            at(&f, loc.value_span(&path!["agents", 0, "retries"]).unwrap()),
+            (4, "*b")
+        );
+        assert_eq!(at(&f, loc.key_span(&path!["base"]).unwrap()), (1, "base"));
     }
 
     #[test]

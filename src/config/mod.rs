@@ -4,6 +4,7 @@
 //! against the schemars schema (`schema`), check the meaning (`validate`), and locate every
 //! problem in the text (`locate`). Owns no IO beyond reading the files it is given.
 
+pub mod bounds;
 mod discover;
 mod error;
 mod llm_orc;
@@ -12,10 +13,12 @@ pub mod locate;
 mod model;
 mod nested;
 mod profiles;
+mod read;
 mod schema;
 mod scripts;
 pub mod spec;
 mod validate;
+mod yaml;
 
 use std::path::Path;
 
@@ -28,6 +31,7 @@ pub use model::{
     MockSettings, Nested, NodeKind, Origin, Price, Profile,
 };
 pub use profiles::{PriceTable, ProfileSet};
+pub use read::{MAX_RECORDING_BYTES, ReadError, human_bytes, read_capped};
 pub use schema::{SchemaKind, schema, schema_text};
 
 /// Loads and validates an ensemble file against `profiles`, with the ensembles it runs
@@ -70,6 +74,29 @@ pub fn is_llm_orc_file(path: &Path) -> bool {
 /// error naming what to use instead.
 pub fn check_llm_orc_file(path: &Path) -> ConfigReport {
     llm_orc::check_file(path)
+}
+
+/// The first line of an ensemble file's `description:`, for listings; `None` when the file
+/// cannot be read or parsed (within the same bounds as loading it).
+pub fn ensemble_description(path: &Path) -> Option<String> {
+    let file = read_source(path).ok()?;
+    let parsed = yaml::parse(&file.text).ok()?;
+    let d = parsed.value.get("description")?.as_str()?;
+    Some(d.lines().next().unwrap_or(d).to_string())
+}
+
+/// Whether a file holds profiles (`model_profiles:` and no `agents:` at the top level) rather
+/// than an ensemble; false when it cannot be read.
+pub fn is_profiles_file(path: &Path) -> bool {
+    let Ok(file) = read_source(path) else {
+        return false;
+    };
+    let has_top = |key: &str| {
+        file.text
+            .lines()
+            .any(|l| l.starts_with(key) && l[key.len()..].trim_start().starts_with(':'))
+    };
+    has_top("model_profiles") && !has_top("agents")
 }
 
 /// Validates a profiles file on its own.

@@ -139,9 +139,10 @@ pub struct GenerateSettings {
     pub stop: StopSpec,
     pub normalize: bool,
     pub output: Option<PathBuf>,
-    /// `output:` may replace an existing file.
+    /// `output` may replace an existing file (checked at load: without this or `append`,
+    /// an existing file is refused).
     pub overwrite: bool,
-    /// `output:` appends to an existing file.
+    /// `output` is appended to rather than replaced.
     pub append: bool,
     pub optimizer: Option<OptimizerSpec>,
     pub expected_items: u64,

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::bounds;
 use super::discover::Dirs;
 use super::error::{ConfigError, ConfigErrorKind, ConfigReport, SourceFile};
 use super::llm_orc::{self, Unusable};
@@ -48,10 +49,41 @@ impl PriceTable {
 
     /// Adds the entries of a `prices.yaml`, replacing those of the same provider and model.
     pub fn merge_file(&mut self, file: SourceFile) -> ConfigReport {
-        let (doc, report) = parse_document(file, SchemaKind::Prices);
-        if let Some(spec) = doc.and_then(|d| serde_json::from_value::<PricesFileSpec>(d.value).ok())
-        {
-            for e in spec.prices {
+        let (doc, mut report) = parse_document(file, SchemaKind::Prices);
+        let Some(doc) = doc else { return report };
+        let spec = match doc.typed::<PricesFileSpec>(&[]) {
+            Ok(spec) => Some(spec),
+            Err(problem) => {
+                if let Some((kind, path)) = problem {
+                    report.push(located(&doc.file, kind, &path));
+                }
+                None
+            }
+        };
+        if let Some(spec) = spec {
+            for (i, e) in spec.prices.into_iter().enumerate() {
+                let prices = [
+                    ("input_per_mtok", Some(e.input_per_mtok)),
+                    ("output_per_mtok", Some(e.output_per_mtok)),
+                    ("cached_input_per_mtok", e.cached_input_per_mtok),
+                ];
+                let bad = prices.iter().find_map(|(key, v)| {
+                    let problem = bounds::check((*v)?, 0.0, bounds::MAX_PRICE_PER_MTOK).err()?;
+                    Some((key, problem))
+                });
+                if let Some((key, problem)) = bad {
+                    let path = [
+                        PathSeg::Key("prices".into()),
+                        PathSeg::Index(i),
+                        PathSeg::Key((*key).to_string()),
+                    ];
+                    let kind = ConfigErrorKind::OutOfRange {
+                        key: (*key).to_string(),
+                        problem,
+                    };
+                    report.push(located(&doc.file, kind, &path));
+                    continue;
+                }
                 let price = Price {
                     input_per_mtok: e.input_per_mtok,
                     output_per_mtok: e.output_per_mtok,
@@ -60,6 +92,7 @@ impl PriceTable {
                 self.entries.insert((e.provider, e.model), (price, e.as_of));
             }
         }
+        report.dedup();
         report
     }
 
@@ -219,16 +252,23 @@ impl ProfileSet {
             self.prepend_script_path(&from, list);
         }
         if let Some(serde_json::Value::Object(map)) = doc.value.get("model_profiles") {
-            let specs: BTreeMap<String, ProfileSpec> = map
-                .iter()
-                .filter_map(|(name, v)| {
-                    serde_json::from_value(v.clone())
-                        .ok()
-                        .map(|spec| (name.clone(), spec))
-                })
-                .collect();
+            let mut specs: BTreeMap<String, ProfileSpec> = BTreeMap::new();
+            for name in map.keys() {
+                let at = [
+                    PathSeg::Key("model_profiles".into()),
+                    PathSeg::Key(name.clone()),
+                ];
+                match doc.typed(&at) {
+                    Ok(spec) => {
+                        specs.insert(name.clone(), spec);
+                    }
+                    Err(Some((kind, path))) => report.push(located(&doc.file, kind, &path)),
+                    Err(None) => {}
+                }
+            }
             report.extend(self.merge_specs(&specs, &doc.file, &["model_profiles"], origin));
         }
+        report.dedup();
         report
     }
 
@@ -249,10 +289,18 @@ impl ProfileSet {
                     self.unusable.remove(name);
                     self.profiles.insert(name.clone(), Arc::new(profile));
                 }
-                Err(kind) => {
+                Err((kind, within)) => {
                     let mut path: Vec<PathSeg> = at.iter().map(|s| PathSeg::from(*s)).collect();
                     path.push(PathSeg::Key(name.clone()));
-                    report.push(ConfigError::new(kind, file, locator.key_span(&path)));
+                    let span = if within.is_empty() {
+                        locator.key_span(&path)
+                    } else {
+                        path.extend(within);
+                        locator
+                            .value_span(&path)
+                            .or_else(|| locator.nearest_span(&path))
+                    };
+                    report.push(ConfigError::new(kind, file, span));
                 }
             }
         }
@@ -309,23 +357,41 @@ fn profile_files(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
+/// An error while lowering a profile, and where inside the profile (empty: the profile).
+pub(super) type LowerError = (ConfigErrorKind, Vec<PathSeg>);
+
+/// A located error in a file.
+fn located(file: &SourceFile, kind: ConfigErrorKind, path: &[PathSeg]) -> ConfigError {
+    let locator = Locator::new(file);
+    let span = locator
+        .value_span(path)
+        .or_else(|| locator.nearest_span(path));
+    ConfigError::new(kind, file, span)
+}
+
 /// Validates one profile spec into a `Profile`.
 pub(super) fn lower(
     name: &str,
     spec: &ProfileSpec,
     origin: Origin,
     prices: &PriceTable,
-) -> Result<Profile, ConfigErrorKind> {
-    let missing = |key: &str| ConfigErrorKind::ProfileMissingKey {
-        profile: name.to_string(),
-        provider: spec.provider.to_string(),
-        key: key.to_string(),
+) -> Result<Profile, LowerError> {
+    let missing = |key: &str| {
+        (
+            ConfigErrorKind::ProfileMissingKey {
+                profile: name.to_string(),
+                provider: spec.provider.to_string(),
+                key: key.to_string(),
+            },
+            Vec::new(),
+        )
     };
     let model = match (&spec.model, spec.provider) {
         (Some(m), _) => m.clone(),
         (None, ProviderKind::Mock) => "mock-1".to_string(),
         (None, _) => return Err(missing("model")),
     };
+    let durations = profile_numbers(spec)?;
     let limits = spec.limits.clone().unwrap_or_default();
     Ok(Profile {
         name: name.to_string(),
@@ -337,15 +403,11 @@ pub(super) fn lower(
         api_key_env: spec.api_key_env.clone(),
         max_tokens: spec.max_tokens,
         temperature: spec.temperature,
-        timeout: spec.timeout_seconds.map(Duration::from_secs_f64),
-        first_byte_timeout: spec.first_byte_timeout_seconds.map(Duration::from_secs_f64),
+        timeout: durations.timeout,
+        first_byte_timeout: durations.first_byte_timeout,
         max_response_bytes: spec.max_response_bytes,
         breaker_failures: spec.circuit_breaker.as_ref().and_then(|c| c.failures),
-        breaker_cool_down: spec
-            .circuit_breaker
-            .as_ref()
-            .and_then(|c| c.cool_down_seconds)
-            .map(Duration::from_secs_f64),
+        breaker_cool_down: durations.cool_down,
         fallback: spec.fallback_model_profile.clone(),
         limits: Limits {
             requests_per_minute: limits.requests_per_minute,
@@ -372,9 +434,14 @@ pub(super) fn lower(
             .as_ref()
             .map(super::validate::cache_policy)
             .transpose()
-            .map_err(|problem| ConfigErrorKind::OutOfRange {
-                key: "cache.ttl".into(),
-                problem,
+            .map_err(|problem| {
+                (
+                    ConfigErrorKind::OutOfRange {
+                        key: "cache.ttl".into(),
+                        problem,
+                    },
+                    vec![PathSeg::Key("cache".into()), PathSeg::Key("ttl".into())],
+                )
             })?,
         mock: MockSettings {
             latency: Duration::from_millis(spec.latency_ms.unwrap_or(0)),
@@ -389,6 +456,150 @@ pub(super) fn lower(
             feedback_adherence: spec.feedback_adherence.unwrap_or(0.8),
         },
         system_prompt: None,
+    })
+}
+
+/// A profile's durations, converted only once their numbers are within bounds.
+struct ProfileDurations {
+    timeout: Option<Duration>,
+    first_byte_timeout: Option<Duration>,
+    cool_down: Option<Duration>,
+}
+
+/// Every number of a profile within its bounds (also checked by the schema); the first that
+/// is not is the error, at its path inside the profile.
+fn profile_numbers(spec: &ProfileSpec) -> Result<ProfileDurations, LowerError> {
+    let at = |keys: &[&str]| -> Vec<PathSeg> {
+        keys.iter()
+            .map(|k| PathSeg::Key((*k).to_string()))
+            .collect()
+    };
+    let fail = |keys: &[&str], problem: String| {
+        (
+            ConfigErrorKind::OutOfRange {
+                key: keys.last().copied().unwrap_or_default().to_string(),
+                problem,
+            },
+            at(keys),
+        )
+    };
+    let seconds = |value: Option<f64>, min: f64, max: f64, keys: &[&str]| {
+        value
+            .map(|v| bounds::seconds(v, min, max).map_err(|p| fail(keys, p)))
+            .transpose()
+    };
+    let number = |value: Option<f64>, min: f64, max: f64, keys: &[&str]| {
+        value.map_or(Ok(()), |v| {
+            bounds::check(v, min, max)
+                .map(drop)
+                .map_err(|p| fail(keys, p))
+        })
+    };
+    let count = |value: Option<u64>, min: u64, max: u64, keys: &[&str]| {
+        value.map_or(Ok(()), |v| {
+            bounds::count(v, min, max)
+                .map(drop)
+                .map_err(|p| fail(keys, p))
+        })
+    };
+    let (min_t, max_t) = (bounds::MIN_TIMEOUT_SECONDS, bounds::MAX_TIMEOUT_SECONDS);
+    let timeout = seconds(spec.timeout_seconds, min_t, max_t, &["timeout_seconds"])?;
+    let first_byte_timeout = seconds(
+        spec.first_byte_timeout_seconds,
+        min_t,
+        max_t,
+        &["first_byte_timeout_seconds"],
+    )?;
+    let breaker = spec.circuit_breaker.clone().unwrap_or_default();
+    let cool_down = seconds(
+        breaker.cool_down_seconds,
+        0.0,
+        max_t,
+        &["circuit_breaker", "cool_down_seconds"],
+    )?;
+    count(
+        breaker.failures.map(u64::from),
+        1,
+        bounds::MAX_BREAKER_FAILURES,
+        &["circuit_breaker", "failures"],
+    )?;
+    count(
+        spec.max_tokens.map(u64::from),
+        1,
+        bounds::MAX_MAX_TOKENS,
+        &["max_tokens"],
+    )?;
+    number(
+        spec.temperature,
+        0.0,
+        bounds::MAX_TEMPERATURE,
+        &["temperature"],
+    )?;
+    let limits = spec.limits.clone().unwrap_or_default();
+    count(
+        limits.requests_per_minute.map(u64::from),
+        1,
+        bounds::MAX_REQUESTS_PER_MINUTE,
+        &["limits", "requests_per_minute"],
+    )?;
+    count(
+        limits.tokens_per_minute.map(u64::from),
+        1,
+        bounds::MAX_TOKENS_PER_MINUTE,
+        &["limits", "tokens_per_minute"],
+    )?;
+    count(
+        limits.max_concurrency.map(u64::from),
+        1,
+        bounds::MAX_CONCURRENCY,
+        &["limits", "max_concurrency"],
+    )?;
+    if let Some(price) = &spec.price {
+        let max = bounds::MAX_PRICE_PER_MTOK;
+        number(
+            Some(price.input_per_mtok),
+            0.0,
+            max,
+            &["price", "input_per_mtok"],
+        )?;
+        number(
+            Some(price.output_per_mtok),
+            0.0,
+            max,
+            &["price", "output_per_mtok"],
+        )?;
+        number(
+            price.cached_input_per_mtok,
+            0.0,
+            max,
+            &["price", "cached_input_per_mtok"],
+        )?;
+    }
+    let ms = bounds::MAX_MOCK_LATENCY_MS;
+    count(spec.latency_ms, 0, ms, &["latency_ms"])?;
+    count(spec.jitter_ms, 0, ms, &["jitter_ms"])?;
+    let attempts = bounds::MAX_MOCK_ATTEMPTS;
+    count(
+        spec.fail_attempts.map(u64::from),
+        0,
+        attempts,
+        &["fail_attempts"],
+    )?;
+    count(
+        spec.invalid_json_attempts.map(u64::from),
+        0,
+        attempts,
+        &["invalid_json_attempts"],
+    )?;
+    count(spec.vocabulary.map(u64::from), 1, 64_000, &["vocabulary"])?;
+    number(spec.fail_rate, 0.0, 1.0, &["fail_rate"])?;
+    number(spec.zipf, 0.0, 4.0, &["zipf"])?;
+    number(spec.yield_rate, 0.0, 1.0, &["yield"])?;
+    number(spec.feedback_adherence, 0.0, 1.0, &["feedback_adherence"])?;
+    Ok(ProfileDurations {
+        timeout,
+        first_byte_timeout,
+        cool_down,
     })
 }
 

@@ -241,8 +241,12 @@ pub(super) fn check(kind: SchemaKind, instance: &Value) -> Vec<SchemaIssue> {
             }),
             other => {
                 let problem = match other {
-                    ValidationErrorKind::Minimum { limit } => format!("must be at least {limit}"),
-                    ValidationErrorKind::Maximum { limit } => format!("must be at most {limit}"),
+                    ValidationErrorKind::Minimum { limit } => {
+                        format!("must be at least {}", show_limit(limit))
+                    }
+                    ValidationErrorKind::Maximum { limit } => {
+                        format!("must be at most {}", show_limit(limit))
+                    }
                     ValidationErrorKind::MinItems { limit } => {
                         format!(
                             "needs at least {limit} entr{}",
@@ -261,6 +265,16 @@ pub(super) fn check(kind: SchemaKind, instance: &Value) -> Vec<SchemaIssue> {
         }
     }
     issues
+}
+
+/// A bound as `bounds` writes it, so that the schema and the semantic checks word it alike.
+fn show_limit(limit: &Value) -> String {
+    match limit {
+        Value::Number(n) if n.is_f64() => n
+            .as_f64()
+            .map_or_else(|| n.to_string(), super::bounds::show),
+        other => other.to_string(),
+    }
 }
 
 fn invalid_value(
@@ -286,7 +300,7 @@ fn invalid_value(
 }
 
 /// `depends_on[1]`, `agents[0]`, `name`: the tail of a path as a user reads it.
-fn key_name(path: &[PathSeg]) -> String {
+pub(super) fn key_name(path: &[PathSeg]) -> String {
     let mut indices = Vec::new();
     for seg in path.iter().rev() {
         match seg {
@@ -334,7 +348,7 @@ fn describe_type(t: &str) -> String {
     .to_string()
 }
 
-fn describe_value(value: &Value) -> String {
+pub(super) fn describe_value(value: &Value) -> String {
     match value {
         Value::Null => "nothing".to_string(),
         Value::Bool(b) => format!("`{b}`"),

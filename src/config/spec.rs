@@ -11,6 +11,14 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::bounds::{
+    MAX_BATCH_SIZE, MAX_BREAKER_FAILURES, MAX_CONCURRENCY, MAX_FALSE_POSITIVE_RATE, MAX_FEEDBACK,
+    MAX_ITEMS, MAX_ITERATIONS, MAX_MAX_TOKENS, MAX_MOCK_ATTEMPTS, MAX_MOCK_LATENCY_MS,
+    MAX_PATIENCE, MAX_PRICE_PER_MTOK, MAX_PRODUCERS, MAX_REQUESTS_PER_MINUTE, MAX_RETRIES,
+    MAX_RETRY_BACKOFF_MS, MAX_RUN_SECONDS, MAX_TEMPERATURE, MAX_TEST_TOKENS, MAX_TIMEOUT_SECONDS,
+    MAX_TOKENS_PER_MINUTE, MAX_USD, MAX_WEIGHT, MIN_FALSE_POSITIVE_RATE, MIN_TIMEOUT_SECONDS,
+};
+
 /// An orc ensemble: agents, the models they use, and the `depends_on` edges between them.
 /// Other top-level keys are ignored with a warning, as llm-orc ignores them.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
@@ -60,6 +68,7 @@ pub struct TestSpec {
     pub input: String,
     /// Seed for the mock provider (default 0).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = u64::MAX))]
     pub seed: Option<u64>,
     /// What must hold after the run; every expectation is checked.
     #[schemars(length(min = 1))]
@@ -89,9 +98,11 @@ pub struct ExpectSpec {
     pub json: Option<JsonExpectSpec>,
     /// The run costs at most this much.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = MAX_USD))]
     pub max_cost_usd: Option<f64>,
     /// The run uses at most this many tokens (in + out).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = MAX_TEST_TOKENS))]
     pub max_tokens: Option<u64>,
 }
 
@@ -118,22 +129,23 @@ pub struct DefaultsSpec {
     pub model_profile: Option<String>,
     /// Timeout of each provider call, in seconds (default 60).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0.001))]
+    #[schemars(range(min = MIN_TIMEOUT_SECONDS, max = MAX_TIMEOUT_SECONDS))]
     pub timeout_seconds: Option<f64>,
     /// How many times a retryable failure (timeout, rate limit, server error) is retried.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(max = 20))]
+    #[schemars(range(max = MAX_RETRIES))]
     pub retries: Option<u32>,
     /// First retry delay in milliseconds; doubles on each retry, with jitter (default 500).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = MAX_RETRY_BACKOFF_MS))]
     pub retry_backoff_ms: Option<u64>,
     /// Sampling temperature.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0.0, max = 2.0))]
+    #[schemars(range(min = 0.0, max = MAX_TEMPERATURE))]
     pub temperature: Option<f64>,
     /// Maximum number of output tokens.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = MAX_MAX_TOKENS))]
     pub max_tokens: Option<u32>,
     /// What a dependent does when a dependency failed or was skipped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -146,7 +158,7 @@ pub struct DefaultsSpec {
 pub struct BudgetSpec {
     /// Stop starting new calls and cancel running ones once the run has cost this much.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0.0))]
+    #[schemars(range(min = 0.0, max = MAX_USD))]
     pub max_cost_usd: Option<f64>,
 }
 
@@ -238,11 +250,11 @@ pub struct AgentSpec {
     pub depends_on: Vec<DependencySpec>,
     /// Sampling temperature.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0.0, max = 2.0))]
+    #[schemars(range(min = 0.0, max = MAX_TEMPERATURE))]
     pub temperature: Option<f64>,
     /// Maximum number of output tokens.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = MAX_MAX_TOKENS))]
     pub max_tokens: Option<u32>,
     /// Provider-specific options, passed through unchanged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -252,14 +264,15 @@ pub struct AgentSpec {
     pub response_format: Option<ResponseFormatSpec>,
     /// Timeout of each provider call, in seconds (default 60).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0.001))]
+    #[schemars(range(min = MIN_TIMEOUT_SECONDS, max = MAX_TIMEOUT_SECONDS))]
     pub timeout_seconds: Option<f64>,
     /// How many times a retryable failure is retried (default 2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(max = 20))]
+    #[schemars(range(max = MAX_RETRIES))]
     pub retries: Option<u32>,
     /// First retry delay in milliseconds; doubles on each retry, with jitter (default 500).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = MAX_RETRY_BACKOFF_MS))]
     pub retry_backoff_ms: Option<u64>,
     /// Profile tried when the primary profile still fails after its retries.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -294,14 +307,15 @@ pub struct AgentSpec {
     pub topic: Option<String>,
     /// `generate`: number of concurrent producer loops.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = MAX_PRODUCERS))]
     pub producers: Option<u32>,
     /// `generate`: items asked for per call.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = MAX_BATCH_SIZE))]
     pub batch_size: Option<u32>,
     /// `generate`: how many accepted items are fed back per prompt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = MAX_FEEDBACK))]
     pub feedback: Option<u32>,
     /// `generate`: how the topic is split among producers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -319,9 +333,16 @@ pub struct AgentSpec {
     /// `generate`: size of the uniqueness tracker's Bloom filter.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tracker: Option<TrackerSpec>,
-    /// `generate`: JSONL file the unique items are written to.
+    /// `generate`: JSONL file the unique items are written to (relative to the working
+    /// directory). An existing file is refused unless `overwrite` or `append` is set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output: Option<String>,
+    /// `generate`: replace an existing `output` file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overwrite: Option<bool>,
+    /// `generate`: add to an existing `output` file instead of replacing it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub append: Option<bool>,
     /// `script`: program and arguments to run (no shell).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1))]
@@ -441,11 +462,11 @@ pub enum ResponseFormatKeyword {
 pub struct TrackerSpec {
     /// Items the filter is sized for (default 100000).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = MAX_ITEMS))]
     pub expected_items: Option<u64>,
     /// Target false-positive rate of the filter (default 0.01).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0.0, max = 1.0))]
+    #[schemars(range(min = MIN_FALSE_POSITIVE_RATE, max = MAX_FALSE_POSITIVE_RATE))]
     pub false_positive_rate: Option<f64>,
 }
 
@@ -455,9 +476,28 @@ pub struct TrackerSpec {
 pub struct OptimizerSpec {
     /// What to optimise for.
     pub strategy: OptimizerStrategy,
-    /// Weights for the `weighted` strategy.
+    /// Weights for the `weighted` strategy: `uam`, `cost` and `efficiency` (default 1 each).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "weights_schema")]
     pub weights: Option<BTreeMap<String, f64>>,
+}
+
+/// `weights`: the three known names, each a bounded number.
+fn weights_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let weight = serde_json::json!({
+        "type": "number",
+        "minimum": 0.0,
+        "maximum": MAX_WEIGHT,
+    });
+    schemars::json_schema!({
+        "type": "object",
+        "properties": {
+            "uam": weight,
+            "cost": weight,
+            "efficiency": weight,
+        },
+        "additionalProperties": false,
+    })
 }
 
 /// Optimizer strategies.
@@ -492,21 +532,27 @@ pub enum PartitionSpec {
 pub struct StopSpec {
     /// Calls per producer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = MAX_ITERATIONS))]
     pub iterations: Option<u32>,
     /// Target number of unique items.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = MAX_ITEMS))]
     pub unique: Option<u64>,
     /// Wall-clock limit in seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = MAX_RUN_SECONDS))]
     pub seconds: Option<f64>,
     /// Cost limit in US dollars.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = MAX_USD))]
     pub cost_usd: Option<f64>,
     /// Diminishing returns: fewer new items per call than this ...
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = MAX_BATCH_SIZE))]
     pub min_new_per_call: Option<f64>,
     /// ... for this many calls in a row.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = MAX_PATIENCE))]
     pub patience: Option<u32>,
 }
 
@@ -605,20 +651,20 @@ pub struct ProfileSpec {
     pub api_key_env: Option<String>,
     /// Maximum number of output tokens.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = MAX_MAX_TOKENS))]
     pub max_tokens: Option<u32>,
     /// Sampling temperature (sent only if the model accepts it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0.0, max = 2.0))]
+    #[schemars(range(min = 0.0, max = MAX_TEMPERATURE))]
     pub temperature: Option<f64>,
     /// Timeout of each call, in seconds; an agent's own `timeout_seconds` wins.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0.001))]
+    #[schemars(range(min = MIN_TIMEOUT_SECONDS, max = MAX_TIMEOUT_SECONDS))]
     pub timeout_seconds: Option<f64>,
     /// Longest wait for the first byte of a response, and between two chunks of a stream,
     /// in seconds (default 60, never more than the call's timeout).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0.001))]
+    #[schemars(range(min = MIN_TIMEOUT_SECONDS, max = MAX_TIMEOUT_SECONDS))]
     pub first_byte_timeout_seconds: Option<f64>,
     /// Largest response accepted from the provider, in bytes (default 33554432, 32 MiB); a
     /// bigger one, plain or streamed, fails the call without being read further.
@@ -648,9 +694,11 @@ pub struct ProfileSpec {
     pub cache: Option<CacheSpec>,
     /// `mock`: simulated latency of each call, in milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = MAX_MOCK_LATENCY_MS))]
     pub latency_ms: Option<u64>,
     /// `mock`: random extra latency up to this many milliseconds (deterministic per seed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = MAX_MOCK_LATENCY_MS))]
     pub jitter_ms: Option<u64>,
     /// `mock`: probability (0 to 1) that a call fails with `fail_with`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -658,6 +706,7 @@ pub struct ProfileSpec {
     pub fail_rate: Option<f64>,
     /// `mock`: every call fails on its first this-many attempts, then succeeds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = MAX_MOCK_ATTEMPTS))]
     pub fail_attempts: Option<u32>,
     /// `mock`: the failure injected by `fail_rate` and `fail_attempts`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -665,6 +714,7 @@ pub struct ProfileSpec {
     /// `mock`: with `response_format`, the first this-many attempts of each call answer with
     /// text that is not valid JSON (to see validation and retries work).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = MAX_MOCK_ATTEMPTS))]
     pub invalid_json_attempts: Option<u32>,
     /// `mock`, for `generate`: how many distinct items a topic has (default 2000).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -707,15 +757,15 @@ pub enum MockFailure {
 pub struct LimitsSpec {
     /// Requests per minute.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = MAX_REQUESTS_PER_MINUTE))]
     pub requests_per_minute: Option<u32>,
     /// Tokens (in + out) per minute.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = MAX_TOKENS_PER_MINUTE))]
     pub tokens_per_minute: Option<u32>,
     /// Calls in flight at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = MAX_CONCURRENCY))]
     pub max_concurrency: Option<u32>,
 }
 
@@ -725,11 +775,11 @@ pub struct LimitsSpec {
 pub struct CircuitBreakerSpec {
     /// Consecutive failures (timeouts, connection errors, 5xx) that open the breaker (default 5).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = MAX_BREAKER_FAILURES))]
     pub failures: Option<u32>,
     /// Seconds the breaker stays open before letting a probe through (default 30).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0.0))]
+    #[schemars(range(min = 0.0, max = MAX_TIMEOUT_SECONDS))]
     pub cool_down_seconds: Option<f64>,
 }
 
@@ -738,14 +788,14 @@ pub struct CircuitBreakerSpec {
 #[serde(deny_unknown_fields)]
 pub struct PriceSpec {
     /// Dollars per million input tokens.
-    #[schemars(range(min = 0.0))]
+    #[schemars(range(min = 0.0, max = MAX_PRICE_PER_MTOK))]
     pub input_per_mtok: f64,
     /// Dollars per million output tokens.
-    #[schemars(range(min = 0.0))]
+    #[schemars(range(min = 0.0, max = MAX_PRICE_PER_MTOK))]
     pub output_per_mtok: f64,
     /// Dollars per million cached input tokens (default: the input price).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0.0))]
+    #[schemars(range(min = 0.0, max = MAX_PRICE_PER_MTOK))]
     pub cached_input_per_mtok: Option<f64>,
 }
 
@@ -770,14 +820,14 @@ pub struct PriceEntrySpec {
     /// Model name as the provider knows it.
     pub model: String,
     /// Dollars per million input tokens.
-    #[schemars(range(min = 0.0))]
+    #[schemars(range(min = 0.0, max = MAX_PRICE_PER_MTOK))]
     pub input_per_mtok: f64,
     /// Dollars per million output tokens.
-    #[schemars(range(min = 0.0))]
+    #[schemars(range(min = 0.0, max = MAX_PRICE_PER_MTOK))]
     pub output_per_mtok: f64,
     /// Dollars per million cached input tokens (default: the input price).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0.0))]
+    #[schemars(range(min = 0.0, max = MAX_PRICE_PER_MTOK))]
     pub cached_input_per_mtok: Option<f64>,
     /// The date the price was read from its source (YYYY-MM-DD).
     pub as_of: String,

@@ -10,8 +10,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use super::bounds;
 use super::error::{ConfigError, ConfigErrorKind, ConfigReport, SourceFile};
-use super::load::Document;
+use super::load::{Document, MAX_ERRORS_PER_FILE};
 use super::locate::{Locator, PathSeg};
 use super::model::{
     Agent, DEFAULT_PROFILE, DEFAULT_RETRIES, DEFAULT_RETRY_BACKOFF, DEFAULT_TIMEOUT, DedupSettings,
@@ -29,23 +30,109 @@ struct Checker<'a> {
     file: &'a SourceFile,
     locator: Locator<'a>,
     report: ConfigReport,
+    /// Problems past `MAX_ERRORS_PER_FILE`, counted, whether any is an error, and where
+    /// the first of them is.
+    more: usize,
+    more_errors: bool,
+    next: Option<miette::SourceSpan>,
 }
 
 impl Checker<'_> {
     fn error(&mut self, kind: ConfigErrorKind, path: &[PathSeg]) {
-        let span = self
-            .locator
-            .value_span(path)
-            .or_else(|| self.locator.nearest_span(path));
+        let span = self.span_of(path, false);
+        self.push(kind, span);
+    }
+
+    /// The span of a path, unless the file already has all the errors it will show: then
+    /// none, except for the first one past the cap, which the count points at.
+    fn span_of(&mut self, path: &[PathSeg], key: bool) -> Option<miette::SourceSpan> {
+        if self.report.diagnostics.len() >= MAX_ERRORS_PER_FILE && self.more > 0 {
+            return None;
+        }
+        let exact = if key {
+            self.locator.key_span(path)
+        } else {
+            self.locator.value_span(path)
+        };
+        exact.or_else(|| self.locator.nearest_span(path))
+    }
+
+    /// Whether the file has all the errors it will show.
+    fn full(&self) -> bool {
+        self.report.diagnostics.len() >= MAX_ERRORS_PER_FILE
+    }
+
+    fn push(&mut self, kind: ConfigErrorKind, span: Option<miette::SourceSpan>) {
+        if self.report.diagnostics.len() >= MAX_ERRORS_PER_FILE {
+            if self.more == 0 {
+                self.next = span;
+            }
+            self.more += 1;
+            self.more_errors |= !kind.is_warning();
+            return;
+        }
         self.report.push(ConfigError::new(kind, self.file, span));
     }
 
+    /// A spec at `at`, or `None` after reporting why it cannot be read.
+    fn typed<T: serde::de::DeserializeOwned>(
+        &mut self,
+        doc: &Document,
+        at: &[PathSeg],
+    ) -> Option<T> {
+        match doc.typed(at) {
+            Ok(spec) => Some(spec),
+            Err(Some((kind, path))) => {
+                self.error(kind, &path);
+                None
+            }
+            Err(None) => None,
+        }
+    }
+
+    /// A number checked against its bounds (the schema's, checked again where the value is
+    /// used, so that nothing past them reaches a conversion).
+    fn bounded(&mut self, value: f64, min: f64, max: f64, path: &[PathSeg]) -> Option<f64> {
+        match bounds::check(value, min, max) {
+            Ok(v) => Some(v),
+            Err(problem) => {
+                self.out_of_range(problem, path);
+                None
+            }
+        }
+    }
+
+    fn counted(&mut self, value: u64, min: u64, max: u64, path: &[PathSeg]) -> Option<u64> {
+        match bounds::count(value, min, max) {
+            Ok(v) => Some(v),
+            Err(problem) => {
+                self.out_of_range(problem, path);
+                None
+            }
+        }
+    }
+
+    fn seconds(&mut self, value: f64, min: f64, max: f64, path: &[PathSeg]) -> Option<Duration> {
+        match bounds::seconds(value, min, max) {
+            Ok(v) => Some(v),
+            Err(problem) => {
+                self.out_of_range(problem, path);
+                None
+            }
+        }
+    }
+
+    fn out_of_range(&mut self, problem: String, path: &[PathSeg]) {
+        let kind = ConfigErrorKind::OutOfRange {
+            key: super::schema::key_name(path),
+            problem,
+        };
+        self.error(kind, path);
+    }
+
     fn error_at_key(&mut self, kind: ConfigErrorKind, path: &[PathSeg]) {
-        let span = self
-            .locator
-            .key_span(path)
-            .or_else(|| self.locator.nearest_span(path));
-        self.report.push(ConfigError::new(kind, self.file, span));
+        let span = self.span_of(path, true);
+        self.push(kind, span);
     }
 }
 
@@ -54,7 +141,7 @@ impl Checker<'_> {
 const NOT_YET_RUN: [&str; 2] = ["loop", "dispatch"];
 
 /// Keys that only mean something on `generate` nodes.
-const GENERATE_KEYS: [&str; 10] = [
+const GENERATE_KEYS: [&str; 12] = [
     "topic",
     "producers",
     "batch_size",
@@ -63,6 +150,8 @@ const GENERATE_KEYS: [&str; 10] = [
     "partition",
     "stop",
     "output",
+    "overwrite",
+    "append",
     "optimizer",
     "tracker",
 ];
@@ -76,45 +165,49 @@ pub(super) fn validate(
     base_profiles: &ProfileSet,
     mut report: ConfigReport,
 ) -> (Option<Ensemble>, ConfigReport) {
-    let Document { file, value } = doc;
+    let file = &doc.file;
+    let value = &doc.value;
     let mut c = Checker {
-        file: &file,
-        locator: Locator::new(&file),
+        file,
+        locator: Locator::new(file),
         report: ConfigReport::default(),
+        more: 0,
+        more_errors: false,
+        next: None,
     };
 
-    let typed = |key: &str| value.get(key).cloned();
-    let defaults: DefaultsSpec = typed("defaults")
-        .and_then(|v| serde_json::from_value(v).ok())
-        .unwrap_or_default();
-    let budget: BudgetSpec = typed("budget")
-        .and_then(|v| serde_json::from_value(v).ok())
-        .unwrap_or_default();
+    let defaults: DefaultsSpec = match value.get("defaults") {
+        Some(_) => c.typed(&doc, &path!["defaults"]).unwrap_or_default(),
+        None => DefaultsSpec::default(),
+    };
+    let budget: BudgetSpec = match value.get("budget") {
+        Some(_) => c.typed(&doc, &path!["budget"]).unwrap_or_default(),
+        None => BudgetSpec::default(),
+    };
+    let default_timeout = check_defaults(&mut c, &defaults, &budget);
 
     // Profiles: the ensemble's own on top of the configured ones.
     let mut profiles = base_profiles.clone();
     if let Some(Value::Object(map)) = value.get("model_profiles") {
         let specs: BTreeMap<String, ProfileSpec> = map
-            .iter()
-            .filter_map(|(n, v)| {
-                serde_json::from_value(v.clone())
-                    .ok()
+            .keys()
+            .filter_map(|n| {
+                c.typed(&doc, &path!["model_profiles", n.as_str()])
                     .map(|s| (n.clone(), s))
             })
             .collect();
         let origin_path = file.path.clone();
         c.report.extend(
-            profiles.merge_specs(&specs, &file, &["model_profiles"], &|_| {
+            profiles.merge_specs(&specs, file, &["model_profiles"], &|_| {
                 Origin::Ensemble(origin_path.clone())
             }),
         );
     }
 
-    let raw_agents: Vec<Value> = value
+    let raw_agents: &[Value] = value
         .get("agents")
         .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
+        .map_or(&[], Vec::as_slice);
     let names: Vec<Option<String>> = raw_agents
         .iter()
         .map(|a| a.get("name").and_then(Value::as_str).map(String::from))
@@ -142,6 +235,7 @@ pub(super) fn validate(
         let Some(list) = raw.get("depends_on").and_then(Value::as_array) else {
             continue;
         };
+        let mut listed = std::collections::HashSet::new();
         for (j, entry) in list.iter().enumerate() {
             let (dep, at) = match entry {
                 Value::String(s) => (s.as_str(), path!["agents", i, "depends_on", j].to_vec()),
@@ -156,7 +250,11 @@ pub(super) fn validate(
             };
             match by_name.get(dep) {
                 None => {
-                    let suggestion = closest(dep, by_name.keys().copied()).map(str::to_string);
+                    // A suggestion reads every name; not for errors past the cap.
+                    let suggestion = (!c.full())
+                        .then(|| closest(dep, by_name.keys().copied()))
+                        .flatten()
+                        .map(str::to_string);
                     c.error(
                         ConfigErrorKind::UnknownDependency {
                             agent: agent.clone(),
@@ -174,7 +272,7 @@ pub(super) fn validate(
                         &at,
                     );
                 }
-                Some(&d) if deps[i].contains(&d) => c.error(
+                Some(&d) if !listed.insert(d) => c.error(
                     ConfigErrorKind::RepeatedDependency {
                         agent: agent.clone(),
                         dependency: dep.to_string(),
@@ -201,19 +299,8 @@ pub(super) fn validate(
         );
     }
 
-    // Ancestors, for `agents.NAME` in templates.
-    let ancestors = |i: usize| -> Vec<usize> {
-        let mut seen = vec![false; deps.len()];
-        let mut stack = deps[i].clone();
-        let mut out = Vec::new();
-        while let Some(d) = stack.pop() {
-            if !std::mem::replace(&mut seen[d], true) {
-                out.push(d);
-                stack.extend(deps[d].iter().copied());
-            }
-        }
-        out
-    };
+    // Ancestry, for `agents.NAME` in templates.
+    let ancestry = Ancestry::new(&deps);
 
     let default_profile = match &defaults.model_profile {
         Some(name) => match profiles.get(name) {
@@ -231,7 +318,7 @@ pub(super) fn validate(
 
     let mut agents = Vec::new();
     for (i, raw) in raw_agents.iter().enumerate() {
-        let Ok(spec) = serde_json::from_value::<AgentSpec>(raw.clone()) else {
+        let Some(spec) = c.typed::<AgentSpec>(&doc, &path!["agents", i]) else {
             continue;
         };
         // llm-orc decides the kind by the keys present: `script` makes a script agent.
@@ -360,7 +447,7 @@ pub(super) fn validate(
                     near_duplicates: spec.near_duplicates,
                 }))
             }
-            AgentKind::Script => script_settings(&mut c, i, &spec, &file, base_profiles.scripts())
+            AgentKind::Script => script_settings(&mut c, i, &spec, file, base_profiles.scripts())
                 .map(NodeKind::Script),
             AgentKind::Llm => Some(match &spec.ensemble {
                 Some(reference) => NodeKind::Nested(crate::config::model::Nested {
@@ -372,10 +459,11 @@ pub(super) fn validate(
         };
         let Some(node) = node else { continue };
         if let (Some(prompt), false) = (&spec.prompt, kind == AgentKind::Generate) {
-            let available: Vec<&str> = ancestors(i)
-                .into_iter()
-                .filter_map(|a| names[a].as_deref())
-                .collect();
+            let available = |name: &str| {
+                by_name
+                    .get(name)
+                    .is_some_and(|&a| ancestry.is_ancestor(a, i))
+            };
             check_template(
                 &mut c,
                 &spec.name,
@@ -388,10 +476,13 @@ pub(super) fn validate(
         let Some(fallbacks) = fallback_chain(&mut c, i, &spec, &profile, &profiles) else {
             continue;
         };
-        let timeout = spec
-            .timeout_seconds
-            .or(defaults.timeout_seconds)
-            .map(Duration::from_secs_f64)
+        let Some(numbers) = check_call_numbers(&mut c, &call_numbers(&spec), &path!["agents", i])
+        else {
+            continue;
+        };
+        let timeout = numbers
+            .timeout
+            .or(default_timeout)
             .or(profile.timeout)
             .unwrap_or(DEFAULT_TIMEOUT);
         let cache = spec
@@ -477,15 +568,29 @@ pub(super) fn validate(
             );
         }
     }
-    let tests: Vec<crate::config::spec::TestSpec> = value
-        .get("tests")
-        .and_then(|t| serde_json::from_value(t.clone()).ok())
-        .unwrap_or_default();
+    let tests: Vec<crate::config::spec::TestSpec> = match value.get("tests") {
+        Some(_) => c.typed(&doc, &path!["tests"]).unwrap_or_default(),
+        None => Vec::new(),
+    };
     check_tests(&mut c, &tests, &names);
     let Checker {
-        report: semantic, ..
+        report: semantic,
+        more,
+        more_errors,
+        next,
+        ..
     } = c;
     report.extend(semantic);
+    if more > 0 {
+        report.push(ConfigError::new(
+            ConfigErrorKind::TooManyErrors {
+                more,
+                warnings_only: !more_errors,
+            },
+            file,
+            next,
+        ));
+    }
     // Document order reads best; errors without a location go first.
     report
         .diagnostics
@@ -504,6 +609,21 @@ pub(super) fn validate(
         }
     }
     report.diagnostics.extend(definitions);
+    // A bound is checked by the schema and again where the value is used; say it once.
+    report.dedup();
+    if !report.has_errors() && agents.len() != raw_agents.len() {
+        // Every way an agent is left out reports why; should one not, the file must still
+        // be refused loudly, never as an empty success.
+        for i in (0..raw_agents.len()).filter(|i| !agents.iter().any(|a| a.index == *i)) {
+            let agent = names[i].clone().unwrap_or_else(|| format!("#{}", i + 1));
+            c_error(
+                &mut report,
+                &doc.file,
+                ConfigErrorKind::AgentNotLoaded { agent },
+                &path!["agents", i],
+            );
+        }
+    }
     if report.has_errors() || agents.len() != raw_agents.len() {
         // Errors were reported; only a complete, valid ensemble is returned.
         return (None, report);
@@ -538,6 +658,7 @@ fn check_tests(
     names: &[Option<String>],
 ) {
     let known: Vec<&str> = names.iter().flatten().map(String::as_str).collect();
+    let known_set: std::collections::HashSet<&str> = known.iter().copied().collect();
     for (t, test) in tests.iter().enumerate() {
         for (e, expect) in test.expect.iter().enumerate() {
             let at = path!["tests", t, "expect", e].to_vec();
@@ -550,8 +671,11 @@ fn check_tests(
                 expect.contains.is_some() || expect.matches.is_some() || expect.json.is_some();
             let run_checks = expect.max_cost_usd.is_some() || expect.max_tokens.is_some();
             match &expect.agent {
-                Some(agent) if !known.contains(&agent.as_str()) => {
-                    let suggestion = closest(agent, known.iter().copied()).map(str::to_string);
+                Some(agent) if !known_set.contains(agent.as_str()) => {
+                    let suggestion = (!c.full())
+                        .then(|| closest(agent, known.iter().copied()))
+                        .flatten()
+                        .map(str::to_string);
                     let mut p = at.clone();
                     p.push(PathSeg::Key("agent".into()));
                     c.error(bad(format!("no agent named `{agent}`"), suggestion), &p);
@@ -578,6 +702,16 @@ fn check_tests(
                     c.error(bad("the expectation checks nothing".into(), None), &at);
                 }
                 _ => {}
+            }
+            if let Some(cost) = expect.max_cost_usd {
+                let mut p = at.clone();
+                p.push(PathSeg::Key("max_cost_usd".into()));
+                c.bounded(cost, 0.0, bounds::MAX_USD, &p);
+            }
+            if let Some(tokens) = expect.max_tokens {
+                let mut p = at.clone();
+                p.push(PathSeg::Key("max_tokens".into()));
+                c.counted(tokens, 0, bounds::MAX_TEST_TOKENS, &p);
             }
             if let Some(pattern) = &expect.matches {
                 if let Err(err) = regex::Regex::new(pattern) {
@@ -749,7 +883,7 @@ fn generate_settings(
             &spec.name,
             topic,
             &["input", "deps", "agents"],
-            &[],
+            &|_| false,
             &path!["agents", i, "topic"],
         );
     }
@@ -759,9 +893,12 @@ fn generate_settings(
             &spec.name,
             prompt,
             &["topic", "subtopic", "seen", "batch_size", "input"],
-            &[],
+            &|_| false,
             &path!["agents", i, "prompt"],
         );
+    }
+    if !generate_numbers(c, i, spec) {
+        ok = false;
     }
     let mut stop = spec.stop.clone().unwrap_or_default();
     let has_stop = stop.iterations.is_some()
@@ -788,6 +925,9 @@ fn generate_settings(
         }
     }
     let tracker = spec.tracker.clone().unwrap_or_default();
+    if let Some(output) = &spec.output {
+        ok &= check_output(c, i, spec, output);
+    }
     ok.then(|| GenerateSettings {
         topic: spec.topic.clone(),
         producers: spec.producers.unwrap_or(4).max(1),
@@ -799,8 +939,8 @@ fn generate_settings(
         stop,
         normalize: spec.normalize.unwrap_or(true),
         output: spec.output.as_ref().map(std::path::PathBuf::from),
-        overwrite: false,
-        append: false,
+        overwrite: spec.overwrite.unwrap_or(false),
+        append: spec.append.unwrap_or(false),
         optimizer: spec.optimizer.clone(),
         expected_items: tracker.expected_items.unwrap_or(100_000),
         false_positive_rate: tracker.false_positive_rate.unwrap_or(0.01),
@@ -851,7 +991,8 @@ fn unknown_profile(name: &str, profiles: &ProfileSet) -> ConfigErrorKind {
     ConfigErrorKind::UnknownProfile {
         profile: name.to_string(),
         suggestion: closest(name, profiles.names()).map(str::to_string),
-        known: profiles.names().map(String::from).collect(),
+        // Enough to recognise them by; `orc profiles` lists them all.
+        known: profiles.names().take(20).map(String::from).collect(),
     }
 }
 
@@ -905,7 +1046,7 @@ fn resolve_profile(
             let name = format!("{}/{}", provider, model);
             match lower(&name, &inline, Origin::Agent(agent), profiles.prices()) {
                 Ok(p) => Some(Arc::new(p)),
-                Err(kind) => {
+                Err((kind, _)) => {
                     c.error_at_key(kind, &path!["agents", i, "provider"]);
                     None
                 }
@@ -919,7 +1060,7 @@ fn check_template(
     c: &mut Checker<'_>,
     agent: &str,
     source: &str,
-    available: &[&str],
+    available: &dyn Fn(&str) -> bool,
     at: &[PathSeg],
 ) {
     check_template_with(
@@ -937,7 +1078,7 @@ fn check_template_with(
     agent: &str,
     source: &str,
     variables: &[&str],
-    available: &[&str],
+    available: &dyn Fn(&str) -> bool,
     at: &[PathSeg],
 ) {
     for problem in template::check_with(source, variables, available) {
@@ -1000,4 +1141,297 @@ fn template_span(
         start + start_of_range
     };
     (offset <= text.len()).then(|| miette::SourceSpan::new(offset.into(), range.len().max(1)))
+}
+
+/// The numbers that shape a provider call, as an agent or `defaults` writes them.
+struct CallNumbers {
+    timeout_seconds: Option<f64>,
+    retries: Option<u32>,
+    retry_backoff_ms: Option<u64>,
+    temperature: Option<f64>,
+    max_tokens: Option<u32>,
+}
+
+fn call_numbers(spec: &AgentSpec) -> CallNumbers {
+    CallNumbers {
+        timeout_seconds: spec.timeout_seconds,
+        retries: spec.retries,
+        retry_backoff_ms: spec.retry_backoff_ms,
+        temperature: spec.temperature,
+        max_tokens: spec.max_tokens,
+    }
+}
+
+/// What the checks of `CallNumbers` produce: the timeout as a `Duration`.
+struct CheckedCall {
+    timeout: Option<Duration>,
+}
+
+/// Every number of a call within its bounds; `None` after reporting the first that is not.
+fn check_call_numbers(c: &mut Checker<'_>, n: &CallNumbers, at: &[PathSeg]) -> Option<CheckedCall> {
+    let here = |key: &str| {
+        let mut p = at.to_vec();
+        p.push(PathSeg::Key(key.to_string()));
+        p
+    };
+    let mut ok = true;
+    let timeout = match n.timeout_seconds {
+        Some(t) => {
+            let d = c.seconds(
+                t,
+                bounds::MIN_TIMEOUT_SECONDS,
+                bounds::MAX_TIMEOUT_SECONDS,
+                &here("timeout_seconds"),
+            );
+            ok &= d.is_some();
+            d
+        }
+        None => None,
+    };
+    if let Some(r) = n.retries {
+        ok &= c
+            .counted(u64::from(r), 0, bounds::MAX_RETRIES, &here("retries"))
+            .is_some();
+    }
+    if let Some(b) = n.retry_backoff_ms {
+        ok &= c
+            .counted(
+                b,
+                0,
+                bounds::MAX_RETRY_BACKOFF_MS,
+                &here("retry_backoff_ms"),
+            )
+            .is_some();
+    }
+    if let Some(t) = n.temperature {
+        ok &= c
+            .bounded(t, 0.0, bounds::MAX_TEMPERATURE, &here("temperature"))
+            .is_some();
+    }
+    if let Some(m) = n.max_tokens {
+        ok &= c
+            .counted(u64::from(m), 1, bounds::MAX_MAX_TOKENS, &here("max_tokens"))
+            .is_some();
+    }
+    ok.then_some(CheckedCall { timeout })
+}
+
+/// Checks the numbers of `defaults` and `budget`; returns the default timeout.
+fn check_defaults(
+    c: &mut Checker<'_>,
+    defaults: &DefaultsSpec,
+    budget: &BudgetSpec,
+) -> Option<Duration> {
+    let numbers = CallNumbers {
+        timeout_seconds: defaults.timeout_seconds,
+        retries: defaults.retries,
+        retry_backoff_ms: defaults.retry_backoff_ms,
+        temperature: defaults.temperature,
+        max_tokens: defaults.max_tokens,
+    };
+    if let Some(cost) = budget.max_cost_usd {
+        c.bounded(cost, 0.0, bounds::MAX_USD, &path!["budget", "max_cost_usd"]);
+    }
+    check_call_numbers(c, &numbers, &path!["defaults"]).and_then(|n| n.timeout)
+}
+
+/// The counts and limits of a `generate` node within their bounds (they size tasks,
+/// prompts and the tracker's memory); false after reporting any that is not.
+fn generate_numbers(c: &mut Checker<'_>, i: usize, spec: &AgentSpec) -> bool {
+    let at = |keys: &[&str]| {
+        let mut p = path!["agents", i].to_vec();
+        p.extend(keys.iter().map(|k| PathSeg::Key((*k).to_string())));
+        p
+    };
+    let mut ok = true;
+    let mut count = |c: &mut Checker<'_>, value: Option<u64>, min: u64, max: u64, keys: &[&str]| {
+        if let Some(v) = value {
+            ok &= c.counted(v, min, max, &at(keys)).is_some();
+        }
+    };
+    count(
+        c,
+        spec.producers.map(u64::from),
+        1,
+        bounds::MAX_PRODUCERS,
+        &["producers"],
+    );
+    count(
+        c,
+        spec.batch_size.map(u64::from),
+        1,
+        bounds::MAX_BATCH_SIZE,
+        &["batch_size"],
+    );
+    count(
+        c,
+        spec.feedback.map(u64::from),
+        0,
+        bounds::MAX_FEEDBACK,
+        &["feedback"],
+    );
+    let stop = spec.stop.clone().unwrap_or_default();
+    count(
+        c,
+        stop.iterations.map(u64::from),
+        1,
+        bounds::MAX_ITERATIONS,
+        &["stop", "iterations"],
+    );
+    count(c, stop.unique, 1, bounds::MAX_ITEMS, &["stop", "unique"]);
+    count(
+        c,
+        stop.patience.map(u64::from),
+        1,
+        bounds::MAX_PATIENCE,
+        &["stop", "patience"],
+    );
+    let tracker = spec.tracker.clone().unwrap_or_default();
+    count(
+        c,
+        tracker.expected_items,
+        1,
+        bounds::MAX_ITEMS,
+        &["tracker", "expected_items"],
+    );
+    let mut number =
+        |c: &mut Checker<'_>, value: Option<f64>, min: f64, max: f64, keys: &[&str]| {
+            if let Some(v) = value {
+                ok &= c.bounded(v, min, max, &at(keys)).is_some();
+            }
+        };
+    number(
+        c,
+        stop.seconds,
+        0.0,
+        bounds::MAX_RUN_SECONDS,
+        &["stop", "seconds"],
+    );
+    number(
+        c,
+        stop.cost_usd,
+        0.0,
+        bounds::MAX_USD,
+        &["stop", "cost_usd"],
+    );
+    #[allow(clippy::cast_precision_loss)]
+    let max_new = bounds::MAX_BATCH_SIZE as f64;
+    number(
+        c,
+        stop.min_new_per_call,
+        0.0,
+        max_new,
+        &["stop", "min_new_per_call"],
+    );
+    number(
+        c,
+        tracker.false_positive_rate,
+        bounds::MIN_FALSE_POSITIVE_RATE,
+        bounds::MAX_FALSE_POSITIVE_RATE,
+        &["tracker", "false_positive_rate"],
+    );
+    for (name, weight) in spec
+        .optimizer
+        .iter()
+        .flat_map(|o| o.weights.iter().flatten())
+    {
+        number(
+            c,
+            Some(*weight),
+            0.0,
+            bounds::MAX_WEIGHT,
+            &["optimizer", "weights", name],
+        );
+    }
+    ok
+}
+
+/// `output:` may not replace a file that exists unless the agent says how to treat it
+/// (issue 13: it used to truncate any file, absolute or `../`, without a word). The path is
+/// relative to the working directory, where the run writes it.
+fn check_output(c: &mut Checker<'_>, i: usize, spec: &AgentSpec, output: &str) -> bool {
+    let overwrite = spec.overwrite.unwrap_or(false);
+    let append = spec.append.unwrap_or(false);
+    if overwrite && append {
+        c.error_at_key(
+            ConfigErrorKind::OverwriteAndAppend {
+                agent: spec.name.clone(),
+            },
+            &path!["agents", i, "append"],
+        );
+        return false;
+    }
+    let exists = std::fs::symlink_metadata(output).is_ok();
+    if exists && !overwrite && !append {
+        c.error(
+            ConfigErrorKind::OutputExists {
+                agent: spec.name.clone(),
+                path: output.to_string(),
+            },
+            &path!["agents", i, "output"],
+        );
+        return false;
+    }
+    true
+}
+
+fn c_error(report: &mut ConfigReport, file: &SourceFile, kind: ConfigErrorKind, path: &[PathSeg]) {
+    let locator = Locator::new(file);
+    let span = locator
+        .value_span(path)
+        .or_else(|| locator.nearest_span(path));
+    report.push(ConfigError::new(kind, file, span));
+}
+
+/// Whether one agent is an ancestor of another, for `agents.NAME` in templates. Answered
+/// from the ancestor's side: its descendants are found once and kept (for a bounded number
+/// of agents), so a thousand templates reading the first agent of a long chain cost one walk,
+/// not a thousand (checking a 25,000-agent chain took minutes, issue 13).
+struct Ancestry<'a> {
+    deps: &'a [Vec<usize>],
+    dependents: Vec<Vec<usize>>,
+    /// Descendants of an agent, as a bitset, for up to `KEPT` agents.
+    descendants: std::cell::RefCell<HashMap<usize, Vec<u64>>>,
+}
+
+impl<'a> Ancestry<'a> {
+    const KEPT: usize = 64;
+
+    fn new(deps: &'a [Vec<usize>]) -> Self {
+        let mut dependents = vec![Vec::new(); deps.len()];
+        for (i, ds) in deps.iter().enumerate() {
+            for &d in ds {
+                dependents[d].push(i);
+            }
+        }
+        Ancestry {
+            deps,
+            dependents,
+            descendants: std::cell::RefCell::new(HashMap::new()),
+        }
+    }
+
+    fn is_ancestor(&self, ancestor: usize, of: usize) -> bool {
+        if self.deps[of].contains(&ancestor) {
+            return true;
+        }
+        let mut kept = self.descendants.borrow_mut();
+        if let Some(bits) = kept.get(&ancestor) {
+            return bits[of / 64] & (1 << (of % 64)) != 0;
+        }
+        let n = self.deps.len();
+        let mut bits = vec![0u64; n.div_ceil(64)];
+        let mut stack = self.dependents[ancestor].clone();
+        while let Some(d) = stack.pop() {
+            if bits[d / 64] & (1 << (d % 64)) == 0 {
+                bits[d / 64] |= 1 << (d % 64);
+                stack.extend(self.dependents[d].iter().copied());
+            }
+        }
+        let found = bits[of / 64] & (1 << (of % 64)) != 0;
+        if kept.len() < Self::KEPT {
+            kept.insert(ancestor, bits);
+        }
+        found
+    }
 }

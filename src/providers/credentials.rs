@@ -76,42 +76,118 @@ pub fn store_path() -> Option<PathBuf> {
     Some(base.join("orc").join("credentials.json"))
 }
 
-pub fn read_store() -> BTreeMap<String, String> {
-    store_path()
-        .and_then(|p| std::fs::read_to_string(p).ok())
-        .and_then(|text| serde_json::from_str(&text).ok())
-        .unwrap_or_default()
+/// The key store is a small JSON object; anything bigger is not one.
+const MAX_STORE_BYTES: u64 = 1024 * 1024;
+
+/// Why the key store cannot be used. Never holds a key: serde_json's messages give a
+/// position, not the text.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("neither XDG_CONFIG_HOME nor HOME is set")]
+    NoHome,
+    #[error("cannot read the key store `{}`: {source}", .path.display())]
+    Unreadable {
+        path: PathBuf,
+        source: crate::config::ReadError,
+    },
+    #[error(
+        "the key store `{}` is not a JSON object of provider names to keys ({message}); fix or remove it",
+        .path.display()
+    )]
+    Corrupt { path: PathBuf, message: String },
+    #[error("cannot write the key store `{}`: {source}", .path.display())]
+    Unwritable {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
-/// Writes the store with owner-only permissions.
-pub fn write_store(keys: &BTreeMap<String, String>) -> std::io::Result<PathBuf> {
-    let path = store_path()
-        .ok_or_else(|| std::io::Error::other("neither XDG_CONFIG_HOME nor HOME is set"))?;
+/// The stored keys; empty when there is no store yet. A store that exists but cannot be
+/// read or parsed is an error naming it: `orc auth set` must not replace it (dropping the
+/// other keys) because one key was being added (issue 13).
+pub fn read_store() -> Result<BTreeMap<String, String>, StoreError> {
+    let path = store_path().ok_or(StoreError::NoHome)?;
+    read_store_at(&path)
+}
+
+fn read_store_at(path: &std::path::Path) -> Result<BTreeMap<String, String>, StoreError> {
+    let bytes = match crate::config::read_capped(path, MAX_STORE_BYTES, "key stores") {
+        Ok(bytes) => bytes,
+        Err(crate::config::ReadError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(BTreeMap::new());
+        }
+        Err(source) => {
+            return Err(StoreError::Unreadable {
+                path: path.to_path_buf(),
+                source,
+            });
+        }
+    };
+    serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
+}
+
+/// Writes the store with owner-only permissions, atomically: a new temporary file next to
+/// it, created exclusively (`O_EXCL`, so a symlink planted at its name is never followed
+/// and nothing existing is written through), then renamed over the store.
+pub fn write_store(keys: &BTreeMap<String, String>) -> Result<PathBuf, StoreError> {
+    let path = store_path().ok_or(StoreError::NoHome)?;
+    write_store_at(&path, keys)
+}
+
+fn write_store_at(
+    path: &std::path::Path,
+    keys: &BTreeMap<String, String>,
+) -> Result<PathBuf, StoreError> {
+    let unwritable = |source: std::io::Error| StoreError::Unwritable {
+        path: path.to_path_buf(),
+        source,
+    };
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
+        std::fs::create_dir_all(dir).map_err(unwritable)?;
     }
     let text = serde_json::to_string_pretty(keys).expect("a map of strings serializes");
     let tmp = path.with_extension("json.tmp");
-    {
+    let mut file = match create_exclusive(&tmp) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            // Left by a run that died, or planted: removing a name never follows it.
+            std::fs::remove_file(&tmp).map_err(unwritable)?;
+            create_exclusive(&tmp).map_err(unwritable)?
+        }
+        Err(e) => return Err(unwritable(e)),
+    };
+    let written = {
         use std::io::Write;
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            options.mode(0o600);
-        }
-        let mut file = options.open(&tmp)?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-        }
-        file.write_all(text.as_bytes())?;
-        file.sync_all()?;
+        file.write_all(text.as_bytes())
+            .and_then(|()| file.sync_all())
+    };
+    drop(file);
+    if let Err(e) = written.and_then(|()| std::fs::rename(&tmp, path)) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(unwritable(e));
     }
-    std::fs::rename(&tmp, &path)?;
-    Ok(path)
+    if let Some(dir) = path.parent() {
+        // Make the rename itself durable; a failure here loses nothing already written.
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+    Ok(path.to_path_buf())
+}
+
+/// A new file, owner-only, failing if anything (a symlink included) is at `path`.
+fn create_exclusive(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600).custom_flags(libc::O_NOFOLLOW);
+    }
+    options.open(path)
 }
 
 /// The key of a profile and where it came from, or `None` when the provider needs none.
@@ -121,8 +197,15 @@ pub fn lookup(provider: ProviderKind, profile_var: Option<&str>) -> Option<(ApiK
             return Some((ApiKey::new(value.trim().to_string()), KeySource::Env(var)));
         }
     }
-    let stored = read_store();
     let path = store_path()?;
+    let stored = match read_store_at(&path) {
+        Ok(stored) => stored,
+        Err(e) => {
+            // The run goes on without stored keys; `orc auth` commands refuse the file.
+            tracing::warn!(error = %e, "ignoring the key store");
+            return None;
+        }
+    };
     stored
         .get(provider.as_str())
         .map(|k| (ApiKey::new(k.clone()), KeySource::Store(path)))
@@ -144,6 +227,44 @@ pub fn key_for(profile: &Profile) -> Result<Option<ApiKey>, ProviderError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn corrupt_store_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("credentials.json");
+        std::fs::write(&path, "{\"openai\": \"sk-1\",").unwrap();
+        let e = read_store_at(&path).unwrap_err();
+        assert!(e.to_string().contains(&path.display().to_string()), "{e}");
+        assert!(!e.to_string().contains("sk-1"), "{e}");
+    }
+
+    #[test]
+    fn missing_store_is_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(
+            read_store_at(&dir.path().join("credentials.json"))
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn writes_never_follow_a_planted_temp_symlink() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("credentials.json");
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "precious").unwrap();
+        std::os::unix::fs::symlink(&victim, path.with_extension("json.tmp")).unwrap();
+        let keys = BTreeMap::from([("openai".to_string(), "sk-1".to_string())]);
+        write_store_at(&path, &keys).unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+        assert_eq!(read_store_at(&path).unwrap(), keys);
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert!(!path.with_extension("json.tmp").exists());
+    }
 
     #[test]
     fn debug_is_redacted() {

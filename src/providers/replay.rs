@@ -148,8 +148,11 @@ pub struct Recorded {
 
 impl Recorded {
     pub fn load(path: &Path) -> Result<Arc<Recorded>, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
+        let bytes =
+            crate::config::read_capped(path, crate::config::MAX_RECORDING_BYTES, "recordings")
+                .map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
+        let text = String::from_utf8(bytes)
+            .map_err(|_| format!("`{}` is not UTF-8 text", path.display()))?;
         let mut entries = HashMap::new();
         for (n, line) in text
             .lines()

@@ -7,6 +7,7 @@ mod config_errors;
 mod each_line;
 mod failures;
 mod generate;
+mod hostile;
 mod interrupt;
 mod invoke;
 mod plan;
