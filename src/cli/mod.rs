@@ -196,8 +196,7 @@ impl Context {
                 return Err(Exit::Invalid);
             }
         }
-        let (ensemble, report) =
-            config::load_ensemble_with(&path, &profiles, &|name| self.dirs.find_ensemble(name));
+        let (ensemble, report) = config::load_ensemble_in(&path, &profiles, &self.dirs);
         self.print_report(&report);
         match ensemble {
             Some(e) => Ok((e, report)),

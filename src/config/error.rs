@@ -205,6 +205,28 @@ pub enum ConfigErrorKind {
     },
     #[error("model profile `{profile}` cannot be used: {problem}")]
     UnusableProfile { profile: String, problem: String },
+    #[error("invalid `until` condition: {message}")]
+    InvalidUntil { message: String },
+    #[error("invalid `carry`: {message}")]
+    InvalidCarry { message: String },
+    #[error("invalid `dispatch`: {message}")]
+    InvalidDispatch { message: String },
+    #[error("`dispatch` of agent `{agent}` reads `{other}`, which is not among its dependencies")]
+    DispatchNotDependency { agent: String, other: String },
+    #[error("agent `{agent}` sets both `{first}` and `{second}`")]
+    ConflictingKeys {
+        agent: String,
+        first: String,
+        second: String,
+    },
+    #[error(
+        "`input_scope: dependencies` does nothing for agent `{agent}`, which has no dependencies"
+    )]
+    InputScopeWithoutDependencies { agent: String },
+    #[error(
+        "template of agent `{agent}` reads `input`, which `input_scope: dependencies` keeps from it"
+    )]
+    TemplateReadsInput { agent: String },
 }
 
 fn in_what(context: &Option<String>) -> String {
@@ -264,6 +286,15 @@ impl ConfigErrorKind {
             ConfigErrorKind::ScriptNotFound { .. } => "orc::config::script_not_found",
             ConfigErrorKind::UnsupportedProvider { .. } => "orc::config::unsupported_provider",
             ConfigErrorKind::UnusableProfile { .. } => "orc::config::unusable_profile",
+            ConfigErrorKind::InvalidUntil { .. } => "orc::config::invalid_until",
+            ConfigErrorKind::InvalidCarry { .. } => "orc::config::invalid_carry",
+            ConfigErrorKind::InvalidDispatch { .. } => "orc::config::invalid_dispatch",
+            ConfigErrorKind::DispatchNotDependency { .. } => "orc::config::dispatch_not_dependency",
+            ConfigErrorKind::ConflictingKeys { .. } => "orc::config::conflicting_keys",
+            ConfigErrorKind::InputScopeWithoutDependencies { .. } => {
+                "orc::config::input_scope_without_dependencies"
+            }
+            ConfigErrorKind::TemplateReadsInput { .. } => "orc::config::template_reads_input",
         }
     }
 
@@ -297,6 +328,13 @@ impl ConfigErrorKind {
             ConfigErrorKind::ScriptNotFound { .. } => "not found",
             ConfigErrorKind::UnsupportedProvider { .. } => "not supported by orc",
             ConfigErrorKind::UnusableProfile { .. } => "this profile cannot run",
+            ConfigErrorKind::InvalidUntil { .. }
+            | ConfigErrorKind::InvalidCarry { .. }
+            | ConfigErrorKind::InvalidDispatch { .. } => "cannot be read",
+            ConfigErrorKind::DispatchNotDependency { .. } => "not a dependency",
+            ConfigErrorKind::ConflictingKeys { .. } => "an agent runs one thing",
+            ConfigErrorKind::InputScopeWithoutDependencies { .. } => "no effect",
+            ConfigErrorKind::TemplateReadsInput { .. } => "out of scope",
             _ => "here",
         }
     }
@@ -427,6 +465,27 @@ impl ConfigErrorKind {
             ConfigErrorKind::ScriptProblem { .. } => Some(
                 "make the file executable, or give the interpreter with `run: [python3, script.py]`".into(),
             ),
+            ConfigErrorKind::InvalidUntil { .. } => Some(
+                "write `${path}` for a path into the body's final JSON output (`${diagnostics.accept}`), optionally followed by `== value` or `!= value`".into(),
+            ),
+            ConfigErrorKind::InvalidCarry { .. } => Some(
+                "write `${path}`: the value at that path of the body's final JSON output is the next iteration's input".into(),
+            ),
+            ConfigErrorKind::InvalidDispatch { .. } => Some(
+                "write `${agent.path}` for a dependency whose JSON output holds the ensemble's name at `path`, or the name of an ensemble".into(),
+            ),
+            ConfigErrorKind::DispatchNotDependency { other, .. } => {
+                Some(format!("add `{other}` to `depends_on`"))
+            }
+            ConfigErrorKind::ConflictingKeys { first, second, .. } => Some(format!(
+                "keep one of `{first}` and `{second}`; to combine them, put one in an ensemble of its own"
+            )),
+            ConfigErrorKind::InputScopeWithoutDependencies { .. } => Some(
+                "an agent without dependencies receives the run input; remove `input_scope` or add `depends_on`".into(),
+            ),
+            ConfigErrorKind::TemplateReadsInput { .. } => Some(
+                "remove `input_scope: dependencies` or the template's use of `input`".into(),
+            ),
             _ => None,
         }
     }
@@ -438,6 +497,7 @@ impl ConfigErrorKind {
                 | ConfigErrorKind::KeyNotForKind { .. }
                 | ConfigErrorKind::IgnoredKey { .. }
                 | ConfigErrorKind::IgnoredTopLevelKey { .. }
+                | ConfigErrorKind::InputScopeWithoutDependencies { .. }
         )
     }
 }
