@@ -6,6 +6,7 @@ mod auth;
 mod commands;
 mod explore;
 mod invoke;
+mod mcp;
 mod output;
 mod resume;
 mod runs;
@@ -58,6 +59,7 @@ where
         Command::Auth { action } => auth::auth(&ctx, action),
         Command::Schema { kind } => commands::schema(kind),
         Command::Init { force } => commands::init(&ctx, force),
+        Command::Mcp(args) => mcp::mcp(&ctx, args),
         Command::Runs { action, output } => runs::runs(&ctx, action, output),
         Command::Resume(args) => resume::resume(&ctx, args),
         Command::Test(args) => test::test(&ctx, args),

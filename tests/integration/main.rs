@@ -9,6 +9,7 @@ mod failures;
 mod generate;
 mod interrupt;
 mod invoke;
+mod mcp;
 mod plan;
 mod providers;
 mod shipped;
