@@ -3,9 +3,11 @@
 Usage: python client.py ORC CALLS_JSON [ARGS...]
 
 Starts `ORC mcp ARGS...` over stdio in the current directory, lists its tools, then makes
-each call of CALLS_JSON (a list of {"tool", "arguments", "progress"}) in order. An argument
-value "{{run_id}}" is replaced by the `run_id` of the last run a call returned. Prints one
-JSON document: {"server", "tools", "calls": [{"result", "progress", "error"}]}.
+each call of CALLS_JSON (a list of {"tool", "arguments", "progress", "timeout", "sleep"}) in
+order: `progress` asks for progress notifications, `timeout` gives up on the call after that
+many seconds (the SDK then cancels the request), `sleep` waits that long before the call. An
+argument value "{{run_id}}" is replaced by the `run_id` of the last run a call returned.
+Prints one JSON document: {"server", "tools", "calls": [{"result", "progress", "error"}]}.
 """
 
 import asyncio
@@ -45,10 +47,12 @@ async def main():
                     progress.append({"progress": value, "total": total, "message": message})
 
                 entry = {"progress": progress}
+                await asyncio.sleep(call.get("sleep", 0))
                 try:
                     result = await session.call_tool(
                         call["tool"],
                         fill(call.get("arguments", {}), run_id),
+                        read_timeout_seconds=call.get("timeout"),
                         progress_callback=on_progress if call.get("progress") else None,
                     )
                     entry["result"] = result.model_dump(mode="json", exclude_none=True)

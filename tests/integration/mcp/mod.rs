@@ -396,3 +396,33 @@ fn a_loop_runs_through_mcp_and_its_tokens_roll_up() {
         "the loop agent starts and finishes: {progress:#?}"
     );
 }
+
+#[test]
+fn a_cancelled_call_cancels_its_run() {
+    let slow = "\
+name: slow
+model_profiles:
+  glacial: {provider: mock, latency_ms: 30000}
+agents:
+  - name: quick
+    model_profile: mock-fast
+  - name: sluggish
+    model_profile: glacial
+    depends_on: [quick]
+";
+    let test = Test::new().file(".orc/ensembles/slow.yaml", slow);
+    let calls = json!([
+        {"tool": "slow", "arguments": {"input": "go"}, "timeout": 0.8},
+        {"tool": "orc_runs", "arguments": {"ensemble": "slow"}, "sleep": 3},
+    ]);
+    let Some(s) = session(&test, calls, &[]) else {
+        return;
+    };
+    let gave_up = &s.report["calls"][0];
+    assert!(gave_up.get("error").is_some(), "{gave_up:#}");
+    let runs = s.result(1)["structured_content"]["runs"]
+        .as_array()
+        .unwrap();
+    assert_eq!(runs.len(), 1, "{runs:#?}");
+    assert_eq!(runs[0]["status"], "cancelled", "{runs:#?}");
+}
