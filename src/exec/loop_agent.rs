@@ -46,10 +46,9 @@ pub(super) async fn run(
     seed: u64,
     tx: &AgentTx,
 ) -> Report {
-    let body = nested
-        .ensemble
-        .clone()
-        .expect("loop bodies are loaded with the file that names them");
+    let Some(body) = nested.ensemble.clone() else {
+        return super::nested::not_loaded(&nested.reference);
+    };
     started(tx, agent, &nested.reference);
     let plan = Arc::new(Plan::new((*body).clone()));
     let ctx = child_ctx(run, None);

@@ -35,10 +35,9 @@ pub(crate) async fn run(
     if let Control::Loop(settings) = &nested.control {
         return super::loop_agent::run(run, agent, nested, settings, input, seed, tx).await;
     }
-    let child = nested
-        .ensemble
-        .clone()
-        .expect("nested ensembles are loaded with the file that names them");
+    let Some(child) = nested.ensemble.clone() else {
+        return not_loaded(&nested.reference);
+    };
     started(tx, agent, &nested.reference);
     let plan = Arc::new(Plan::new((*child).clone()));
     let outcome = run_child(run, &plan, input.to_string(), seed, tx, None).await;
@@ -110,6 +109,17 @@ pub(crate) async fn dispatched(
         unreachable!("dispatch work is prepared for dispatch nodes only")
     };
     super::dispatch_agent::run(run, agent, nested, settings, ensemble, input, seed, tx).await
+}
+
+/// The report of an agent whose ensemble was not loaded with its file: the ensemble was
+/// loaded from text alone (`orc resume` reads the stored file), which resolves no names.
+pub(super) fn not_loaded(reference: &str) -> Report {
+    Report::new(AgentStatus::Failed, "ensemble", reference, "ensemble").failed(AgentError::new(
+        "nested",
+        format!(
+            "ensemble `{reference}` was not loaded: it is found from the ensemble's file, and this run has only its text"
+        ),
+    ))
 }
 
 /// Reports that the agent began running its ensemble.
