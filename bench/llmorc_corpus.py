@@ -146,6 +146,10 @@ def ensembles(root):
     return sorted(found)
 
 
+# llm-orc's agent keys that run ensembles or scope inputs, reported apart.
+CONTROL_KEYS = ("loop", "dispatch", "input_scope")
+
+
 def uses(path, key):
     """Whether an agent of the file sets `key`."""
     with open(path, encoding="utf-8") as f:
@@ -266,7 +270,8 @@ def main():
                      + ", ".join(undefined) if undefined else ""), file=log)
             for name, path in ensembles(root):
                 r = run_one(orc, root, name, path, env, args.timeout, args.by_path)
-                r.update(project=project, ensemble=name, input_scope=uses(path, "input_scope"))
+                r.update(project=project, ensemble=name,
+                         keys=[k for k in CONTROL_KEYS if uses(path, k)])
                 results.append(r)
                 print(f"  {r['outcome']:<13} {project}/{name}", file=log)
                 for reason in r.get("reasons", []):
@@ -289,8 +294,11 @@ def main():
             if m:
                 for key in sorted(set(re.findall(r"`([^`]+)`", m.group(1)))):
                     blocked[key] += 1
-    ran_ignoring_scope = sum(
-        1 for r in results if r["input_scope"] and r["outcome"] in ("clean", "failed_agents"))
+    # How the ensembles with llm-orc's control keys ran, by key.
+    by_key = {
+        key: collections.Counter(r["outcome"] for r in results if key in r["keys"])
+        for key in CONTROL_KEYS
+    }
     print(file=log)
     print(f"{len(results)} ensembles: {totals['clean']} ran clean, "
           f"{totals['failed_agents']} ran with failed agents, {totals['refused']} refused"
@@ -302,11 +310,15 @@ def main():
     if blocked:
         print("refused only for keys not run yet, by key (an ensemble may count twice): "
               + ", ".join(f"`{k}` {n}" for k, n in sorted(blocked.items())), file=log)
-    if ran_ignoring_scope:
-        print(f"{ran_ignoring_scope} ran with `input_scope` ignored (a warning)", file=log)
+    for key, outcomes in by_key.items():
+        n = sum(outcomes.values())
+        print(f"`{key}`: {n} ensemble{'' if n == 1 else 's'}"
+              + (": " + ", ".join(f"{c} {o}" for o, c in sorted(outcomes.items())) if n else ""),
+              file=log)
     if args.json:
         json.dump({"totals": dict(totals), "refusals": dict(refusals),
                    "blocked_by_key": dict(blocked), "undefined_profiles": undefined_profiles,
+                   "control_keys": {k: dict(v) for k, v in by_key.items()},
                    "results": results},
                   sys.stdout, indent=2)
         print()

@@ -6,6 +6,7 @@
 //! - `exec`: the scheduler that runs a plan, emitting `Event`s.
 //! - `providers`: the `Provider` trait and its implementations (the offline `mock`).
 //! - `progress`: the terminal progress view, a subscriber of exec events.
+//! - `mcp`: `orc mcp`, the ensembles as MCP tools over stdio.
 //! - `cli`: argument parsing and the commands; the only module that prints.
 //! - `diagnostics`: error rendering and the exit-code table.
 
@@ -14,6 +15,7 @@ pub mod config;
 pub mod diagnostics;
 pub mod exec;
 pub mod json_path;
+pub mod mcp;
 pub mod nodes;
 pub mod plan;
 pub mod progress;

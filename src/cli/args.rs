@@ -100,6 +100,9 @@ pub enum Command {
     /// Continue an interrupted, timed-out or failed run: completed agents and completed
     /// provider calls are not run or paid for again.
     Resume(ResumeArgs),
+    /// Serve the ensembles as MCP tools over stdio (Claude Desktop, Claude Code and other
+    /// MCP clients start it); runs are recorded in the run store.
+    Mcp(McpArgs),
     /// Create `.orc/` in the current directory with a config and an example ensemble.
     Init {
         /// Overwrite files that already exist.
@@ -164,6 +167,25 @@ pub struct InvokeArgs {
     #[arg(long, value_name = "FILE")]
     pub replay: Option<PathBuf>,
     /// Do not record this run in the run store (also `ORC_STORE=off`).
+    #[arg(long)]
+    pub no_store: bool,
+    /// Send every request, even for agents and profiles with `cache:`.
+    #[arg(long)]
+    pub no_cache: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct McpArgs {
+    /// Ensemble files or directories to serve (default: every ensemble on the search path).
+    pub paths: Vec<PathBuf>,
+    /// Most provider calls in flight at once, across all runs.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..), env = "ORC_MAX_CONCURRENCY")]
+    pub max_concurrency: u32,
+    /// Resolve profile OLD as profile NEW (repeatable).
+    #[arg(long = "profile-map", value_name = "OLD=NEW")]
+    pub profile_map: Vec<String>,
+    /// Do not record runs in the run store (also `ORC_STORE=off`); the runs tools then have
+    /// nothing to show.
     #[arg(long)]
     pub no_store: bool,
     /// Send every request, even for agents and profiles with `cache:`.

@@ -69,8 +69,7 @@ pub(crate) fn validate(ctx: &Context, paths: &[PathBuf]) -> Exit {
             let report = config::check_profiles_file(file);
             ("profiles".to_string(), report)
         } else {
-            let (ensemble, report) =
-                config::load_ensemble_with(file, &profiles, &|name| ctx.dirs.find_ensemble(name));
+            let (ensemble, report) = config::load_ensemble_in(file, &profiles, &ctx.dirs);
             let summary = ensemble.map_or_else(String::new, |e| {
                 format!(
                     "ensemble `{}`, {} agent{}",

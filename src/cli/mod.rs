@@ -6,6 +6,7 @@ mod auth;
 mod commands;
 mod explore;
 mod invoke;
+mod mcp;
 mod output;
 mod resume;
 mod runs;
@@ -58,6 +59,7 @@ where
         Command::Auth { action } => auth::auth(&ctx, action),
         Command::Schema { kind } => commands::schema(kind),
         Command::Init { force } => commands::init(&ctx, force),
+        Command::Mcp(args) => mcp::mcp(&ctx, args),
         Command::Runs { action, output } => runs::runs(&ctx, action, output),
         Command::Resume(args) => resume::resume(&ctx, args),
         Command::Test(args) => test::test(&ctx, args),
@@ -196,8 +198,7 @@ impl Context {
                 return Err(Exit::Invalid);
             }
         }
-        let (ensemble, report) =
-            config::load_ensemble_with(&path, &profiles, &|name| self.dirs.find_ensemble(name));
+        let (ensemble, report) = config::load_ensemble_in(&path, &profiles, &self.dirs);
         self.print_report(&report);
         match ensemble {
             Some(e) => Ok((e, report)),

@@ -228,6 +228,28 @@ pub enum ConfigErrorKind {
     },
     #[error("model profile `{profile}` cannot be used: {problem}")]
     UnusableProfile { profile: String, problem: String },
+    #[error("invalid `until` condition: {message}")]
+    InvalidUntil { message: String },
+    #[error("invalid `carry`: {message}")]
+    InvalidCarry { message: String },
+    #[error("invalid `dispatch`: {message}")]
+    InvalidDispatch { message: String },
+    #[error("`dispatch` of agent `{agent}` reads `{other}`, which is not among its dependencies")]
+    DispatchNotDependency { agent: String, other: String },
+    #[error("agent `{agent}` sets both `{first}` and `{second}`")]
+    ConflictingKeys {
+        agent: String,
+        first: String,
+        second: String,
+    },
+    #[error(
+        "`input_scope: dependencies` does nothing for agent `{agent}`, which has no dependencies"
+    )]
+    InputScopeWithoutDependencies { agent: String },
+    #[error(
+        "template of agent `{agent}` reads `input`, which `input_scope: dependencies` keeps from it"
+    )]
+    TemplateReadsInput { agent: String },
 }
 
 fn in_what(context: &Option<String>) -> String {
@@ -293,6 +315,15 @@ impl ConfigErrorKind {
             ConfigErrorKind::ScriptNotFound { .. } => "orc::config::script_not_found",
             ConfigErrorKind::UnsupportedProvider { .. } => "orc::config::unsupported_provider",
             ConfigErrorKind::UnusableProfile { .. } => "orc::config::unusable_profile",
+            ConfigErrorKind::InvalidUntil { .. } => "orc::config::invalid_until",
+            ConfigErrorKind::InvalidCarry { .. } => "orc::config::invalid_carry",
+            ConfigErrorKind::InvalidDispatch { .. } => "orc::config::invalid_dispatch",
+            ConfigErrorKind::DispatchNotDependency { .. } => "orc::config::dispatch_not_dependency",
+            ConfigErrorKind::ConflictingKeys { .. } => "orc::config::conflicting_keys",
+            ConfigErrorKind::InputScopeWithoutDependencies { .. } => {
+                "orc::config::input_scope_without_dependencies"
+            }
+            ConfigErrorKind::TemplateReadsInput { .. } => "orc::config::template_reads_input",
         }
     }
 
@@ -329,6 +360,13 @@ impl ConfigErrorKind {
             ConfigErrorKind::TooManyErrors { .. } => "the next one is here",
             ConfigErrorKind::OutputExists { .. } => "would be overwritten",
             ConfigErrorKind::OverwriteAndAppend { .. } => "choose one",
+            ConfigErrorKind::InvalidUntil { .. }
+            | ConfigErrorKind::InvalidCarry { .. }
+            | ConfigErrorKind::InvalidDispatch { .. } => "cannot be read",
+            ConfigErrorKind::DispatchNotDependency { .. } => "not a dependency",
+            ConfigErrorKind::ConflictingKeys { .. } => "an agent runs one thing",
+            ConfigErrorKind::InputScopeWithoutDependencies { .. } => "no effect",
+            ConfigErrorKind::TemplateReadsInput { .. } => "out of scope",
             _ => "here",
         }
     }
@@ -478,6 +516,27 @@ impl ConfigErrorKind {
             ConfigErrorKind::ScriptProblem { .. } => Some(
                 "make the file executable, or give the interpreter with `run: [python3, script.py]`".into(),
             ),
+            ConfigErrorKind::InvalidUntil { .. } => Some(
+                "write `${path}` for a path into the body's final JSON output (`${diagnostics.accept}`), optionally followed by `== value` or `!= value`".into(),
+            ),
+            ConfigErrorKind::InvalidCarry { .. } => Some(
+                "write `${path}`: the value at that path of the body's final JSON output is the next iteration's input".into(),
+            ),
+            ConfigErrorKind::InvalidDispatch { .. } => Some(
+                "write `${agent.path}` for a dependency whose JSON output holds the ensemble's name at `path`, or the name of an ensemble".into(),
+            ),
+            ConfigErrorKind::DispatchNotDependency { other, .. } => {
+                Some(format!("add `{other}` to `depends_on`"))
+            }
+            ConfigErrorKind::ConflictingKeys { first, second, .. } => Some(format!(
+                "keep one of `{first}` and `{second}`; to combine them, put one in an ensemble of its own"
+            )),
+            ConfigErrorKind::InputScopeWithoutDependencies { .. } => Some(
+                "an agent without dependencies receives the run input; remove `input_scope` or add `depends_on`".into(),
+            ),
+            ConfigErrorKind::TemplateReadsInput { .. } => Some(
+                "remove `input_scope: dependencies` or the template's use of `input`".into(),
+            ),
             _ => None,
         }
     }
@@ -493,6 +552,7 @@ impl ConfigErrorKind {
                     warnings_only: true,
                     ..
                 }
+                | ConfigErrorKind::InputScopeWithoutDependencies { .. }
         )
     }
 }
@@ -562,6 +622,11 @@ impl Snippet {
             file: NamedSource::new(file.name.clone(), Arc::clone(&file.text)).with_language("yaml"),
             clip: span.and_then(|s| Clip::around(&file.text, s.offset())),
         }
+    }
+
+    /// The file's name as errors show it.
+    pub fn name(&self) -> &str {
+        self.file.name()
     }
 
     /// The span as shown: cut at the end of the window of a clipped line.

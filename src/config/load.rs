@@ -315,6 +315,67 @@ fn first_content_span(file: &SourceFile) -> Option<SourceSpan> {
     None
 }
 
+/// Parses YAML text into a JSON mapping with every limit of `parse_document`, but checks no
+/// schema: for files in formats orc reads but does not define (llm-orc's configuration).
+pub(super) fn parse_mapping(file: SourceFile) -> (Option<Document>, ConfigReport) {
+    let mut report = ConfigReport::default();
+    let doc = parse_yaml_mapping(file, &mut report).map(|(file, parsed)| Document {
+        file,
+        value: parsed.value,
+        issues: Vec::new(),
+    });
+    (doc, report)
+}
+
+/// The YAML of a file, which must be a mapping; otherwise the problem is in `report`.
+fn parse_yaml_mapping(
+    file: SourceFile,
+    report: &mut ConfigReport,
+) -> Option<(SourceFile, yaml::Parsed)> {
+    let parsed = match yaml::parse(&file.text) {
+        Ok(parsed) => parsed,
+        Err(YamlProblem::Limit { message, offset }) => {
+            let span = offset.map(|o| char_span(&file.text, o));
+            report.push(ConfigError::new(
+                ConfigErrorKind::YamlLimit { message },
+                &file,
+                span,
+            ));
+            return None;
+        }
+        Err(YamlProblem::Syntax(e)) => {
+            report.push(syntax_error(&file, &e));
+            return None;
+        }
+    };
+    match &parsed.value {
+        Value::Null if parsed.non_finite.is_empty() => {
+            report.push(ConfigError::new(ConfigErrorKind::Empty, &file, None));
+            return None;
+        }
+        Value::Object(_) => {}
+        other => {
+            let found = match other {
+                Value::Array(_) => "a list",
+                Value::String(_) => "a string",
+                Value::Number(_) | Value::Null => "a number",
+                Value::Bool(_) => "a boolean",
+                Value::Object(_) => "a mapping",
+            };
+            let span = first_content_span(&file);
+            report.push(ConfigError::new(
+                ConfigErrorKind::NotAMapping {
+                    found: found.into(),
+                },
+                &file,
+                span,
+            ));
+            return None;
+        }
+    }
+    Some((file, parsed))
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::PathBuf;
@@ -379,65 +440,4 @@ mod tests {
             ConfigErrorKind::NotAMapping { .. }
         ));
     }
-}
-
-/// Parses YAML text into a JSON mapping with every limit of `parse_document`, but checks no
-/// schema: for files in formats orc reads but does not define (llm-orc's configuration).
-pub(super) fn parse_mapping(file: SourceFile) -> (Option<Document>, ConfigReport) {
-    let mut report = ConfigReport::default();
-    let doc = parse_yaml_mapping(file, &mut report).map(|(file, parsed)| Document {
-        file,
-        value: parsed.value,
-        issues: Vec::new(),
-    });
-    (doc, report)
-}
-
-/// The YAML of a file, which must be a mapping; otherwise the problem is in `report`.
-fn parse_yaml_mapping(
-    file: SourceFile,
-    report: &mut ConfigReport,
-) -> Option<(SourceFile, yaml::Parsed)> {
-    let parsed = match yaml::parse(&file.text) {
-        Ok(parsed) => parsed,
-        Err(YamlProblem::Limit { message, offset }) => {
-            let span = offset.map(|o| char_span(&file.text, o));
-            report.push(ConfigError::new(
-                ConfigErrorKind::YamlLimit { message },
-                &file,
-                span,
-            ));
-            return None;
-        }
-        Err(YamlProblem::Syntax(e)) => {
-            report.push(syntax_error(&file, &e));
-            return None;
-        }
-    };
-    match &parsed.value {
-        Value::Null if parsed.non_finite.is_empty() => {
-            report.push(ConfigError::new(ConfigErrorKind::Empty, &file, None));
-            return None;
-        }
-        Value::Object(_) => {}
-        other => {
-            let found = match other {
-                Value::Array(_) => "a list",
-                Value::String(_) => "a string",
-                Value::Number(_) | Value::Null => "a number",
-                Value::Bool(_) => "a boolean",
-                Value::Object(_) => "a mapping",
-            };
-            let span = first_content_span(&file);
-            report.push(ConfigError::new(
-                ConfigErrorKind::NotAMapping {
-                    found: found.into(),
-                },
-                &file,
-                span,
-            ));
-            return None;
-        }
-    }
-    Some((file, parsed))
 }

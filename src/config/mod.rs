@@ -27,9 +27,11 @@ pub use error::{ConfigError, ConfigErrorKind, ConfigReport, SourceFile};
 pub use llm_orc::Unusable;
 pub use load::{Document, MAX_FILE_BYTES, parse_document, read_source};
 pub use model::{
-    Agent, AgentIndex, Cache, DEFAULT_PROFILE, DedupSettings, Ensemble, GenerateSettings, Limits,
-    MockSettings, Nested, NodeKind, Origin, Price, Profile,
+    Agent, AgentIndex, Cache, Control, DEFAULT_PROFILE, DedupSettings, DispatchSettings,
+    DispatchSource, Ensemble, GenerateSettings, Limits, LoopSettings, MockSettings, Nested,
+    NodeKind, Origin, Price, Profile,
 };
+pub use nested::{EnsembleLoader, LoadFailure};
 pub use profiles::{PriceTable, ProfileSet};
 pub use read::{MAX_RECORDING_BYTES, ReadError, human_bytes, read_capped};
 pub use schema::{SchemaKind, schema, schema_text};
@@ -49,7 +51,27 @@ pub fn load_ensemble_with(
     find: &dyn Fn(&str) -> Option<std::path::PathBuf>,
 ) -> (Option<Ensemble>, ConfigReport) {
     let mut stack = Vec::new();
-    nested::load(path, profiles, find, &mut stack)
+    nested::load(
+        path,
+        &nested::Loading::new(profiles, find, None),
+        &mut stack,
+    )
+}
+
+/// As `load_ensemble`, finding ensembles named by agents on the search path of `dirs`:
+/// those of `ensemble:` and `loop:` now, those a `dispatch:` chooses when it runs.
+pub fn load_ensemble_in(
+    path: &Path,
+    profiles: &ProfileSet,
+    dirs: &Dirs,
+) -> (Option<Ensemble>, ConfigReport) {
+    let find = |name: &str| dirs.find_ensemble(name);
+    let mut stack = Vec::new();
+    nested::load(
+        path,
+        &nested::Loading::new(profiles, &find, Some(dirs)),
+        &mut stack,
+    )
 }
 
 /// As `load_ensemble`, from text already read.

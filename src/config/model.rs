@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use super::error::SourceFile;
 use super::spec::{
-    AgentKind, MockFailure, OnDependencyFailure, OptimizerSpec, PartitionSpec, ProviderKind,
-    ResponseFormatSpec, StopSpec,
+    AgentKind, InputScope, MockFailure, OnDependencyFailure, OptimizerSpec, PartitionSpec,
+    ProviderKind, ResponseFormatSpec, StopSpec,
 };
 
 /// Where a profile was defined.
@@ -168,12 +168,61 @@ pub enum NodeKind {
     Nested(Nested),
 }
 
-/// A nested ensemble reference and, once loaded, the ensemble.
+/// An agent that runs another ensemble: once (`ensemble:`), in a bounded loop (`loop:`), or
+/// chosen at run time (`dispatch:`).
 #[derive(Debug, Clone)]
 pub struct Nested {
-    /// As written: a name or a path.
+    /// As written: a name or a path (`ensemble:`, `loop.body`), or the `dispatch:` text.
     pub reference: String,
+    /// The ensemble, loaded with the file that names it; `None` only for a `dispatch` whose
+    /// target is chosen at run time.
     pub ensemble: Option<Arc<Ensemble>>,
+    pub control: Control,
+}
+
+/// How an agent runs its ensemble.
+#[derive(Debug, Clone)]
+pub enum Control {
+    /// `ensemble:`: once; the agent's output is the ensemble's final output.
+    Once,
+    /// `loop:`: again and again under a bound.
+    Loop(Box<LoopSettings>),
+    /// `dispatch:`: the ensemble a dependency names.
+    Dispatch(Box<DispatchSettings>),
+}
+
+/// A validated `loop:`.
+#[derive(Debug, Clone)]
+pub struct LoopSettings {
+    /// Holds over the body's output object; its `path` is the whole path into that object.
+    pub until: crate::nodes::condition::Condition,
+    pub max_iterations: u32,
+    /// Path into the body's output whose value becomes the next input.
+    pub carry: Option<Vec<String>>,
+    /// The agent's own `timeout_seconds`: a bound on the whole loop.
+    pub timeout: Option<Duration>,
+}
+
+/// A validated `dispatch:`.
+#[derive(Debug, Clone)]
+pub struct DispatchSettings {
+    /// Where the target's name comes from; `None` when `dispatch:` names an ensemble, which
+    /// is then loaded with the file.
+    pub source: Option<DispatchSource>,
+    /// Loads the chosen ensemble at run time.
+    pub loader: Option<Arc<super::nested::EnsembleLoader>>,
+    /// The agent's own `timeout_seconds`: a bound on the whole dispatched run.
+    pub timeout: Option<Duration>,
+}
+
+/// `${agent.path}`: the value at `path` of dependency `agent`'s JSON output (its whole
+/// output when `path` is empty) names the ensemble.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DispatchSource {
+    pub agent: String,
+    pub path: Vec<String>,
+    /// As written.
+    pub text: String,
 }
 
 /// Index of an agent in declaration order.
@@ -192,6 +241,8 @@ pub struct Agent {
     pub input_key: Option<String>,
     /// One instance per element of the input array.
     pub fan_out: bool,
+    /// `input_scope: dependencies`: the input is the dependencies' outputs only.
+    pub input_scope: Option<InputScope>,
     /// Passed to scripts as `parameters`.
     pub parameters: Option<serde_json::Value>,
     pub profile: Arc<Profile>,

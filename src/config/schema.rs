@@ -213,6 +213,15 @@ pub(super) fn check(kind: SchemaKind, instance: &Value) -> Vec<SchemaIssue> {
                     .unwrap_or_default();
                 issues.push(invalid_value(key, found, valid, path));
             }
+            // A one-value enum (`input_scope: dependencies`) is a `const`.
+            ValidationErrorKind::Constant { expected_value } => {
+                let valid = expected_value
+                    .as_str()
+                    .map(String::from)
+                    .into_iter()
+                    .collect();
+                issues.push(invalid_value(key, found, valid, path));
+            }
             ValidationErrorKind::AnyOf { .. } | ValidationErrorKind::OneOfNotValid { .. } => {
                 let sub = subschema(root, &path);
                 let consts = sub.map(const_variants).unwrap_or_default();

@@ -116,9 +116,8 @@ pub struct JsonExpectSpec {
     pub equals: serde_json::Value,
 }
 
-/// Agent keys of llm-orc that orc accepts but does not run (reported as warnings; an agent
-/// using `loop` or `dispatch` is refused by `orc invoke`).
-pub const LLM_ORC_IGNORED_AGENT_KEYS: [&str; 2] = ["input_scope", "output_format"];
+/// Agent keys of llm-orc that orc accepts but does not use (reported as warnings).
+pub const LLM_ORC_IGNORED_AGENT_KEYS: [&str; 1] = ["output_format"];
 
 /// Settings applied to every agent that does not set them itself.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
@@ -356,18 +355,53 @@ pub struct AgentSpec {
     /// Run another ensemble (name or path) as this agent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ensemble: Option<String>,
-    /// llm-orc compatibility: accepted and reported as a warning; orc does not use it.
+    /// `dependencies`: the agent receives its dependencies' outputs without the run input
+    /// (llm-orc's isolation of verifier agents). For `llm` agents and agents that run
+    /// ensembles (`ensemble`, `loop`, `dispatch`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub input_scope: Option<serde_json::Value>,
+    pub input_scope: Option<InputScope>,
     /// llm-orc compatibility: accepted and reported as a warning; orc does not use it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output_format: Option<serde_json::Value>,
-    /// llm-orc bounded loops: accepted, not run by this version (`orc invoke` refuses).
+    /// Run another ensemble (`body`) again and again, until a condition over its output
+    /// holds or `max_iterations` is reached (llm-orc's bounded loop). The agent's output is
+    /// `{"output": ..., "iterations": N, "terminated": "until"|"exhausted", ...}`.
     #[serde(default, rename = "loop", skip_serializing_if = "Option::is_none")]
-    pub loop_spec: Option<serde_json::Value>,
-    /// llm-orc dynamic dispatch: accepted, not run by this version (`orc invoke` refuses).
+    pub loop_spec: Option<LoopSpec>,
+    /// Run the ensemble a dependency's output names, chosen at run time:
+    /// `${route.target}` (a dotted path into that dependency's JSON output), or an ensemble's
+    /// name. The agent's output is llm-orc's record of the run:
+    /// `{"ensemble", "status", "has_errors", "deliverable", "results"}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub dispatch: Option<serde_json::Value>,
+    pub dispatch: Option<String>,
+}
+
+/// What an agent's input is made of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum InputScope {
+    /// Only the outputs of the agent's dependencies, without the run input.
+    Dependencies,
+}
+
+/// A bounded loop: the body ensemble runs once per iteration.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoopSpec {
+    /// The ensemble run each iteration: a path relative to this file, or the name of an
+    /// ensemble on the search path.
+    pub body: String,
+    /// Stop once this holds over the body's output (its final agent's JSON):
+    /// `${path}` (truthy), `${path} == value` or `${path} != value`, e.g.
+    /// `"${diagnostics.accept}"`.
+    pub until: String,
+    /// Most iterations (1 to 1000); the loop stops there with `terminated: exhausted`.
+    #[schemars(range(min = 1, max = 1000))]
+    pub max_iterations: u32,
+    /// `${path}` into the body's output whose value is the next iteration's input (text as
+    /// it is, anything else as JSON); when it is missing the input stays as it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub carry: Option<String>,
 }
 
 /// `cache:` as written: a switch, or settings.

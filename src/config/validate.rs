@@ -18,9 +18,12 @@ use super::model::{
     Agent, DEFAULT_PROFILE, DEFAULT_RETRIES, DEFAULT_RETRY_BACKOFF, DEFAULT_TIMEOUT, DedupSettings,
     Ensemble, GenerateSettings, NodeKind, Origin, Profile,
 };
+use super::model::{Control, DispatchSettings, DispatchSource, LoopSettings, Nested};
 use super::profiles::{ProfileSet, lower};
 use super::scripts::{ScriptSearch, shown};
-use super::spec::{AgentKind, AgentSpec, BudgetSpec, DefaultsSpec, PartitionSpec, ProfileSpec};
+use super::spec::{
+    AgentKind, AgentSpec, BudgetSpec, DefaultsSpec, InputScope, PartitionSpec, ProfileSpec,
+};
 use crate::path;
 use crate::plan::find_cycles;
 use crate::suggest::closest;
@@ -135,10 +138,6 @@ impl Checker<'_> {
         self.push(kind, span);
     }
 }
-
-/// Keys whose behaviour belongs to later versions: accepted and shape-checked, reported as
-/// warnings, and refused by `orc invoke` rather than silently ignored.
-const NOT_YET_RUN: [&str; 2] = ["loop", "dispatch"];
 
 /// Keys that only mean something on `generate` nodes.
 const GENERATE_KEYS: [&str; 12] = [
@@ -339,17 +338,8 @@ pub(super) fn validate(
                 );
             }
         }
-        for key in NOT_YET_RUN {
-            if raw.get(key).is_some() {
-                c.error_at_key(
-                    ConfigErrorKind::NotYetSupported {
-                        key: key.to_string(),
-                        kind: kind_name(kind).to_string(),
-                    },
-                    &path!["agents", i, key],
-                );
-            }
-        }
+        check_runner_keys(&mut c, i, raw, &spec, kind);
+        check_input_scope(&mut c, i, &spec, kind);
         let condition = spec
             .when
             .as_ref()
@@ -449,13 +439,7 @@ pub(super) fn validate(
             }
             AgentKind::Script => script_settings(&mut c, i, &spec, file, base_profiles.scripts())
                 .map(NodeKind::Script),
-            AgentKind::Llm => Some(match &spec.ensemble {
-                Some(reference) => NodeKind::Nested(crate::config::model::Nested {
-                    reference: reference.clone(),
-                    ensemble: None,
-                }),
-                None => NodeKind::Llm,
-            }),
+            AgentKind::Llm => runs_ensemble(&mut c, i, &spec),
         };
         let Some(node) = node else { continue };
         if let (Some(prompt), false) = (&spec.prompt, kind == AgentKind::Generate) {
@@ -471,6 +455,19 @@ pub(super) fn validate(
                 &available,
                 &path!["agents", i, "prompt"],
             );
+            if spec.input_scope == Some(InputScope::Dependencies) {
+                let reads_input = template::check_with(prompt, &["deps", "agents"], &available)
+                    .into_iter()
+                    .any(|p| matches!(p, TemplateProblem::Undefined { variable, .. } if variable == "input"));
+                if reads_input {
+                    c.error(
+                        ConfigErrorKind::TemplateReadsInput {
+                            agent: spec.name.clone(),
+                        },
+                        &path!["agents", i, "prompt"],
+                    );
+                }
+            }
         }
         let Some(profile) = profile else { continue };
         let Some(fallbacks) = fallback_chain(&mut c, i, &spec, &profile, &profiles) else {
@@ -509,6 +506,7 @@ pub(super) fn validate(
             condition,
             input_key: spec.input_key.clone(),
             fan_out,
+            input_scope: spec.input_scope,
             parameters: spec
                 .parameters
                 .as_ref()
@@ -722,6 +720,204 @@ fn check_tests(
             }
         }
     }
+}
+
+/// An agent runs one thing: a model, a script, or an ensemble (once, in a loop, or
+/// dispatched). Two keys that each choose what it runs are an error at the second one.
+fn check_runner_keys(
+    c: &mut Checker<'_>,
+    i: usize,
+    raw: &Value,
+    spec: &AgentSpec,
+    kind: AgentKind,
+) {
+    let mut present: Vec<&str> = Vec::new();
+    if kind != AgentKind::Llm {
+        present.push(if spec.script.is_some() {
+            "script"
+        } else if spec.run.is_some() && raw.get("type").is_none() {
+            "run"
+        } else {
+            "type"
+        });
+    }
+    present.extend(
+        ["ensemble", "loop", "dispatch"]
+            .into_iter()
+            .filter(|k| raw.get(*k).is_some()),
+    );
+    // `type: script` with `ensemble:` was accepted before loops and dispatch existed.
+    if present.len() > 1 && present.iter().any(|k| *k == "loop" || *k == "dispatch") {
+        c.error_at_key(
+            ConfigErrorKind::ConflictingKeys {
+                agent: spec.name.clone(),
+                first: present[0].to_string(),
+                second: present[1].to_string(),
+            },
+            &path!["agents", i, present[1]],
+        );
+    }
+}
+
+/// `input_scope` means something for agents whose input is text made from the run input and
+/// their dependencies: `llm` agents and those that run ensembles.
+fn check_input_scope(c: &mut Checker<'_>, i: usize, spec: &AgentSpec, kind: AgentKind) {
+    if spec.input_scope.is_none() {
+        return;
+    }
+    if kind != AgentKind::Llm {
+        c.error_at_key(
+            ConfigErrorKind::KeyNotForKind {
+                key: "input_scope".into(),
+                applies_to: "llm`, `ensemble`, `loop` and `dispatch".into(),
+            },
+            &path!["agents", i, "input_scope"],
+        );
+    } else if spec.depends_on.is_empty() {
+        c.error_at_key(
+            ConfigErrorKind::InputScopeWithoutDependencies {
+                agent: spec.name.clone(),
+            },
+            &path!["agents", i, "input_scope"],
+        );
+    }
+}
+
+/// The node of an `llm`-kind agent: a model call, or an ensemble run once (`ensemble:`), in
+/// a loop (`loop:`) or chosen at run time (`dispatch:`). `None` after reporting an error.
+fn runs_ensemble(c: &mut Checker<'_>, i: usize, spec: &AgentSpec) -> Option<NodeKind> {
+    // The agent's own `timeout_seconds` bounds a whole loop or dispatched run, as in llm-orc;
+    // `defaults:` stay per provider call.
+    // Out-of-range values are reported by the range checks; here they are just not used.
+    let timeout = spec
+        .timeout_seconds
+        .and_then(|t| Duration::try_from_secs_f64(t).ok());
+    let nested = |reference: &str, control: Control| {
+        Some(NodeKind::Nested(Nested {
+            reference: reference.to_string(),
+            ensemble: None,
+            control,
+        }))
+    };
+    if let Some(l) = &spec.loop_spec {
+        let parsed = if l.until.trim().starts_with("${") {
+            crate::nodes::condition::parse(&l.until)
+        } else {
+            Err(format!(
+                "`{}` reads nothing from the body's output; write `${{path}}`",
+                l.until.trim()
+            ))
+        };
+        let until = match parsed {
+            Ok(mut cond) => {
+                // `until` reads the body's output itself: `${a.b}` is the path `a.b`.
+                cond.path.insert(0, std::mem::take(&mut cond.agent));
+                Some(cond)
+            }
+            Err(message) => {
+                c.error(
+                    ConfigErrorKind::InvalidUntil { message },
+                    &path!["agents", i, "loop", "until"],
+                );
+                None
+            }
+        };
+        let carry = match l.carry.as_deref().map(reference) {
+            None => Some(None),
+            Some(Ok((head, mut rest))) => {
+                rest.insert(0, head);
+                Some(Some(rest))
+            }
+            Some(Err(message)) => {
+                c.error(
+                    ConfigErrorKind::InvalidCarry { message },
+                    &path!["agents", i, "loop", "carry"],
+                );
+                None
+            }
+        };
+        let (until, carry) = (until?, carry?);
+        return nested(
+            &l.body,
+            Control::Loop(Box::new(LoopSettings {
+                until,
+                max_iterations: l.max_iterations.max(1),
+                carry,
+                timeout,
+            })),
+        );
+    }
+    if let Some(text) = &spec.dispatch {
+        let text = text.trim();
+        let source = if text.contains("${") {
+            match reference(text) {
+                Ok((agent, path)) => {
+                    if !spec.depends_on.iter().any(|d| d.name() == agent) {
+                        c.error(
+                            ConfigErrorKind::DispatchNotDependency {
+                                agent: spec.name.clone(),
+                                other: agent.clone(),
+                            },
+                            &path!["agents", i, "dispatch"],
+                        );
+                        return None;
+                    }
+                    Some(DispatchSource {
+                        agent,
+                        path,
+                        text: text.to_string(),
+                    })
+                }
+                Err(message) => {
+                    c.error(
+                        ConfigErrorKind::InvalidDispatch { message },
+                        &path!["agents", i, "dispatch"],
+                    );
+                    return None;
+                }
+            }
+        } else if text.is_empty() {
+            c.error(
+                ConfigErrorKind::InvalidDispatch {
+                    message: "it names no ensemble".into(),
+                },
+                &path!["agents", i, "dispatch"],
+            );
+            return None;
+        } else {
+            None
+        };
+        return nested(
+            text,
+            Control::Dispatch(Box::new(DispatchSettings {
+                source,
+                loader: None,
+                timeout,
+            })),
+        );
+    }
+    match &spec.ensemble {
+        Some(reference) => nested(reference, Control::Once),
+        None => Some(NodeKind::Llm),
+    }
+}
+
+/// A lone `${name.path...}` reference: (first segment, the rest).
+fn reference(text: &str) -> Result<(String, Vec<String>), String> {
+    let text = text.trim();
+    if !text.starts_with("${") {
+        return Err(format!(
+            "`{text}` is not a reference; write `${{name.path}}`"
+        ));
+    }
+    let cond = crate::nodes::condition::parse(text)?;
+    if cond.compare.is_some() {
+        return Err(format!(
+            "`{}` compares; write the reference alone, `${{...}}`",
+            cond.source
+        ));
+    }
+    Ok((cond.agent, cond.path))
 }
 
 /// The profiles tried after the primary: the agent's `fallback_model_profile` (else the
@@ -963,15 +1159,6 @@ pub(super) fn cache_policy(
                     format!("`{text}` is not a duration; write it like `90s`, `30m`, `1h` or `7d`")
                 }),
         },
-    }
-}
-
-fn kind_name(kind: AgentKind) -> &'static str {
-    match kind {
-        AgentKind::Llm => "llm",
-        AgentKind::Generate => "generate",
-        AgentKind::Dedup => "dedup",
-        AgentKind::Script => "script",
     }
 }
 

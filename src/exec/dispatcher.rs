@@ -455,8 +455,9 @@ fn not_run_outcome(agent: &Agent, not_run: NotRun) -> AgentOutcome {
 }
 
 fn outcome_from(agent: &Agent, r: Report) -> AgentOutcome {
+    // A nested agent's report names what ran (a `dispatch` its chosen ensemble).
     let (profile, model, provider) = match &agent.node {
-        NodeKind::Script(_) | NodeKind::Nested(_) => identity(agent),
+        NodeKind::Script(_) => identity(agent),
         _ => (r.profile, r.model, r.provider),
     };
     let finish = r.finish_reason;

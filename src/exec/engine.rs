@@ -66,6 +66,14 @@ pub(crate) struct EngineInner {
 }
 
 impl EngineInner {
+    /// The clients of a plan's profiles, for an ensemble a `dispatch` loads while a run goes on.
+    pub(crate) fn providers_for(
+        &self,
+        plan: &Plan,
+    ) -> Result<ProviderRegistry, (String, ProviderError)> {
+        self.clients.for_plan(plan)
+    }
+
     pub(crate) fn forget_in_flight(&self, hash: &str) {
         self.in_flight
             .calls

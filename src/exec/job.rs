@@ -22,8 +22,10 @@ pub enum Work {
     Lists(Vec<(String, String)>),
     /// The JSON a script gets on stdin.
     Script(serde_json::Value),
-    /// The input of a nested ensemble.
+    /// The input of a nested ensemble (`ensemble:`, `loop:`).
     Ensemble(String),
+    /// `dispatch:`: the ensemble chosen from a dependency's output, and its input.
+    Dispatch { ensemble: String, input: String },
     /// One piece of work per element of the fanned-out array, in order.
     FanOut(Vec<Work>),
 }

@@ -1,6 +1,7 @@
 //! The in-process executor: runs one job (an agent's prepared work) with the providers,
 //! limits and policies of its run, reporting events and one `Report` to the dispatcher.
-//! One function per kind of work; nested ensembles are in `nested.rs`.
+//! One function per kind of work; agents that run ensembles are in `nested.rs`,
+//! `loop_agent.rs` and `dispatch_agent.rs`.
 
 use std::sync::Arc;
 
@@ -92,6 +93,17 @@ impl Local<'_> {
                     self.job.seed,
                     self.tx,
                 ))
+                .await
+            }
+            Work::Dispatch { ensemble, input } => {
+                super::nested::dispatched(
+                    self.run,
+                    self.agent,
+                    ensemble,
+                    input,
+                    self.job.seed,
+                    self.tx,
+                )
                 .await
             }
             Work::FanOut(_) => unreachable!("fan-out instances are single pieces of work"),

@@ -4,11 +4,13 @@
 //! runs; the dispatcher (`dispatcher.rs`) is each run's one owner loop, starting agents when
 //! their dependencies finish and turning what they report into public `Event`s
 //! (`event.rs`), folded into a `RunState` (`state.rs`); `prepare.rs` turns a ready agent into
-//! a serialisable `Job` (`job.rs`); the local executor (`local.rs`, `nested.rs`) runs jobs
+//! a serialisable `Job` (`job.rs`); the local executor (`local.rs`; `nested.rs`, `loop_agent.rs` and
+//! `dispatch_agent.rs` for agents that run ensembles) runs jobs
 //! in-process under the one call policy (`call.rs`). The run store subscribes through the
 //! `Recorder` trait (`record.rs`).
 
 mod call;
+mod dispatch_agent;
 mod dispatcher;
 mod engine;
 mod error;
@@ -17,6 +19,7 @@ mod finish;
 mod job;
 pub mod layout;
 mod local;
+mod loop_agent;
 mod nested;
 mod outcome;
 mod prepare;

@@ -1,13 +1,14 @@
 //! Input preparation: what a ready agent works on, from the run input and its finished
-//! dependencies (the default layout or its template, `when`, `input_key`, `fan_out`), or why
-//! it will not run. Pure: reads outcomes, returns a `Work`.
+//! dependencies (the default layout or its template, `when`, `input_key`, `fan_out`,
+//! `input_scope`, the ensemble a `dispatch` names), or why it will not run. Pure: reads
+//! outcomes, returns a `Work`.
 
 use super::error::AgentError;
 use super::job::Work;
 use super::layout::{DepView, default_prompt, render_prompt};
 use super::outcome::{AgentOutcome, AgentStatus};
-use crate::config::spec::OnDependencyFailure;
-use crate::config::{Agent, AgentIndex, NodeKind};
+use crate::config::spec::{InputScope, OnDependencyFailure};
+use crate::config::{Agent, AgentIndex, Control, DispatchSource, NodeKind};
 use crate::plan::Plan;
 
 /// Why a ready agent does not run.
@@ -113,6 +114,20 @@ pub(crate) fn prepare<'a>(
         other => other.to_string(),
     };
     let has_slice = selected.is_some();
+    // `dispatch`: the ensemble a dependency's output names, the same for every instance.
+    let dispatched = match &agent.node {
+        NodeKind::Nested(n) => match &n.control {
+            Control::Dispatch(d) => Some(match &d.source {
+                Some(source) => dispatch_target(source, &deps)
+                    .map_err(|message| NotRun::Failed(AgentError::new("dispatch", message)))?,
+                None => n.reference.clone(),
+            }),
+            _ => None,
+        },
+        _ => None,
+    };
+    // `input_scope: dependencies`: the run input is left out of what the agent receives.
+    let scoped = agent.input_scope == Some(InputScope::Dependencies);
     let ancestor_views =
         || -> Vec<DepView<'_>> { ancestors(plan, agent.index).into_iter().map(view).collect() };
     let work_for = |item_input: &str, item: Option<&serde_json::Value>| -> Result<Work, NotRun> {
@@ -133,17 +148,21 @@ pub(crate) fn prepare<'a>(
                 None => Ok(Work::Topic(item_input.to_string())),
             },
             NodeKind::Llm | NodeKind::Nested(_) => {
+                let input = if scoped && !has_slice { "" } else { item_input };
                 let text = match &agent.prompt {
-                    Some(source) => render_prompt(source, item_input, &deps, &ancestor_views())
+                    Some(source) => render_prompt(source, input, &deps, &ancestor_views())
                         .map_err(template_failed)?,
                     // With an input slice the agent works on that alone.
                     None if has_slice => item_input.to_string(),
-                    None => default_prompt(item_input, &deps),
+                    None => default_prompt(input, &deps),
                 };
-                Ok(if matches!(agent.node, NodeKind::Nested(_)) {
-                    Work::Ensemble(text)
-                } else {
-                    Work::Prompt(text)
+                Ok(match (&agent.node, &dispatched) {
+                    (NodeKind::Nested(_), Some(ensemble)) => Work::Dispatch {
+                        ensemble: ensemble.clone(),
+                        input: text,
+                    },
+                    (NodeKind::Nested(_), None) => Work::Ensemble(text),
+                    _ => Work::Prompt(text),
                 })
             }
         }
@@ -197,6 +216,47 @@ pub(crate) fn prepare<'a>(
     match &selected {
         Some(v) => work_for(&as_text(v), Some(v)),
         None => work_for(input, None),
+    }
+}
+
+/// The name of the ensemble a `dispatch` chose: the value at the source's path of that
+/// dependency's JSON output (its whole output when the path is empty), or why there is none.
+fn dispatch_target(source: &DispatchSource, deps: &[DepView<'_>]) -> Result<String, String> {
+    let unresolved = |why: String| format!("`{}` names no ensemble: {why}", source.text);
+    let dep = deps
+        .iter()
+        .find(|d| d.name == source.agent)
+        .ok_or_else(|| unresolved(format!("`{}` is not a dependency", source.agent)))?;
+    if dep.status != AgentStatus::Succeeded {
+        return Err(unresolved(format!(
+            "`{}` {}",
+            dep.name,
+            dep.status.as_str()
+        )));
+    }
+    let value = match (&dep.json, source.path.is_empty()) {
+        (Some(json), _) => crate::json_path::get(json, &source.path).cloned(),
+        (None, true) => Some(serde_json::Value::String(dep.output.trim().to_string())),
+        (None, false) => {
+            return Err(unresolved(format!(
+                "the output of `{}` is not JSON",
+                dep.name
+            )));
+        }
+    };
+    match value {
+        Some(serde_json::Value::String(name)) if !name.trim().is_empty() => {
+            Ok(name.trim().to_string())
+        }
+        Some(serde_json::Value::Null) | None => Err(unresolved(format!(
+            "the output of `{}` has no `{}`",
+            dep.name,
+            source.path.join(".")
+        ))),
+        Some(other) => Err(unresolved(format!(
+            "it is `{}`, not a name",
+            crate::providers::http::excerpt(&other.to_string())
+        ))),
     }
 }
 

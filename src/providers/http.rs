@@ -227,6 +227,12 @@ pub fn transport_error(error: &reqwest::Error) -> ProviderError {
     }
 }
 
+/// A retry hint in seconds from a server: never negative, at most a day, `None` when it is
+/// not a number at all (`NaN`); a server's `1e300` must not panic (issue 13).
+fn hint_seconds(secs: f64) -> Option<Duration> {
+    Duration::try_from_secs_f64(secs.clamp(0.0, 86_400.0)).ok()
+}
+
 /// The provider's hint of when to retry: `retry-after-ms`, or `Retry-After` in seconds or
 /// as an HTTP date.
 pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
@@ -235,7 +241,7 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<f64>().ok())
     {
-        return Some(Duration::from_secs_f64((ms / 1000.0).max(0.0)));
+        return hint_seconds(ms / 1000.0);
     }
     let value = headers
         .get(reqwest::header::RETRY_AFTER)?
@@ -243,7 +249,7 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
         .ok()?
         .trim();
     if let Ok(secs) = value.parse::<f64>() {
-        return Some(Duration::from_secs_f64(secs.max(0.0)));
+        return hint_seconds(secs);
     }
     let when = httpdate::parse_http_date(value).ok()?;
     Some(
@@ -366,7 +372,7 @@ fn gemini_retry_delay(json: &serde_json::Value) -> Option<Duration> {
         .iter()
         .find_map(|d| d.get("retryDelay")?.as_str())
         .and_then(|s| s.trim_end_matches('s').parse::<f64>().ok())
-        .map(|secs| Duration::from_secs_f64(secs.max(0.0)))
+        .and_then(hint_seconds)
 }
 
 /// The id of a per-day quota among Gemini's `google.rpc.QuotaFailure` violations

@@ -10,6 +10,7 @@ mod generate;
 mod hostile;
 mod interrupt;
 mod invoke;
+mod mcp;
 mod plan;
 mod providers;
 mod shipped;

@@ -172,7 +172,7 @@ test_mode: false
 agents:
   - name: a
     model_profile: mock-fast
-    input_scope: full
+    system_prompt: Be brief.
   - name: b
     model_profile: mock-fast
     depends_on: [a]
@@ -183,12 +183,7 @@ agents:
         .args(["validate", ENSEMBLE])
         .run()
         .success();
-    for (key, line) in [
-        ("validation", 3),
-        ("test_mode", 5),
-        ("input_scope", 9),
-        ("output_format", 13),
-    ] {
+    for (key, line) in [("validation", 3), ("test_mode", 5), ("output_format", 13)] {
         assert!(
             out.stderr.contains(&format!("`{key}`")),
             "a warning names `{key}`:\n{}",
@@ -209,5 +204,5 @@ agents:
         .run()
         .success();
     assert_eq!(out.json()["status"], "succeeded");
-    assert!(out.stderr.contains("`input_scope`"), "{}", out.stderr);
+    assert!(out.stderr.contains("`output_format`"), "{}", out.stderr);
 }

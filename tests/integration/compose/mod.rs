@@ -1,11 +1,13 @@
 //! Composing agents (issue 5): script agents, `fan_out`, `input_key`, `when` conditions,
-//! and ensemble files written for llm-orc running unchanged.
+//! `loop`, `dispatch`, `input_scope`, and ensemble files written for llm-orc running unchanged.
 
 mod conditions;
+mod dispatch;
 mod fan_out;
 mod input_key;
 mod llm_orc;
 mod llm_orc_project;
+mod loops;
 mod nested;
 mod scripts;
 
