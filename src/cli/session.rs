@@ -65,6 +65,7 @@ pub(crate) fn engine(ctx: &Context, args: EngineArgs) -> Engine {
         no_cache: args.no_cache,
         live_capacity: args.live_capacity,
         executor: None,
+        limits: None,
     })
 }
 

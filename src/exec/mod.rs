@@ -28,7 +28,7 @@ mod state;
 
 pub use call::{ResumeAnswers, StoredAnswer};
 pub use engine::{
-    Engine, EngineConfig, PendingRun, ResumeData, RunHandle, RunOptions, RunSource, StartError,
+    Engine, EngineConfig, JobControl, PendingRun, ResumeData, RunHandle, RunOptions, RunSource, StartError,
     new_run_id,
 };
 pub use error::AgentError;
