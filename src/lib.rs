@@ -6,6 +6,8 @@
 //! - `exec`: the scheduler that runs a plan, emitting `Event`s.
 //! - `providers`: the `Provider` trait and its implementations (the offline `mock`).
 //! - `progress`: the terminal progress view, a subscriber of exec events.
+//! - `worker`: jobs run on `orc worker`s through Redis Streams (the coordinator's executor
+//!   and the worker loop).
 //! - `cli`: argument parsing and the commands; the only module that prints.
 //! - `diagnostics`: error rendering and the exit-code table.
 
@@ -21,6 +23,7 @@ pub mod providers;
 pub mod store;
 pub mod suggest;
 pub mod template;
+pub mod worker;
 
 pub use cli::run;
 
