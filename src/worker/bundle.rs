@@ -26,8 +26,12 @@ pub(super) struct Bundle {
 
 impl Bundle {
     pub(super) fn of(plan: &Plan, profile_map: &[(String, String)]) -> Bundle {
+        // The full path: a worker resolves scripts and their folder from it (on its own
+        // disk, at the same path).
+        let path = &plan.ensemble.source.path;
+        let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.clone());
         Bundle {
-            path: plan.ensemble.source.path.display().to_string(),
+            path: path.display().to_string(),
             text: plan.ensemble.source.text.to_string(),
             profile_map: profile_map.to_vec(),
         }

@@ -15,3 +15,4 @@ mod shipped;
 mod structured;
 mod support;
 mod testing;
+mod worker;
