@@ -37,3 +37,15 @@ pub use conn::{RedisError, RedisUrl};
 pub use executor::{RedisExecutor, RedisSettings};
 pub use limits::RedisLimits;
 pub use worker::{Worker, WorkerSettings};
+
+/// An engine whose jobs run on workers through the Redis of `settings` (`orc serve
+/// --redis`, `orc invoke --redis`): `config` as for any engine, its executor replaced.
+/// Keep the returned executor to `close` it when the engine is done.
+pub async fn remote_engine(
+    mut config: crate::exec::EngineConfig,
+    settings: RedisSettings,
+) -> Result<(crate::exec::Engine, std::sync::Arc<RedisExecutor>), RedisError> {
+    let executor = std::sync::Arc::new(RedisExecutor::connect(settings).await?);
+    config.executor = Some(std::sync::Arc::clone(&executor) as std::sync::Arc<dyn crate::exec::Executor>);
+    Ok((crate::exec::Engine::new(config), executor))
+}

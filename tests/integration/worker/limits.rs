@@ -44,3 +44,31 @@ fn requests_per_minute_hold_across_three_workers() {
         );
     }
 }
+
+#[test]
+fn the_runs_budget_stops_every_worker() {
+    let redis = redis_or_skip!(false);
+    const AGENTS: usize = 40;
+    // Each call costs $0.001 (1000 input tokens at $1 a million); the budget is $0.005.
+    let fake = Fake::always(answer("ok", 1000, 0).delay(Duration::from_millis(50)));
+    let _w1 = WorkerProc::start(&redis, "w1", 2, &[]);
+    let _w2 = WorkerProc::start(&redis, "w2", 2, &[]);
+    let yaml = agents_yaml(&fake, AGENTS, "").replacen(
+        "agents:\n",
+        "budget: {max_cost_usd: 0.005}\nagents:\n",
+        1,
+    );
+    let test = Test::new().ensemble(&yaml);
+    let (code, doc, stderr) = finish(invoke(&test, &redis, &[]));
+    assert_eq!(code, Some(1), "{stderr}");
+    assert_eq!(doc["status"], "budget_exceeded", "{:#}", doc["totals"]);
+    // Five calls spend the budget; at most the calls in flight on the two workers (four)
+    // come after.
+    let calls = fake.count();
+    assert!((5..=9).contains(&calls), "{calls} calls for a budget of five");
+    assert!(
+        doc["totals"]["cancelled"].as_u64().expect("cancelled") >= (AGENTS - 9) as u64,
+        "{:#}",
+        doc["totals"]
+    );
+}
