@@ -352,9 +352,11 @@ impl Engine {
         job: super::job::Job,
         control: JobControl,
     ) -> Result<tokio::sync::mpsc::UnboundedReceiver<JobUpdate>, StartError> {
-        let agent = plan.ensemble.agents.get(job.agent).ok_or_else(|| {
-            StartError::UnknownAgent(job.name.clone())
-        })?;
+        let agent = plan
+            .ensemble
+            .agents
+            .get(job.agent)
+            .ok_or_else(|| StartError::UnknownAgent(job.name.clone()))?;
         let providers = self
             .inner
             .clients

@@ -109,8 +109,8 @@ pub struct Tally {
 impl Tally {
     /// Adds another part's tally of the same profile or producer (a spread node).
     pub fn merge(&mut self, other: &Tally) {
-        let latency = self.mean_latency_ms * self.calls as f64
-            + other.mean_latency_ms * other.calls as f64;
+        let latency =
+            self.mean_latency_ms * self.calls as f64 + other.mean_latency_ms * other.calls as f64;
         self.cost_usd = match (self.calls, other.calls, self.cost_usd, other.cost_usd) {
             (0, _, _, c) => c,
             (_, 0, c, _) => c,
@@ -957,8 +957,8 @@ async fn record_call<P: CallPolicy>(
                         .filter_map(|text| {
                             let key = normalize(text, s.normalize);
                             (!key.is_empty()).then(|| {
-                                let json = serde_json::to_string(&item_of(text))
-                                    .expect("items serialize");
+                                let json =
+                                    serde_json::to_string(&item_of(text)).expect("items serialize");
                                 (key, text.clone(), json)
                             })
                         })

@@ -60,7 +60,10 @@ impl RedisUrl {
 
     /// A connection manager for commands: replies within `response` or the command fails
     /// (and is retried by the caller).
-    pub(super) async fn manager(&self, response: Duration) -> Result<ConnectionManager, RedisError> {
+    pub(super) async fn manager(
+        &self,
+        response: Duration,
+    ) -> Result<ConnectionManager, RedisError> {
         let config = ConnectionManagerConfig::new()
             .set_response_timeout(Some(response))
             .set_connection_timeout(Some(Duration::from_secs(2)))

@@ -58,7 +58,9 @@ pub struct RedisExecutor {
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Health {
     Up,
-    Down { since: Instant },
+    Down {
+        since: Instant,
+    },
     /// Unreachable for longer than the timeout: jobs waiting on Redis fail.
     Gone,
 }
@@ -338,12 +340,7 @@ impl Coordinator {
     async fn publish(&self, plan: &Plan) -> Result<String, String> {
         let bundle = Bundle::of(plan, &self.profile_map);
         let hash = bundle.hash();
-        if self
-            .published
-            .lock()
-            .expect("not poisoned")
-            .contains(&hash)
-        {
+        if self.published.lock().expect("not poisoned").contains(&hash) {
             return Ok(hash);
         }
         let json = serde_json::to_string(&bundle).expect("bundles serialize");
@@ -652,14 +649,15 @@ async fn beacon(coord: Weak<Coordinator>) {
             Err(e) => {
                 c.saw_error(&e);
                 let health = *c.health.borrow();
-                let expired = matches!(health, Health::Down { since } if since.elapsed() >= c.timeout);
+                let expired =
+                    matches!(health, Health::Down { since } if since.elapsed() >= c.timeout);
                 if expired {
                     tracing::error!(redis = %c.url, "Redis unreachable for too long; failing outstanding jobs");
                     c.health.send_replace(Health::Gone);
                 }
             }
         }
-        if ticks % 5 == 0
+        if ticks.is_multiple_of(5)
             && !c.outstanding.lock().expect("not poisoned").is_empty()
             && !c.warned_no_workers.load(Ordering::Relaxed)
         {

@@ -46,6 +46,7 @@ pub async fn remote_engine(
     settings: RedisSettings,
 ) -> Result<(crate::exec::Engine, std::sync::Arc<RedisExecutor>), RedisError> {
     let executor = std::sync::Arc::new(RedisExecutor::connect(settings).await?);
-    config.executor = Some(std::sync::Arc::clone(&executor) as std::sync::Arc<dyn crate::exec::Executor>);
+    config.executor =
+        Some(std::sync::Arc::clone(&executor) as std::sync::Arc<dyn crate::exec::Executor>);
     Ok((crate::exec::Engine::new(config), executor))
 }

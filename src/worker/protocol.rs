@@ -127,7 +127,9 @@ impl Reply {
         Ok(Reply {
             job: get("job")?,
             delivery: get("d")?,
-            seq: get("n")?.parse().map_err(|_| "a bad `n` field".to_string())?,
+            seq: get("n")?
+                .parse()
+                .map_err(|_| "a bad `n` field".to_string())?,
             body,
         })
     }

@@ -203,7 +203,12 @@ async fn forget(coord: &Coordinator, node: &NodeKeys) {
     let _ = coord
         .retry(|mut conn| {
             let all = all.clone();
-            async move { redis::cmd("DEL").arg(&all).query_async::<()>(&mut conn).await }
+            async move {
+                redis::cmd("DEL")
+                    .arg(&all)
+                    .query_async::<()>(&mut conn)
+                    .await
+            }
         })
         .await;
 }
@@ -299,12 +304,7 @@ async fn gather(
     };
     let overflow = calls_log.len().saturating_sub(KEPT);
     let calls_log: VecDeque<_> = calls_log.into_iter().skip(overflow).collect();
-    let decisions: VecDeque<_> = decisions
-        .into_iter()
-        .rev()
-        .take(KEPT)
-        .rev()
-        .collect();
+    let decisions: VecDeque<_> = decisions.into_iter().rev().take(KEPT).rev().collect();
     let new_unique = unique.saturating_sub(resumed_items);
     let metrics = Metrics {
         uam: round(new_unique as f64 / minutes, 2),

@@ -40,8 +40,8 @@ use super::protocol::{ENTRY_FIELD, JobEntry, JobEvent, Reply, ReplyBody, now_ms}
 use super::scripts;
 use crate::config::ProfileSet;
 use crate::exec::{
-    AgentError, AgentStatus, Engine, EngineConfig, EventKind, JobControl, JobUpdate, Mode,
-    Report, StartError,
+    AgentError, AgentStatus, Engine, EngineConfig, EventKind, JobControl, JobUpdate, Mode, Report,
+    StartError,
 };
 use crate::nodes::shared::SharedNode;
 use crate::plan::Plan;
@@ -87,6 +87,9 @@ struct Running {
     lost: Arc<AtomicBool>,
 }
 
+/// A claimed entry: its id, fields and how many times it has been delivered.
+type Claimed = (String, Vec<(String, redis::Value)>, u64);
+
 /// How long a refused job waits before it is put back (so a lone worker that cannot
 /// serve it does not spin on it).
 const REFUSE_DELAY: Duration = Duration::from_millis(300);
@@ -116,10 +119,13 @@ impl Worker {
             deliveries: AtomicU64::new(0),
             down: AtomicBool::new(false),
         });
-        inner.ensure_group().await.map_err(|e| RedisError::Unreachable {
-            url: inner.settings.url.to_string(),
-            message: e.to_string(),
-        })?;
+        inner
+            .ensure_group()
+            .await
+            .map_err(|e| RedisError::Unreachable {
+                url: inner.settings.url.to_string(),
+                message: e.to_string(),
+            })?;
         Ok(Worker { inner })
     }
 
@@ -313,7 +319,10 @@ impl Inner {
     /// loaded here.
     fn unrun_report(&self, entry: &JobEntry, error: AgentError) -> Report {
         let agent = self.plans.get(&entry.bundle).and_then(Result::ok);
-        match agent.as_ref().and_then(|p| p.ensemble.agents.get(entry.job.agent)) {
+        match agent
+            .as_ref()
+            .and_then(|p| p.ensemble.agents.get(entry.job.agent))
+        {
             Some(agent) => report_for(agent, error),
             None => Report::new(AgentStatus::Failed, "", "", "").failed(error),
         }
@@ -342,8 +351,8 @@ impl Inner {
         let json = json.ok_or_else(|| format!("the ensemble `{hash}` is not in Redis"))?;
         let bundle: Bundle =
             serde_json::from_str(&json).map_err(|e| format!("an unreadable ensemble: {e}"))?;
-        let plan = tokio::task::block_in_place(|| bundle.load(&self.settings.profiles))
-            .map(Arc::new);
+        let plan =
+            tokio::task::block_in_place(|| bundle.load(&self.settings.profiles)).map(Arc::new);
         self.plans.insert(hash, plan.clone());
         plan
     }
@@ -533,10 +542,7 @@ impl Inner {
         tracing::debug!(job = %entry.id, agent = %entry.job.name, deliveries, "running");
         self.forward(&entry_id, &entry, updates, &cancel, &lost)
             .await;
-        self.running
-            .lock()
-            .expect("not poisoned")
-            .remove(&entry_id);
+        self.running.lock().expect("not poisoned").remove(&entry_id);
         drop(permit);
     }
 
@@ -692,8 +698,7 @@ impl Inner {
             .and_then(|v| redis::FromRedisValue::from_redis_value(v).ok())
             .unwrap_or_else(|| "0-0".to_string());
         for item in items {
-            let parsed: Result<(String, Vec<(String, redis::Value)>, u64), _> =
-                redis::FromRedisValue::from_redis_value(item);
+            let parsed: Result<Claimed, _> = redis::FromRedisValue::from_redis_value(item);
             let Ok((id, fields, deliveries)) = parsed else {
                 continue;
             };

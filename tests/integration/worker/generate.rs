@@ -39,7 +39,11 @@ fn a_generate_node_spread_over_two_workers_accepts_no_item_twice() {
         .map(|i| i["text"].as_str().expect("text").to_lowercase())
         .collect();
     let distinct: HashSet<&String> = texts.iter().collect();
-    assert_eq!(distinct.len(), texts.len(), "an item accepted twice: {texts:?}");
+    assert_eq!(
+        distinct.len(),
+        texts.len(),
+        "an item accepted twice: {texts:?}"
+    );
     let m = &node["metrics"];
     // 4 producers x 8 calls x 10 candidates, and every repeat was dropped.
     assert_eq!(m["calls"], 32, "{m:#}");
@@ -50,7 +54,11 @@ fn a_generate_node_spread_over_two_workers_accepts_no_item_twice() {
         320 - texts.len() as u64,
         "{m:#}"
     );
-    assert!(texts.len() < 150, "{} items of a 150-item topic", texts.len());
+    assert!(
+        texts.len() < 150,
+        "{} items of a 150-item topic",
+        texts.len()
+    );
     // Every producer contributed, and the parts ran on both workers.
     let producers: HashSet<u64> = items
         .iter()
@@ -70,6 +78,9 @@ fn a_generate_node_spread_over_two_workers_accepts_no_item_twice() {
         );
     }
     // Items are in discovery order, each call numbered once across the node.
-    let calls: Vec<u64> = items.iter().map(|i| i["call"].as_u64().expect("call")).collect();
+    let calls: Vec<u64> = items
+        .iter()
+        .map(|i| i["call"].as_u64().expect("call"))
+        .collect();
     assert!(calls.iter().all(|&c| (1..=32).contains(&c)), "{calls:?}");
 }

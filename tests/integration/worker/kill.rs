@@ -25,7 +25,9 @@ fn a_worker_killed_midway_loses_nothing_and_counts_nothing_twice() {
     let test = Test::new().ensemble(&agents_yaml(&fake, AGENTS, ""));
     let child = invoke(&test, &redis, &[]);
     // Midway, with jobs running on both workers.
-    wait_until("a third of the requests arrived", || fake.count() >= AGENTS / 3);
+    wait_until("a third of the requests arrived", || {
+        fake.count() >= AGENTS / 3
+    });
     doomed.kill();
     let at_kill = fake.count();
     let (code, doc, stderr) = finish(child);
@@ -59,7 +61,9 @@ fn a_worker_killed_midway_loses_nothing_and_counts_nothing_twice() {
     );
     if extra > 0 {
         assert!(
-            survivor.stderr().contains("claimed a job whose worker stopped heart-beating"),
+            survivor
+                .stderr()
+                .contains("claimed a job whose worker stopped heart-beating"),
             "{}",
             survivor.stderr()
         );

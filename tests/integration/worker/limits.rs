@@ -65,7 +65,10 @@ fn the_runs_budget_stops_every_worker() {
     // Five calls spend the budget; at most the calls in flight on the two workers (four)
     // come after.
     let calls = fake.count();
-    assert!((5..=9).contains(&calls), "{calls} calls for a budget of five");
+    assert!(
+        (5..=9).contains(&calls),
+        "{calls} calls for a budget of five"
+    );
     assert!(
         doc["totals"]["cancelled"].as_u64().expect("cancelled") >= (AGENTS - 9) as u64,
         "{:#}",

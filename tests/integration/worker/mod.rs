@@ -279,7 +279,13 @@ pub(crate) fn requests_per_agent(fake: &Fake) -> std::collections::BTreeMap<Stri
 pub(crate) fn invoke(test: &Test, redis: &Redis, extra: &[&str]) -> Child {
     let mut command = test.command();
     command
-        .args(["invoke", crate::support::ENSEMBLE, "hello", "--output", "json"])
+        .args([
+            "invoke",
+            crate::support::ENSEMBLE,
+            "hello",
+            "--output",
+            "json",
+        ])
         .args(["--redis", &redis.url()])
         .args(extra);
     command.spawn().expect("start orc invoke")
@@ -290,8 +296,9 @@ pub(crate) fn invoke(test: &Test, redis: &Redis, extra: &[&str]) -> Child {
 pub(crate) fn finish(child: Child) -> (Option<i32>, Value, String) {
     let (code, stdout, stderr) = crate::support::wait_with_limit(child, Duration::from_secs(120));
     assert!(!stderr.contains("panicked"), "orc panicked:\n{stderr}");
-    let doc = serde_json::from_str(&stdout)
-        .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{stdout}\n--- stderr ---\n{stderr}"));
+    let doc = serde_json::from_str(&stdout).unwrap_or_else(|e| {
+        panic!("stdout is not JSON ({e}):\n{stdout}\n--- stderr ---\n{stderr}")
+    });
     (code, doc, stderr)
 }
 
