@@ -159,10 +159,10 @@ impl Worker {
                 .arg("STREAMS")
                 .arg(keys::JOBS)
                 .arg(">");
-            let read: redis::RedisResult<Option<StreamReadReply>> = tokio::select! {
-                r = read_cmd.query_async(&mut blocking) => r,
-                () = shutdown.cancelled() => break,
-            };
+            // Not raced with `shutdown`: entries Redis hands out are always taken (the read
+            // blocks for at most a second).
+            let read: redis::RedisResult<Option<StreamReadReply>> =
+                read_cmd.query_async(&mut blocking).await;
             match read {
                 Ok(reply) => {
                     inner.saw_ok();

@@ -98,3 +98,24 @@ fn a_run_fails_cleanly_when_redis_stays_away_and_resumes_later() {
     }
     assert_eq!(after.len(), AGENTS);
 }
+
+#[test]
+fn a_redis_that_comes_back_empty_gets_the_outstanding_jobs_again() {
+    // No persistence: the restarted Redis has lost the queue, the group and the replies.
+    let mut redis = redis_or_skip!(false);
+    const AGENTS: usize = 40;
+    let fake = Fake::always(answer("ok", 5, 5).delay(Duration::from_millis(100)));
+    let _w1 = WorkerProc::start(&redis, "w1", 4, &[]);
+    let _w2 = WorkerProc::start(&redis, "w2", 4, &[]);
+    let test = Test::new().ensemble(&agents_yaml(&fake, AGENTS, ""));
+    let child = invoke(&test, &redis, &["--redis-timeout", "30"]);
+    wait_until("ten requests arrived", || fake.count() >= 10);
+    redis.restart();
+    let (code, doc, stderr) = finish(child);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("Redis lost its data"), "{stderr}");
+    assert_eq!(doc["totals"]["succeeded"], AGENTS, "{:#}", doc["totals"]);
+    // Counted once each, whatever was called again after the loss.
+    assert_eq!(doc["totals"]["usage"]["input_tokens"], 5 * AGENTS);
+    assert_eq!(requests_per_agent(&fake).len(), AGENTS);
+}
