@@ -7,6 +7,8 @@
 //! - `providers`: the `Provider` trait and its implementations (the offline `mock`).
 //! - `progress`: the terminal progress view, a subscriber of exec events.
 //! - `mcp`: `orc mcp`, the ensembles as MCP tools over stdio.
+//! - `worker`: jobs run on `orc worker`s through Redis Streams (the coordinator's executor
+//!   and the worker loop).
 //! - `cli`: argument parsing and the commands; the only module that prints.
 //! - `diagnostics`: error rendering and the exit-code table.
 
@@ -23,6 +25,7 @@ pub mod providers;
 pub mod store;
 pub mod suggest;
 pub mod template;
+pub mod worker;
 
 pub use cli::run;
 

@@ -103,6 +103,12 @@ pub enum Command {
     /// Serve the ensembles as MCP tools over stdio (Claude Desktop, Claude Code and other
     /// MCP clients start it); runs are recorded in the run store.
     Mcp(McpArgs),
+    /// Take agent jobs from Redis Streams and run them (`orc invoke --redis` and
+    /// `orc serve --redis` send them), with this machine's profiles and keys.
+    #[command(
+        after_help = "Examples:\n  orc worker --redis redis://10.0.0.5:6379 --concurrency 32\n  ORC_REDIS_URL=redis://:secret@redis:6379 orc worker --name gpu-box-1\n\nThe first SIGINT/SIGTERM stops taking jobs and lets the running ones finish; a second one exits at once (other workers claim what was left)."
+    )]
+    Worker(WorkerArgs),
     /// Create `.orc/` in the current directory with a config and an example ensemble.
     Init {
         /// Overwrite files that already exist.
@@ -172,6 +178,37 @@ pub struct InvokeArgs {
     /// Send every request, even for agents and profiles with `cache:`.
     #[arg(long)]
     pub no_cache: bool,
+    /// Run the agents on `orc worker`s through this Redis (e.g. `redis://127.0.0.1:6379`)
+    /// instead of in this process.
+    #[arg(long, value_name = "URL", conflicts_with_all = ["record", "replay"])]
+    pub redis: Option<String>,
+    /// With --redis: fail outstanding agents after Redis has been unreachable this long,
+    /// and an agent no worker can serve (missing profile or key) after waiting this long.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60.0, value_parser = parse_seconds, requires = "redis")]
+    pub redis_timeout: f64,
+}
+
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    /// The Redis to take jobs from (e.g. `redis://127.0.0.1:6379`).
+    #[arg(long, value_name = "URL", env = "ORC_REDIS_URL")]
+    pub redis: String,
+    /// Jobs run at once.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..), env = "ORC_WORKER_CONCURRENCY")]
+    pub concurrency: u32,
+    /// This worker's name among the workers (default: host and process id).
+    #[arg(long, env = "ORC_WORKER_NAME")]
+    pub name: Option<String>,
+    /// A job whose worker has not heart-beaten for this long is taken over by another.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30.0, value_parser = parse_seconds)]
+    pub visibility_timeout: f64,
+    /// A job taken by this many workers that stopped without finishing it (crashed,
+    /// killed) fails instead of running again.
+    #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_crashes: u32,
+    /// No lifecycle lines on stderr.
+    #[arg(long, short)]
+    pub quiet: bool,
 }
 
 #[derive(Debug, Args)]

@@ -49,6 +49,8 @@ pub(crate) fn explore(ctx: &Context, args: ExploreArgs) -> Exit {
         replay: None,
         no_store: false,
         no_cache: false,
+        redis: None,
+        redis_timeout: 60.0,
     };
     super::invoke::run_loaded(ctx, ensemble, &report, invoke)
 }

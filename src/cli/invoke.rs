@@ -83,7 +83,14 @@ pub(crate) fn run_loaded(
         Err(exit) => return exit,
     };
     let _guard = runtime.enter();
-    let engine = session::engine(
+    let remote = match &args.redis {
+        Some(url) => match runtime.block_on(connect_redis(ctx, url, &args)) {
+            Ok(remote) => Some(Arc::new(remote)),
+            Err(exit) => return exit,
+        },
+        None => None,
+    };
+    let engine = session::engine_with(
         ctx,
         EngineArgs {
             max_concurrency: args.max_concurrency,
@@ -96,6 +103,9 @@ pub(crate) fn run_loaded(
                 1 << 14
             },
         },
+        remote
+            .as_ref()
+            .map(|r| Arc::clone(r) as Arc<dyn crate::exec::Executor>),
     );
     if let Err(e) = engine.providers_for(&plan) {
         ctx.error(&e.to_string());
@@ -153,7 +163,40 @@ pub(crate) fn run_loaded(
         None => exit,
     };
     runtime.block_on(engine.flush());
+    if let Some(remote) = remote {
+        runtime.block_on(remote.close());
+    }
     exit
+}
+
+/// `--redis`: the executor that sends jobs to workers.
+async fn connect_redis(
+    ctx: &Context,
+    url: &str,
+    args: &InvokeArgs,
+) -> Result<crate::worker::RedisExecutor, Exit> {
+    let url = crate::worker::RedisUrl::parse(url).map_err(|e| {
+        ctx.error(&e.to_string());
+        eprintln!("  help: give a URL like `redis://127.0.0.1:6379`");
+        Exit::Invalid
+    })?;
+    let profile_map = args
+        .profile_map
+        .iter()
+        .filter_map(|m| m.split_once('='))
+        .map(|(old, new)| (old.trim().to_string(), new.trim().to_string()))
+        .collect();
+    crate::worker::RedisExecutor::connect(crate::worker::RedisSettings {
+        url,
+        timeout: Duration::from_secs_f64(args.redis_timeout),
+        profile_map,
+    })
+    .await
+    .map_err(|e| {
+        ctx.error(&e.to_string());
+        eprintln!("  help: is redis-server running there? `redis-cli -u URL ping` tells");
+        Exit::Failed
+    })
 }
 
 /// Starts one run and shows it to the end; the exit code.

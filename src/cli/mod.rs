@@ -13,6 +13,7 @@ mod runs;
 mod session;
 mod stream;
 mod test;
+mod worker;
 
 use std::ffi::OsString;
 use std::io::IsTerminal;
@@ -63,6 +64,7 @@ where
         Command::Runs { action, output } => runs::runs(&ctx, action, output),
         Command::Resume(args) => resume::resume(&ctx, args),
         Command::Test(args) => test::test(&ctx, args),
+        Command::Worker(args) => worker::worker(&ctx, args),
     };
     exit.into()
 }

@@ -40,6 +40,15 @@ pub(crate) struct EngineArgs {
 
 /// Builds the engine. A store that cannot be opened is one warning; the run goes on.
 pub(crate) fn engine(ctx: &Context, args: EngineArgs) -> Engine {
+    engine_with(ctx, args, None)
+}
+
+/// As `engine`, with jobs run by `executor` (`--redis`: on workers).
+pub(crate) fn engine_with(
+    ctx: &Context,
+    args: EngineArgs,
+    executor: Option<Arc<dyn crate::exec::Executor>>,
+) -> Engine {
     let store: Option<Arc<dyn Recorder>> = if args.no_store {
         None
     } else {
@@ -64,7 +73,8 @@ pub(crate) fn engine(ctx: &Context, args: EngineArgs) -> Engine {
         store,
         no_cache: args.no_cache,
         live_capacity: args.live_capacity,
-        executor: None,
+        executor,
+        limits: None,
     })
 }
 

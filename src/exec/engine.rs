@@ -38,6 +38,8 @@ pub struct EngineConfig {
     pub live_capacity: usize,
     /// Where jobs run (`None`: in this process).
     pub executor: Option<Arc<dyn Executor>>,
+    /// Per-profile limits shared with other processes (`None`: this process alone).
+    pub limits: Option<Arc<dyn crate::providers::LimitBackend>>,
 }
 
 impl Default for EngineConfig {
@@ -49,6 +51,7 @@ impl Default for EngineConfig {
             no_cache: false,
             live_capacity: 16_384,
             executor: None,
+            limits: None,
         }
     }
 }
@@ -137,6 +140,18 @@ pub enum StartError {
     },
     #[error("a run with id `{0}` is already running")]
     AlreadyRunning(String),
+    #[error("the plan has no agent `{0}` at the job's index")]
+    UnknownAgent(String),
+}
+
+/// How a job run outside a dispatcher (`Engine::run_job_with`) is controlled.
+pub struct JobControl {
+    /// Stops everything now.
+    pub cancel: CancellationToken,
+    /// A graceful stop: a `generate` node finishes with what it found.
+    pub stop: CancellationToken,
+    /// One part of a `generate` node spread over several jobs: the state the parts share.
+    pub shared_node: Option<Arc<dyn crate::nodes::shared::SharedNode>>,
 }
 
 /// A run set up but not started: subscribe first, so no event is missed.
@@ -179,7 +194,7 @@ impl Engine {
                 executor: config
                     .executor
                     .unwrap_or_else(|| Arc::new(super::run::LocalExecutor)),
-                clients: Clients::new(config.mode),
+                clients: Clients::new(config.mode, config.limits),
                 store: config.store,
                 in_flight: InFlight::default(),
                 files: OutputFiles::default(),
@@ -201,6 +216,9 @@ impl Engine {
     /// The clients of a plan's profiles. Fails when a profile cannot work (a missing key),
     /// before anything runs.
     pub fn providers_for(&self, plan: &Plan) -> Result<ProviderRegistry, StartError> {
+        if !self.inner.executor.calls_providers_here() {
+            return Ok(ProviderRegistry::default());
+        }
         self.inner
             .clients
             .for_plan(plan)
@@ -241,6 +259,7 @@ impl Engine {
             stop: stop.clone(),
             no_cache: self.inner.no_cache,
             resume: resume.as_ref().map(|r| Arc::new(r.answers.drain())),
+            shared_node: None,
         });
         let mut dispatch = Dispatch::new(
             ctx,
@@ -321,15 +340,45 @@ impl Engine {
         job: super::job::Job,
         cancel: CancellationToken,
     ) -> Result<tokio::sync::mpsc::UnboundedReceiver<JobUpdate>, StartError> {
-        let providers = self.providers_for(&plan)?;
+        self.run_job_with(
+            plan,
+            job,
+            JobControl {
+                cancel,
+                stop: CancellationToken::new(),
+                shared_node: None,
+            },
+        )
+    }
+
+    /// As `run_job`, with a graceful stop and, for one part of a `generate` node spread
+    /// over several jobs, the node-wide state the parts share. Builds clients only for the
+    /// profiles this job's agent can call: a worker serves the jobs whose keys it has.
+    pub fn run_job_with(
+        &self,
+        plan: Arc<Plan>,
+        job: super::job::Job,
+        control: JobControl,
+    ) -> Result<tokio::sync::mpsc::UnboundedReceiver<JobUpdate>, StartError> {
+        let agent = plan
+            .ensemble
+            .agents
+            .get(job.agent)
+            .ok_or_else(|| StartError::UnknownAgent(job.name.clone()))?;
+        let providers = self
+            .inner
+            .clients
+            .for_agent(agent)
+            .map_err(|(profile, error)| StartError::Profile { profile, error })?;
         let run = Arc::new(RunCtx {
             engine: Arc::clone(&self.inner),
             providers,
             stream: job.stream,
-            cancel,
-            stop: CancellationToken::new(),
+            cancel: control.cancel,
+            stop: control.stop,
             no_cache: self.inner.no_cache,
             resume: None,
+            shared_node: control.shared_node,
         });
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let agent = AgentTx {

@@ -265,6 +265,7 @@ impl Local<'_> {
             resume: self.job.resume.clone(),
             files: &self.run.engine.files,
             stop: self.run.stop.clone(),
+            shared: self.run.shared_node.clone(),
         };
         let mut report = Report::new(
             AgentStatus::Succeeded,

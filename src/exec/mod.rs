@@ -31,8 +31,8 @@ mod state;
 
 pub use call::{ResumeAnswers, StoredAnswer};
 pub use engine::{
-    Engine, EngineConfig, PendingRun, ResumeData, RunHandle, RunOptions, RunSource, StartError,
-    new_run_id,
+    Engine, EngineConfig, JobControl, PendingRun, ResumeData, RunHandle, RunOptions, RunSource,
+    StartError, new_run_id,
 };
 pub use error::AgentError;
 pub use event::{

@@ -144,6 +144,8 @@ pub(super) fn child_ctx(run: &RunCtx, providers: Option<ProviderRegistry>) -> Ar
         stop: run.stop.clone(),
         no_cache: run.no_cache,
         resume: run.resume.clone(),
+        // A spread `generate` producer's shared state is that node's, not the child's.
+        shared_node: None,
     })
 }
 

@@ -52,10 +52,10 @@ pub(crate) struct Clients {
 }
 
 impl Clients {
-    pub(crate) fn new(mode: Mode) -> Clients {
+    pub(crate) fn new(mode: Mode, limits: Option<Arc<dyn providers::LimitBackend>>) -> Clients {
         Clients {
             mode,
-            factory: Mutex::new(providers::Factory::default()),
+            factory: Mutex::new(providers::Factory::with_limits(limits)),
             built: Mutex::new(HashMap::new()),
         }
     }
@@ -70,8 +70,23 @@ impl Clients {
         &self,
         plan: &Plan,
     ) -> Result<ProviderRegistry, (String, ProviderError)> {
+        self.for_profiles(profiles_of(&plan.ensemble))
+    }
+
+    /// A client for every profile one agent can call (a job run on a worker).
+    pub(crate) fn for_agent(
+        &self,
+        agent: &Agent,
+    ) -> Result<ProviderRegistry, (String, ProviderError)> {
+        self.for_profiles(profiles_of_agents(std::iter::once(agent)))
+    }
+
+    fn for_profiles(
+        &self,
+        profiles: Vec<Arc<Profile>>,
+    ) -> Result<ProviderRegistry, (String, ProviderError)> {
         let mut registry = ProviderRegistry::default();
-        for profile in profiles_of(&plan.ensemble) {
+        for profile in profiles {
             if registry.providers.contains_key(&profile.name) {
                 continue;
             }
@@ -109,8 +124,19 @@ impl Clients {
 /// Every profile an ensemble can call: primaries, fallbacks, `generate` candidates, in
 /// nested ensembles too.
 fn profiles_of(ensemble: &Ensemble) -> Vec<Arc<Profile>> {
-    let mut ensembles: Vec<&Ensemble> = vec![ensemble];
+    profiles_of_agents(ensemble.agents.iter())
+}
+
+/// Every profile these agents can call, in the ensembles they nest too.
+fn profiles_of_agents<'a>(top: impl Iterator<Item = &'a Agent>) -> Vec<Arc<Profile>> {
     let mut agents: Vec<&Agent> = Vec::new();
+    let mut ensembles: Vec<&Ensemble> = Vec::new();
+    for agent in top {
+        agents.push(agent);
+        if let NodeKind::Nested(n) = &agent.node {
+            ensembles.extend(n.ensemble.as_deref());
+        }
+    }
     while let Some(e) = ensembles.pop() {
         for agent in &e.agents {
             agents.push(agent);

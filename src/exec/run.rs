@@ -28,6 +28,9 @@ pub struct RunCtx {
     pub(crate) no_cache: bool,
     /// Calls an interrupted run completed, answered again without a call.
     pub(crate) resume: Option<Arc<ResumeAnswers>>,
+    /// A `generate` job that is one part of a node spread over several jobs (workers):
+    /// the node-wide state it shares with the other parts.
+    pub(crate) shared_node: Option<Arc<dyn crate::nodes::shared::SharedNode>>,
 }
 
 /// Runs jobs: the dispatcher hands every ready agent's job to the engine's executor. The
@@ -43,6 +46,12 @@ pub trait Executor: Send + Sync {
         tx: AgentTx,
         tasks: &mut tokio::task::JoinSet<()>,
     );
+
+    /// Whether jobs call providers in this process, so a run needs working clients (keys)
+    /// here. Executors that send jobs elsewhere say no: keys live where calls are made.
+    fn calls_providers_here(&self) -> bool {
+        true
+    }
 }
 
 /// Runs every job in this process.

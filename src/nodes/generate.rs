@@ -17,6 +17,7 @@ use super::normalize::normalize;
 use super::optimizer::{Decision, Optimizer};
 use super::output::{OutputFile, OutputFiles};
 use super::parse::parse_items;
+use super::shared::{CallDone, NodeTotals, SharedNode};
 use super::tracker::{Tracker, TrackerStats};
 use crate::config::spec::PartitionSpec;
 use crate::config::{GenerateSettings, Profile};
@@ -90,7 +91,7 @@ pub struct Resume {
 }
 
 /// Per-profile and per-producer tallies.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Tally {
     pub calls: u64,
     pub failed_calls: u64,
@@ -106,6 +107,28 @@ pub struct Tally {
 }
 
 impl Tally {
+    /// Adds another part's tally of the same profile or producer (a spread node).
+    pub fn merge(&mut self, other: &Tally) {
+        let latency =
+            self.mean_latency_ms * self.calls as f64 + other.mean_latency_ms * other.calls as f64;
+        self.cost_usd = match (self.calls, other.calls, self.cost_usd, other.cost_usd) {
+            (0, _, _, c) => c,
+            (_, 0, c, _) => c,
+            (_, _, Some(a), Some(b)) => Some(a + b),
+            _ => None,
+        };
+        self.calls += other.calls;
+        self.failed_calls += other.failed_calls;
+        self.candidates += other.candidates;
+        self.new += other.new;
+        self.input_tokens += other.input_tokens;
+        self.output_tokens += other.output_tokens;
+        self.latency_total_ms = latency;
+        if self.calls > 0 {
+            self.mean_latency_ms = (latency / self.calls as f64 * 10.0).round() / 10.0;
+        }
+    }
+
     fn add(&mut self, call: &CallRecord) {
         self.calls += 1;
         self.failed_calls += u64::from(call.error.is_some());
@@ -124,7 +147,7 @@ impl Tally {
 }
 
 /// One provider call of the node.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CallRecord {
     pub call: u64,
     pub producer: u32,
@@ -139,10 +162,10 @@ pub struct CallRecord {
     pub error: Option<String>,
     /// `partition` for the call that split the topic; absent for item calls.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub purpose: Option<&'static str>,
+    pub purpose: Option<std::borrow::Cow<'static, str>>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Metrics {
     /// Unique attributes per minute, over wall-clock time since the node started.
     pub uam: f64,
@@ -168,16 +191,16 @@ pub struct Metrics {
     /// The most recent calls (at most 1000; every call is in the event stream and the store).
     pub calls_log: VecDeque<CallRecord>,
     /// Calls left out of `calls_log`.
-    #[serde(skip_serializing_if = "is_zero")]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub calls_log_dropped: u64,
     /// The most recent routing decisions (at most 1000).
-    #[serde(skip_serializing_if = "VecDeque::is_empty")]
+    #[serde(default, skip_serializing_if = "VecDeque::is_empty")]
     pub optimizer_decisions: VecDeque<Decision>,
     /// Calls answered without being sent (cache, coalesced, resume).
-    #[serde(skip_serializing_if = "is_zero")]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub calls_saved: u64,
     /// Items found before the run was interrupted and resumed.
-    #[serde(skip_serializing_if = "is_zero")]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub resumed_items: u64,
 }
 
@@ -185,7 +208,7 @@ fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StopReason {
     Iterations,
@@ -243,6 +266,9 @@ pub struct Context<'a, P: CallPolicy> {
     pub files: &'a OutputFiles,
     /// Fires on a graceful stop: finish with what was found.
     pub stop: CancellationToken,
+    /// This job is one part of a node spread over several jobs (workers): the tracker,
+    /// feedback sample and counters are shared through this, and only its producers run.
+    pub shared: Option<Arc<dyn SharedNode>>,
 }
 
 struct State {
@@ -275,9 +301,30 @@ struct State {
     stop: Option<StopReason>,
     optimizer: Option<Optimizer>,
     output: Option<OutputFile>,
+    /// A spread node: its counters across every part, as the last shared call returned
+    /// them (the stop conditions read these instead of this part's own).
+    node: Option<NodeTotals>,
+    /// A spread node whose shared state could not be reached.
+    shared_error: Option<String>,
 }
 
 impl State {
+    /// Unique items, cost, streaks: the node's (spread: every part's) as stop conditions
+    /// read them.
+    fn view(&self) -> NodeTotals {
+        match &self.node {
+            Some(node) => node.clone(),
+            None => NodeTotals {
+                unique: self.items.len() as u64,
+                candidates: self.candidates,
+                calls: self.finished,
+                cost: self.cost,
+                low_yield_streak: self.low_yield_streak,
+                failure_streak: self.failure_streak,
+            },
+        }
+    }
+
     fn log(&mut self, record: CallRecord) {
         if self.calls_log.len() == KEPT_RECORDS {
             self.calls_log.pop_front();
@@ -291,9 +338,18 @@ pub async fn run<P: CallPolicy>(
     ctx: Context<'_, P>,
     on_event: impl Fn(NodeEvent<'_>) + Send + Sync,
 ) -> Result<Outcome, String> {
-    let started = Instant::now();
+    let started = match &ctx.shared {
+        // Every part counts from the node's start.
+        Some(shared) => {
+            let now = Instant::now();
+            now.checked_sub(shared.elapsed_before()).unwrap_or(now)
+        }
+        None => Instant::now(),
+    };
     let s = ctx.settings;
     let output = match &s.output {
+        // A spread node's items file is written by the coordinator, which gathers them.
+        Some(_) if ctx.shared.is_some() => None,
         Some(path) => Some(
             ctx.files
                 .open(path, s.append)
@@ -308,7 +364,13 @@ pub async fn run<P: CallPolicy>(
         s.false_positive_rate,
     );
     let mut recent: BTreeMap<Option<String>, VecDeque<String>> = BTreeMap::new();
-    for item in &resume.items {
+    // A spread node's resumed items were put in the shared tracker by the coordinator.
+    let resumed: &[Item] = if ctx.shared.is_some() {
+        &[]
+    } else {
+        &resume.items
+    };
+    for item in resumed {
         tracker.insert(&normalize(&item.text, s.normalize));
         let r = recent.entry(item.subtopic.clone()).or_default();
         r.push_back(item.text.clone());
@@ -318,7 +380,13 @@ pub async fn run<P: CallPolicy>(
     }
     // A resumed node re-asks for subtopics: the answer is the same (from the store when
     // the call was made before), and producers go on where they were.
-    let (subtopics, partition_call) = partition(&ctx, resume.calls + 1).await;
+    let (subtopics, partition_call, shared_error) = match &ctx.shared {
+        None => {
+            let (subtopics, call) = partition(&ctx, resume.calls + 1).await;
+            (subtopics, call, None)
+        }
+        Some(shared) => shared_partition(&ctx, shared.as_ref()).await,
+    };
     let optimizer = s
         .optimizer
         .as_ref()
@@ -332,7 +400,7 @@ pub async fn run<P: CallPolicy>(
         });
     let state = Arc::new(Mutex::new(State {
         tracker,
-        items: resume.items.clone(),
+        items: resumed.to_vec(),
         recent,
         repeats: std::collections::HashMap::new(),
         hot: Vec::new(),
@@ -356,6 +424,8 @@ pub async fn run<P: CallPolicy>(
         stop: None,
         optimizer,
         output,
+        node: ctx.shared.as_ref().map(|_| NodeTotals::default()),
+        shared_error,
     }));
     if let Some(answer) = partition_call {
         let mut st = state.lock().expect("not poisoned");
@@ -373,7 +443,7 @@ pub async fn run<P: CallPolicy>(
             usage: answer.paid,
             cost_usd: answer.cost,
             error: None,
-            purpose: Some("partition"),
+            purpose: Some("partition".into()),
         };
         st.usage += answer.paid;
         st.cost = st.cost.zip(answer.cost).map(|(a, b)| a + b);
@@ -384,13 +454,25 @@ pub async fn run<P: CallPolicy>(
             .add(&record);
         st.log(record);
     }
-    let producers: Vec<_> = (0..s.producers)
+    let numbers: Vec<u32> = match &ctx.shared {
+        Some(shared) => shared.producers(),
+        None => (1..=s.producers).collect(),
+    };
+    let producers: Vec<_> = numbers
+        .into_iter()
         .map(|p| {
-            let done = resume.producer_calls.get(&(p + 1)).copied().unwrap_or(0);
-            producer(&ctx, p + 1, done, &subtopics, &state, started, &on_event)
+            let done = resume.producer_calls.get(&p).copied().unwrap_or(0);
+            producer(&ctx, p, done, &subtopics, &state, started, &on_event)
         })
         .collect();
-    futures_util::future::join_all(producers).await;
+    if state.lock().expect("not poisoned").shared_error.is_none() {
+        futures_util::future::join_all(producers).await;
+    }
+    if let Some(e) = state.lock().expect("not poisoned").shared_error.clone() {
+        if !ctx.caller.cancelled().is_cancelled() {
+            return Err(format!("the node's shared state is unavailable: {e}"));
+        }
+    }
 
     let output = state.lock().expect("not poisoned").output.take();
     if let Some(out) = output {
@@ -523,6 +605,47 @@ async fn partition<P: CallPolicy>(
     }
 }
 
+/// A spread node's subtopics: the asking part makes the partition call (numbered and
+/// counted node-wide) and publishes them; the others wait for them.
+async fn shared_partition<P: CallPolicy>(
+    ctx: &Context<'_, P>,
+    shared: &dyn SharedNode,
+) -> (Vec<Option<String>>, Option<CallAnswer>, Option<String>) {
+    if !matches!(ctx.settings.partition, PartitionSpec::Semantic) {
+        return (fixed_subtopics(ctx.settings.partition), None, None);
+    }
+    if !shared.asks_partition() {
+        return match shared.subtopics(ctx.caller.cancelled()).await {
+            Ok(Some(subtopics)) => (subtopics, None, None),
+            Ok(None) => (vec![None], None, None),
+            Err(e) => (vec![None], None, Some(e)),
+        };
+    }
+    let call = match shared.begin(None, 0).await {
+        Ok(begin) => begin.call,
+        Err(e) => return (vec![None], None, Some(e)),
+    };
+    let (subtopics, answer) = partition(ctx, call).await;
+    if let Some(answer) = &answer {
+        let done = CallDone {
+            subtopic: None,
+            candidates: Vec::new(),
+            usage: answer.paid,
+            cost: answer.cost,
+            failed: false,
+            min_new: None,
+        };
+        if let Err(e) = shared.record(done).await {
+            return (subtopics, None, Some(e));
+        }
+    }
+    match shared.publish_subtopics(&subtopics).await {
+        // The partition call is counted by the node's shared counters, not again here.
+        Ok(()) => (subtopics, answer, None),
+        Err(e) => (subtopics, answer, Some(e)),
+    }
+}
+
 async fn producer<P: CallPolicy>(
     ctx: &Context<'_, P>,
     p: u32,
@@ -542,21 +665,40 @@ async fn producer<P: CallPolicy>(
             }
         }
         if cancel.is_cancelled() || check_stop(ctx, state, started) {
+            publish_stop(ctx, state).await;
             return;
         }
         let subtopic = subtopics
             [((u64::from(p - 1) + k * u64::from(s.producers)) % subtopics.len() as u64) as usize]
             .clone();
         k += 1;
+        let shared_begin = match &ctx.shared {
+            Some(shared) => match shared.begin(subtopic.as_deref(), s.feedback as usize).await {
+                Ok(begin) => Some(begin),
+                Err(e) => {
+                    state.lock().expect("not poisoned").shared_error = Some(e);
+                    return;
+                }
+            },
+            None => None,
+        };
         let (arm, call_no, seen) = {
             let mut st = state.lock().expect("not poisoned");
+            if let Some(stop) = shared_begin.as_ref().and_then(|b| b.stop) {
+                st.stop.get_or_insert(stop);
+                return;
+            }
             st.calls += 1;
-            let call_no = st.calls;
+            let call_no = shared_begin.as_ref().map_or(st.calls, |b| b.call);
             let arm = match st.optimizer.as_mut() {
                 Some(o) => o.choose(p),
                 None => (p as usize - 1) % s.profiles.len(),
             };
-            (arm, call_no, feedback(&st, &subtopic, s.feedback as usize))
+            let seen = match shared_begin {
+                Some(b) => b.feedback,
+                None => feedback(&st, &subtopic, s.feedback as usize),
+            };
+            (arm, call_no, seen)
         };
         let profile: &Arc<Profile> = &s.profiles[arm];
         let prompt = match build_prompt(ctx, subtopic.as_deref(), &seen) {
@@ -571,7 +713,8 @@ async fn producer<P: CallPolicy>(
                 };
                 record_call(
                     ctx, state, started, p, arm, call_no, &subtopic, answer, on_event,
-                );
+                )
+                .await;
                 return;
             }
         };
@@ -604,7 +747,11 @@ async fn producer<P: CallPolicy>(
         let failed = answer.result.is_err();
         record_call(
             ctx, state, started, p, arm, call_no, &subtopic, answer, on_event,
-        );
+        )
+        .await;
+        if state.lock().expect("not poisoned").shared_error.is_some() {
+            return;
+        }
         if failed {
             // A failed call is an iteration too; back off a little before the next.
             let delay = retry_after
@@ -629,22 +776,24 @@ fn check_stop<P: CallPolicy>(
     if st.stop.is_some() {
         return true;
     }
+    let node = st.view();
     let reason = if ctx.stop.is_cancelled() {
         Some(StopReason::Stopped)
-    } else if stop.unique.is_some_and(|u| st.items.len() as u64 >= u) {
+    } else if stop.unique.is_some_and(|u| node.unique >= u) {
         Some(StopReason::Unique)
     } else if stop
         .seconds
         .is_some_and(|secs| started.elapsed().as_secs_f64() >= secs)
     {
         Some(StopReason::Seconds)
-    } else if stop.cost_usd.is_some_and(|c| st.cost.unwrap_or(0.0) >= c) {
+    } else if stop.cost_usd.is_some_and(|c| node.cost.unwrap_or(0.0) >= c) {
         Some(StopReason::CostUsd)
-    } else if stop.min_new_per_call.is_some() && st.low_yield_streak >= stop.patience.unwrap_or(3) {
+    } else if stop.min_new_per_call.is_some() && node.low_yield_streak >= stop.patience.unwrap_or(3)
+    {
         Some(StopReason::DiminishingReturns)
-    } else if st.failure_streak
+    } else if node.failure_streak
         >= 3 * u64::from(ctx.settings.producers) * ctx.settings.profiles.len() as u64
-        && st.items.is_empty()
+        && node.unique == 0
     {
         Some(StopReason::AllCallsFailed)
     } else {
@@ -654,20 +803,20 @@ fn check_stop<P: CallPolicy>(
     reason.is_some()
 }
 
+/// A spread node: once this part has a stop reason, every part gets it.
+async fn publish_stop<P: CallPolicy>(ctx: &Context<'_, P>, state: &Arc<Mutex<State>>) {
+    let Some(shared) = &ctx.shared else { return };
+    let reason = state.lock().expect("not poisoned").stop;
+    if let Some(reason) = reason {
+        if let Err(e) = shared.stop(reason).await {
+            state.lock().expect("not poisoned").shared_error = Some(e);
+        }
+    }
+}
+
 /// Accepted items to show a producer: recent ones of its own subtopic first, then recent
 /// others, at most `n` and about `FEEDBACK_CHARS` characters.
 fn feedback(st: &State, subtopic: &Option<String>, n: usize) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    let mut chars = 0;
-    // Half the budget goes to the items models keep proposing again (the common ones found
-    // early, which recency alone soon forgets), the rest to recent finds.
-    for (_, _, item) in st.hot.iter().take(n / 2) {
-        if chars + item.len() > FEEDBACK_CHARS / 2 {
-            break;
-        }
-        chars += item.len() + 3;
-        out.push(item.clone());
-    }
     let own = st
         .recent
         .get(subtopic)
@@ -678,15 +827,41 @@ fn feedback(st: &State, subtopic: &Option<String>, n: usize) -> Vec<String> {
         .iter()
         .filter(|(k, _)| *k != subtopic)
         .flat_map(|(_, q)| q.iter().rev());
-    for item in own.chain(others) {
+    assemble_feedback(
+        st.hot.iter().map(|(_, _, item)| item.as_str()),
+        own.chain(others).map(String::as_str),
+        n,
+    )
+}
+
+/// The feedback sample from the most repeated items (most first) and recent finds (own
+/// subtopic's newest first, then the others'): at most `n` items and about
+/// `FEEDBACK_CHARS` characters. Shared by the in-memory sample and a spread node's.
+pub fn assemble_feedback<'a>(
+    hot: impl Iterator<Item = &'a str>,
+    recent: impl Iterator<Item = &'a str>,
+    n: usize,
+) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut chars = 0;
+    // Half the budget goes to the items models keep proposing again (the common ones found
+    // early, which recency alone soon forgets), the rest to recent finds.
+    for item in hot.take(n / 2) {
+        if chars + item.len() > FEEDBACK_CHARS / 2 {
+            break;
+        }
+        chars += item.len() + 3;
+        out.push(item.to_string());
+    }
+    for item in recent {
         if out.len() >= n || chars + item.len() > FEEDBACK_CHARS {
             break;
         }
-        if out.contains(item) {
+        if out.iter().any(|o| o == item) {
             continue;
         }
         chars += item.len() + 3;
-        out.push(item.clone());
+        out.push(item.to_string());
     }
     out
 }
@@ -745,7 +920,7 @@ fn build_prompt<P: CallPolicy>(
 }
 
 #[allow(clippy::too_many_arguments)]
-fn record_call<P: CallPolicy>(
+async fn record_call<P: CallPolicy>(
     ctx: &Context<'_, P>,
     state: &Arc<Mutex<State>>,
     started: Instant,
@@ -759,8 +934,83 @@ fn record_call<P: CallPolicy>(
     let s = ctx.settings;
     let profile = &s.profiles[arm];
     let at = started.elapsed().as_millis() as u64;
+    let item_of = |text: &str| Item {
+        text: text.to_string(),
+        producer,
+        profile: profile.name.clone(),
+        call: call_no,
+        at,
+        subtopic: subtopic.clone(),
+    };
+    // A spread node checks the candidates against the shared tracker (one atomic step for
+    // the whole answer) before taking the lock; in one process the tracker is checked
+    // under the lock below.
+    let shared_verdicts: Option<(u64, Vec<(String, bool)>)> = match &ctx.shared {
+        None => None,
+        Some(shared) => {
+            let (count, candidates) = match &answer.result {
+                Ok(completion) => {
+                    let parsed = parse_items(&completion.text);
+                    let candidates: Vec<(String, String, String)> = parsed
+                        .items
+                        .iter()
+                        .filter_map(|text| {
+                            let key = normalize(text, s.normalize);
+                            (!key.is_empty()).then(|| {
+                                let json =
+                                    serde_json::to_string(&item_of(text)).expect("items serialize");
+                                (key, text.clone(), json)
+                            })
+                        })
+                        .collect();
+                    (parsed.items.len() as u64, candidates)
+                }
+                Err(_) => (0, Vec::new()),
+            };
+            let texts: Vec<String> = candidates.iter().map(|(_, t, _)| t.clone()).collect();
+            let done = CallDone {
+                subtopic: subtopic.as_deref(),
+                candidates,
+                usage: answer.paid,
+                cost: answer.cost,
+                failed: answer.result.is_err(),
+                min_new: s.stop.min_new_per_call,
+            };
+            let verdicts = match shared.record(done).await {
+                Ok(recorded) => {
+                    let mut st = state.lock().expect("not poisoned");
+                    st.node = Some(recorded.totals);
+                    recorded.new
+                }
+                Err(e) => {
+                    state.lock().expect("not poisoned").shared_error = Some(e);
+                    Vec::new()
+                }
+            };
+            let checked = texts
+                .into_iter()
+                .enumerate()
+                .map(|(i, t)| (t, verdicts.get(i).copied().unwrap_or(false)))
+                .collect();
+            Some((count, checked))
+        }
+    };
     let mut st = state.lock().expect("not poisoned");
     let (candidates, new, error) = match answer.result {
+        Ok(_) if shared_verdicts.is_some() => {
+            let (count, checked) = shared_verdicts.expect("checked just above");
+            let mut new = 0u64;
+            for (text, is_new) in checked {
+                if !is_new {
+                    continue;
+                }
+                new += 1;
+                let item = item_of(&text);
+                on_event(NodeEvent::Item(&item));
+                st.items.push(item);
+            }
+            (count, new, None)
+        }
         Ok(completion) => {
             let parsed = parse_items(&completion.text);
             let mut new = 0u64;
@@ -777,14 +1027,7 @@ fn record_call<P: CallPolicy>(
                     continue;
                 }
                 new += 1;
-                let item = Item {
-                    text: text.clone(),
-                    producer,
-                    profile: profile.name.clone(),
-                    call: call_no,
-                    at,
-                    subtopic: subtopic.clone(),
-                };
+                let item = item_of(text);
                 if let Some(out) = &st.output {
                     out.write_line(serde_json::to_string(&item).expect("items serialize"));
                 }
@@ -852,14 +1095,14 @@ fn record_call<P: CallPolicy>(
     st.new_per_call.push(new);
     st.log(record);
     let minutes = started.elapsed().as_secs_f64() / 60.0;
-    let unique = st.items.len() as u64;
+    let node = st.view();
     on_event(NodeEvent::Progress(Progress {
-        unique,
-        candidates: st.candidates,
-        calls: st.finished,
-        uam: round(unique as f64 / minutes.max(1e-9), 1),
-        cost_usd: st.cost,
-        cost_per_minute: st.cost.map(|c| round(c / minutes.max(1e-9), 6)),
+        unique: node.unique,
+        candidates: node.candidates,
+        calls: node.calls,
+        uam: round(node.unique as f64 / minutes.max(1e-9), 1),
+        cost_usd: node.cost,
+        cost_per_minute: node.cost.map(|c| round(c / minutes.max(1e-9), 6)),
         call: call_no,
         new,
     }));

@@ -10,4 +10,5 @@ pub mod optimizer;
 pub mod output;
 pub mod parse;
 pub mod script;
+pub mod shared;
 pub mod tracker;

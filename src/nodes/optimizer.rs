@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::spec::{OptimizerSpec, OptimizerStrategy};
 
@@ -29,13 +29,13 @@ pub struct ArmStats {
 }
 
 /// One routing decision.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Decision {
     pub call: u64,
     pub producer: u32,
     pub profile: String,
     /// `explore` (an untried profile) or `exploit` (the best upper confidence bound).
-    pub reason: &'static str,
+    pub reason: std::borrow::Cow<'static, str>,
     /// Upper confidence bound of every candidate at the time.
     pub scores: BTreeMap<String, f64>,
 }
@@ -116,7 +116,7 @@ impl Optimizer {
             call: self.calls,
             producer,
             profile: self.names[arm].clone(),
-            reason,
+            reason: reason.into(),
             scores,
         });
     }

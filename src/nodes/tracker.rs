@@ -6,7 +6,7 @@
 use std::collections::HashSet;
 
 use fastbloom::BloomFilter;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub struct Tracker {
     bloom: BloomFilter,
@@ -20,7 +20,7 @@ pub struct Tracker {
 }
 
 /// Filter statistics, for the metrics.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct TrackerStats {
     pub unique: u64,
     pub duplicates: u64,

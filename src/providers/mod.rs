@@ -23,7 +23,7 @@ use async_trait::async_trait;
 
 pub use breaker::CircuitBreaker;
 pub use error::ProviderError;
-pub use limits::Limiter;
+pub use limits::{Lease, LimitBackend, Limiter, SharedLimits};
 pub use mock::MockProvider;
 
 use crate::config::{Profile, spec::ProviderKind};
@@ -281,9 +281,19 @@ pub trait Provider: Send + Sync {
 #[derive(Default)]
 pub struct Factory {
     breakers: HashMap<String, Arc<CircuitBreaker>>,
+    /// Limits shared with other processes, when there are any.
+    limits: Option<Arc<dyn LimitBackend>>,
 }
 
 impl Factory {
+    /// A factory whose clients hold their profile's limits with other processes.
+    pub fn with_limits(limits: Option<Arc<dyn LimitBackend>>) -> Factory {
+        Factory {
+            breakers: HashMap::new(),
+            limits,
+        }
+    }
+
     /// The provider of a profile. Fails before any call when a needed key is missing.
     pub fn build(&mut self, profile: &Arc<Profile>) -> Result<Arc<dyn Provider>, ProviderError> {
         let first_byte = profile.first_byte_timeout.unwrap_or(DEFAULT_FIRST_BYTE);
@@ -377,7 +387,10 @@ impl Factory {
         }));
         Ok(Arc::new(Guarded {
             inner,
-            limiter: Limiter::new(&profile.limits),
+            limiter: Limiter::with_shared(
+                &profile.limits,
+                self.limits.as_ref().and_then(|l| l.shared(profile)),
+            ),
             breaker,
             secret: key_of(profile).ok().flatten(),
         }))
@@ -464,7 +477,8 @@ impl Provider for Guarded {
         let result = self.inner.complete(request).await;
         if let Err(ProviderError::RateLimited { retry_after, .. }) = &result {
             self.limiter
-                .cool_down(retry_after.unwrap_or(Duration::from_secs(1)));
+                .cool_down(retry_after.unwrap_or(Duration::from_secs(1)))
+                .await;
         }
         self.breaker.after_call(result.as_ref().map(|_| ()));
         guard.reported = true;

@@ -17,3 +17,4 @@ mod shipped;
 mod structured;
 mod support;
 mod testing;
+mod worker;

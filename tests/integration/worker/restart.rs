@@ -1,0 +1,121 @@
+//! Redis going away mid-run: when it comes back, coordinator and workers carry on; when it
+//! does not, the run fails cleanly after `--redis-timeout` with what completed stored, and
+//! `orc resume` finishes it.
+
+use std::time::Duration;
+
+use pretty_assertions::assert_eq;
+
+use super::{
+    Fake, WorkerProc, agents_yaml, answer, finish, invoke, redis_or_skip, requests_per_agent,
+    wait_until,
+};
+use crate::support::Test;
+
+#[test]
+fn a_run_goes_on_after_redis_restarts() {
+    let mut redis = redis_or_skip!(true);
+    const AGENTS: usize = 40;
+    let fake = Fake::always(answer("ok", 5, 5).delay(Duration::from_millis(100)));
+    // A visibility timeout longer than the outage: nobody takes over a job meanwhile.
+    let args = ["--visibility-timeout", "10"];
+    let _w1 = WorkerProc::start(&redis, "w1", 4, &args);
+    let _w2 = WorkerProc::start(&redis, "w2", 4, &args);
+    let test = Test::new().ensemble(&agents_yaml(&fake, AGENTS, ""));
+    let child = invoke(&test, &redis, &["--redis-timeout", "30"]);
+    wait_until("ten requests arrived", || fake.count() >= 10);
+    redis.stop(false);
+    let during = fake.count();
+    std::thread::sleep(Duration::from_millis(1000));
+    redis.restart();
+    let (code, doc, stderr) = finish(child);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(doc["totals"]["succeeded"], AGENTS, "{:#}", doc["totals"]);
+    assert_eq!(doc["totals"]["usage"]["input_tokens"], 5 * AGENTS);
+    let per_agent = requests_per_agent(&fake);
+    assert_eq!(per_agent.len(), AGENTS);
+    assert!(
+        per_agent.values().all(|&n| n == 1),
+        "an agent was called twice: {per_agent:?}"
+    );
+    assert!(
+        during < AGENTS,
+        "the outage came too late to test anything ({during} requests)"
+    );
+}
+
+#[test]
+fn a_run_fails_cleanly_when_redis_stays_away_and_resumes_later() {
+    let mut redis = redis_or_skip!(false);
+    const AGENTS: usize = 20;
+    let fake = Fake::always(answer("ok", 5, 5).delay(Duration::from_millis(150)));
+    let worker = WorkerProc::start(&redis, "w1", 2, &[]);
+    let test = Test::new().ensemble(&agents_yaml(&fake, AGENTS, ""));
+    let child = invoke(&test, &redis, &["--redis-timeout", "2"]);
+    wait_until("six requests arrived", || fake.count() >= 6);
+    redis.stop(true);
+    let (code, doc, stderr) = finish(child);
+    drop(worker);
+    assert_eq!(code, Some(1), "{stderr}");
+    let agents = doc["agents"].as_array().expect("agents");
+    let succeeded: Vec<&str> = agents
+        .iter()
+        .filter(|a| a["status"] == "succeeded")
+        .map(|a| a["name"].as_str().expect("name"))
+        .collect();
+    assert!(
+        !succeeded.is_empty() && succeeded.len() < AGENTS,
+        "{succeeded:?}"
+    );
+    for a in agents.iter().filter(|a| a["status"] != "succeeded") {
+        let error = a["error"].as_str().unwrap_or_default();
+        assert!(
+            error.contains("was unreachable for 2s") && error.contains("orc resume"),
+            "{a:#}"
+        );
+    }
+    // What completed is in the store: `orc resume` runs only the rest (here, in-process).
+    let run_id = doc["run_id"].as_str().expect("a run id").to_string();
+    let before = requests_per_agent(&fake);
+    let out = crate::support::wait_with_limit(
+        {
+            let mut command = test.command();
+            command.args(["resume", &run_id, "--output", "json"]);
+            command.spawn().expect("start orc resume")
+        },
+        Duration::from_secs(60),
+    );
+    assert_eq!(out.0, Some(0), "{}", out.2);
+    let doc: serde_json::Value = serde_json::from_str(&out.1).expect("JSON");
+    assert_eq!(doc["totals"]["succeeded"], AGENTS, "{:#}", doc["totals"]);
+    let after = requests_per_agent(&fake);
+    for name in &succeeded {
+        assert_eq!(
+            after.get(*name),
+            before.get(*name),
+            "agent `{name}` succeeded before and was called again"
+        );
+    }
+    assert_eq!(after.len(), AGENTS);
+}
+
+#[test]
+fn a_redis_that_comes_back_empty_gets_the_outstanding_jobs_again() {
+    // No persistence: the restarted Redis has lost the queue, the group and the replies.
+    let mut redis = redis_or_skip!(false);
+    const AGENTS: usize = 40;
+    let fake = Fake::always(answer("ok", 5, 5).delay(Duration::from_millis(100)));
+    let _w1 = WorkerProc::start(&redis, "w1", 4, &[]);
+    let _w2 = WorkerProc::start(&redis, "w2", 4, &[]);
+    let test = Test::new().ensemble(&agents_yaml(&fake, AGENTS, ""));
+    let child = invoke(&test, &redis, &["--redis-timeout", "30"]);
+    wait_until("ten requests arrived", || fake.count() >= 10);
+    redis.restart();
+    let (code, doc, stderr) = finish(child);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("Redis lost its data"), "{stderr}");
+    assert_eq!(doc["totals"]["succeeded"], AGENTS, "{:#}", doc["totals"]);
+    // Counted once each, whatever was called again after the loss.
+    assert_eq!(doc["totals"]["usage"]["input_tokens"], 5 * AGENTS);
+    assert_eq!(requests_per_agent(&fake).len(), AGENTS);
+}
