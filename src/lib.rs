@@ -6,6 +6,8 @@
 //! - `exec`: the scheduler that runs a plan, emitting `Event`s.
 //! - `providers`: the `Provider` trait and its implementations (the offline `mock`).
 //! - `progress`: the terminal progress view, a subscriber of exec events.
+//! - `store`: the SQLite run store; `resume`: continuing a recorded run.
+//! - `server`: `orc serve`, the engine over HTTP (API, SSE, `/v1`, metrics, dashboard).
 //! - `cli`: argument parsing and the commands; the only module that prints.
 //! - `diagnostics`: error rendering and the exit-code table.
 
@@ -18,6 +20,8 @@ pub mod nodes;
 pub mod plan;
 pub mod progress;
 pub mod providers;
+pub mod resume;
+pub mod server;
 pub mod store;
 pub mod suggest;
 pub mod template;

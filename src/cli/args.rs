@@ -100,6 +100,12 @@ pub enum Command {
     /// Continue an interrupted, timed-out or failed run: completed agents and completed
     /// provider calls are not run or paid for again.
     Resume(ResumeArgs),
+    /// Serve the ensembles over HTTP: a JSON API with live events (SSE), an
+    /// OpenAI-compatible `/v1`, Prometheus `/metrics` and a dashboard at `/`.
+    #[command(
+        after_help = "Examples:\n  orc serve                                   the ensembles on the search path, at http://127.0.0.1:8080\n  orc serve ensembles/ --bind 127.0.0.1:0     a folder of ensembles, on a free port\n  ORC_TOKEN=secret orc serve --bind 0.0.0.0:8080\n\nBinding to anything but loopback needs a token (--token or ORC_TOKEN); with one, every\nroute but /healthz and the dashboard's files needs `Authorization: Bearer TOKEN`.\nSIGINT/SIGTERM stop it gracefully: running runs are stored as interrupted (resumable)."
+    )]
+    Serve(ServeArgs),
     /// Create `.orc/` in the current directory with a config and an example ensemble.
     Init {
         /// Overwrite files that already exist.
@@ -392,6 +398,29 @@ pub struct ResumeArgs {
     /// Resolve profile OLD as profile NEW (repeatable), as the run was invoked.
     #[arg(long = "profile-map", value_name = "OLD=NEW")]
     pub profile_map: Vec<String>,
+    /// Send every request, even for agents and profiles with `cache:`.
+    #[arg(long)]
+    pub no_cache: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Ensemble files or folders to serve besides those on the search path (their names are
+    /// the file stems; they win over the search path).
+    pub paths: Vec<PathBuf>,
+    /// Address to listen on; port 0 picks a free port.
+    #[arg(long, default_value = "127.0.0.1:8080", env = "ORC_BIND")]
+    pub bind: String,
+    /// Required as `Authorization: Bearer TOKEN` on every route but /healthz and the
+    /// dashboard's files; needed to listen on anything but loopback.
+    #[arg(long, env = "ORC_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Most provider calls in flight at once, across all runs.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..), env = "ORC_MAX_CONCURRENCY")]
+    pub max_concurrency: u32,
+    /// Largest request body accepted, in bytes (larger ones get 413).
+    #[arg(long, default_value_t = 4 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(1024..))]
+    pub max_body: u64,
     /// Send every request, even for agents and profiles with `cache:`.
     #[arg(long)]
     pub no_cache: bool,

@@ -9,6 +9,7 @@ mod invoke;
 mod output;
 mod resume;
 mod runs;
+mod serve;
 mod session;
 mod stream;
 mod test;
@@ -61,6 +62,7 @@ where
         Command::Runs { action, output } => runs::runs(&ctx, action, output),
         Command::Resume(args) => resume::resume(&ctx, args),
         Command::Test(args) => test::test(&ctx, args),
+        Command::Serve(args) => serve::serve(&ctx, args),
     };
     exit.into()
 }
