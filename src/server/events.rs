@@ -97,15 +97,18 @@ impl Follower {
 
     async fn follow(&mut self) -> Result<(), End> {
         let live = self.state.live.subscribe(&self.id);
-        self.catch_up().await?;
+        // A run live here ends with its live `run_finished`: a stored one is from before
+        // it was resumed.
+        self.catch_up(live.is_none()).await?;
         match live {
             Some(rx) => self.follow_live(rx).await,
             None => self.poll().await,
         }
     }
 
-    /// Sends what the store has after `last`; `Err(Finished)` once `run_finished` is sent.
-    async fn catch_up(&mut self) -> Result<usize, End> {
+    /// Sends what the store has after `last`; with `may_end`, `Err(Finished)` once the
+    /// log's last event, `run_finished`, is sent.
+    async fn catch_up(&mut self, may_end: bool) -> Result<usize, End> {
         self.state.engine.flush().await;
         let store = Arc::clone(&self.state.store);
         let (id, after) = (self.id.clone(), self.last);
@@ -117,8 +120,10 @@ impl Follower {
                 End::Gone
             })?;
         let n = stored.len();
-        for (seq, line) in stored {
-            let last = is_run_finished(&line);
+        for (i, (seq, line)) in stored.into_iter().enumerate() {
+            // A resumed run has an earlier `run_finished` in its log: only the last event
+            // of the log ends the stream.
+            let last = may_end && i + 1 == n && is_run_finished(&line);
             self.send(seq, &line).await?;
             if last {
                 return Err(End::Finished);
@@ -154,11 +159,11 @@ impl Follower {
                     }
                 }
                 Ok(Frame::Lagged) | Err(broadcast::error::RecvError::Lagged(_)) => {
-                    self.catch_up().await?;
+                    self.catch_up(false).await?;
                 }
                 Err(broadcast::error::RecvError::Closed) => {
                     // The run ended (or its fan-out did): the store has the rest.
-                    self.catch_up().await?;
+                    self.catch_up(true).await?;
                     return self.poll().await;
                 }
             }
@@ -176,7 +181,7 @@ impl Follower {
             .await
             .map_err(|_| End::Gone)?
             .unwrap_or(false);
-            let sent = self.catch_up().await?;
+            let sent = self.catch_up(true).await?;
             if !running && sent == 0 {
                 return Ok(());
             }

@@ -110,6 +110,10 @@ impl Metrics {
         let in_flight = Gauge::default();
         registry.register("provider_calls_in_flight", "Provider calls in flight now", in_flight.clone());
         let cache_hits = Family::<SourceLabel, Counter>::default();
+        // Shown at zero from the start, so dashboards and alerts find them.
+        for source in ["cache", "coalesced", "resume"] {
+            cache_hits.get_or_create(&SourceLabel { source: source.into() });
+        }
         registry.register(
             "cache_hits",
             "Calls answered without being sent: from the cache, an identical call in flight (coalesced) or the store on resume",

@@ -11,6 +11,7 @@ mod interrupt;
 mod invoke;
 mod plan;
 mod providers;
+mod serve;
 mod shipped;
 mod structured;
 mod support;
