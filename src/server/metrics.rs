@@ -112,7 +112,9 @@ impl Metrics {
         let cache_hits = Family::<SourceLabel, Counter>::default();
         // Shown at zero from the start, so dashboards and alerts find them.
         for source in ["cache", "coalesced", "resume"] {
-            cache_hits.get_or_create(&SourceLabel { source: source.into() });
+            let _ = cache_hits.get_or_create(&SourceLabel {
+                source: source.into(),
+            });
         }
         registry.register(
             "cache_hits",

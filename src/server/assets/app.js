@@ -397,12 +397,33 @@ function apply(run, ev) {
 
 function runView(id) {
   const run = newRun();
-  let graph = null, doc = null, selected = null, kinds = new Map();
+  let graph = null, doc = null, selected = null;
+  const kinds = new Map();
   let scheduled = false;
   let stopFollow = null;
   let left = false;
 
-  const head = el("section", { class: "panel" });
+  // The page is built once; renders update it in place, so buttons and nodes stay the
+  // same elements (a click is never lost to a re-render) and a big run stays cheap.
+  const title = el("span", { id: "run-title" });
+  const status = el("span", { id: "run-status" });
+  const facts = {
+    agents: el("b"), elapsed: el("b"), tokens: el("b", { id: "run-tokens" }), cost: el("b"), calls: el("b"),
+  };
+  const stopButton = el("button", { id: "stop-button", hidden: true, onclick: () => action("stop"), title: "generate nodes finish with what they found", text: "Stop generating" });
+  const cancelButton = el("button", { class: "danger", id: "cancel-button", hidden: true, onclick: () => action("cancel"), text: "Cancel" });
+  const resumeButton = el("button", { class: "primary", id: "resume-button", hidden: true, onclick: () => action("resume"), text: "Resume" });
+  const inputBox = el("details", { hidden: true }, el("summary", { class: "muted", text: "input" }), el("pre", { class: "text", id: "run-input-text" }));
+  const head = el("section", { class: "panel" },
+    el("div", { class: "run-head" },
+      el("div", {},
+        el("h1", {}, title, " ", status),
+        el("div", { class: "mono muted", text: id }),
+        el("div", { class: "facts" },
+          el("span", {}, "agents ", facts.agents), el("span", {}, "elapsed ", facts.elapsed),
+          el("span", {}, "tokens ", facts.tokens), el("span", {}, "cost ", facts.cost), el("span", {}, "calls ", facts.calls))),
+      el("div", { class: "actions" }, stopButton, cancelButton, resumeButton)),
+    inputBox);
   const dagBox = el("section", { class: "panel" }, el("h2", { text: "Agents" }));
   const dagWrap = el("div", { class: "dag-wrap", id: "dag" });
   const legend = el("div", { class: "legend" }, STATES.map((s) => el("span", { class: s, text: s })));
@@ -412,26 +433,12 @@ function runView(id) {
   const consoleBox = el("section", { class: "panel" }, el("h2", { text: "Events" }));
   const consoleList = el("div", { class: "console", id: "console" });
   consoleBox.append(consoleList);
-  const left1 = el("div", {}, dagBox, genBox);
-  const right = el("div", {}, panel, consoleBox);
-  main.append(head, el("div", { class: "grid2" }, left1, right));
+  main.append(head, el("div", { class: "grid2" }, el("div", {}, dagBox, genBox), el("div", {}, panel, consoleBox)));
 
   function schedule() {
     if (scheduled || left) return;
     scheduled = true;
     requestAnimationFrame(() => { scheduled = false; render(); });
-  }
-
-  async function load() {
-    try {
-      doc = await api("/api/runs/" + encodeURIComponent(id));
-      graph = doc.graph;
-      for (const a of graph.agents) { kinds.set(a.name, a.kind); agentOf(run, a.name); }
-      render();
-      follow(0);
-    } catch (e) {
-      flash(head, e);
-    }
   }
 
   let lastSeq = 0;
@@ -447,9 +454,21 @@ function runView(id) {
     });
   }
 
+  async function load() {
+    try {
+      doc = await api("/api/runs/" + encodeURIComponent(id));
+      graph = doc.graph;
+      for (const a of graph.agents) { kinds.set(a.name, a.kind); agentOf(run, a.name); }
+      render();
+      follow(0);
+    } catch (e) {
+      flash(head, e);
+    }
+  }
+
   async function action(path) {
     try {
-      const r = await api("/api/runs/" + encodeURIComponent(id) + "/" + path, { method: "POST", json: {} });
+      await api("/api/runs/" + encodeURIComponent(id) + "/" + path, { method: "POST", json: {} });
       if (path === "resume") {
         // The run continues under the same id: follow it again from its next event.
         run.status = "running";
@@ -462,31 +481,30 @@ function runView(id) {
   }
 
   function renderHead() {
-    const name = doc ? doc.ensemble : "";
+    title.textContent = doc ? doc.ensemble : "";
+    status.dataset.status = run.status;
+    status.replaceChildren(pill(run.status));
     const live = run.status === "running";
     const t = run.result ? run.result.totals : null;
     const tokens = t && t.usage ? (t.usage.input_tokens || 0) + (t.usage.output_tokens || 0) : run.totals.input + run.totals.output;
     const cost = t ? t.cost_usd : (run.totals.costUnknown ? null : run.totals.cost);
-    const resumable = !live && run.status !== "succeeded" && doc !== null;
+    facts.agents.textContent = String(run.agents.size);
+    facts.elapsed.textContent = fmtMs(t ? t.wall_ms : run.elapsed);
+    facts.tokens.textContent = fmtInt(tokens);
+    facts.cost.textContent = fmtCost(cost);
+    facts.calls.textContent = fmtInt(run.totals.calls);
     const hasGen = [...kinds.values()].includes("generate");
-    head.replaceChildren(el("div", { class: "run-head" },
-      el("div", {},
-        el("h1", {}, name + " ", el("span", { id: "run-status", "data-status": run.status }, pill(run.status))),
-        el("div", { class: "mono muted", text: id }),
-        el("div", { class: "facts" },
-          el("span", {}, "agents ", el("b", { text: String(run.agents.size) })),
-          el("span", {}, "elapsed ", el("b", { text: fmtMs(t ? t.wall_ms : run.elapsed) })),
-          el("span", {}, "tokens ", el("b", { id: "run-tokens", text: fmtInt(tokens) })),
-          el("span", {}, "cost ", el("b", { text: fmtCost(cost) })),
-          el("span", {}, "calls ", el("b", { text: fmtInt(run.totals.calls) })))),
-      el("div", { class: "actions" },
-        hasGen && live ? el("button", { id: "stop-button", onclick: () => action("stop"), title: "generate nodes finish with what they found", text: "Stop generating" }) : null,
-        live ? el("button", { class: "danger", id: "cancel-button", onclick: () => action("cancel"), text: "Cancel" }) : null,
-        resumable ? el("button", { class: "primary", id: "resume-button", onclick: () => action("resume"), text: "Resume" }) : null)));
-    if (doc && doc.input) head.append(el("details", {}, el("summary", { class: "muted", text: "input" }), el("pre", { class: "text", text: doc.input })));
+    stopButton.hidden = !(hasGen && live);
+    cancelButton.hidden = !live;
+    resumeButton.hidden = live || run.status === "succeeded" || doc === null;
+    if (doc && doc.input) {
+      inputBox.hidden = false;
+      inputBox.querySelector("pre").textContent = doc.input;
+    }
   }
 
-  function renderDag() {
+  let dagNodes = null;
+  function buildDag() {
     const agents = graph ? graph.agents : run.order.map((n) => ({ name: n, phase: 1, depends_on: [], kind: "llm" }));
     const phases = new Map();
     for (const a of agents) {
@@ -497,10 +515,12 @@ function runView(id) {
     const pos = new Map();
     let maxRows = 0;
     const cols = [...phases.keys()].sort((x, y) => x - y);
+    for (const p of cols) maxRows = Math.max(maxRows, phases.get(p).length);
     cols.forEach((p, ci) => {
       const list = phases.get(p);
-      maxRows = Math.max(maxRows, list.length);
-      list.forEach((a, ri) => pos.set(a.name, { x: pad + ci * colW, y: pad + ri * (nodeH + gapY) }));
+      // Shorter columns are centred against the tallest (up to one screen down).
+      const shift = Math.min(((maxRows - list.length) * (nodeH + gapY)) / 2, 300);
+      list.forEach((a, ri) => pos.set(a.name, { x: pad + ci * colW, y: pad + shift + ri * (nodeH + gapY) }));
     });
     const width = pad * 2 + Math.max(1, cols.length) * colW - (colW - nodeW);
     const height = pad * 2 + Math.max(1, maxRows) * (nodeH + gapY) - gapY;
@@ -515,29 +535,51 @@ function runView(id) {
         root.append(svg("path", { class: "edge", d: `M${x1},${y1} C${mx},${y1} ${mx},${y2} ${x2},${y2}` }));
       }
     }
+    dagNodes = new Map();
     for (const a of agents) {
       const p = pos.get(a.name);
-      const st = run.agents.get(a.name);
-      const state = st ? st.state : "waiting";
       const label = a.name.length > 20 ? a.name.slice(0, 19) + "…" : a.name;
-      const sub = (a.kind !== "llm" ? a.kind + " · " : "") + state + (st && st.attempt > 1 && state === "running" ? " (try " + st.attempt + ")" : "");
-      const g = svg("g", { class: "node" + (selected === a.name ? " selected" : ""), "data-agent": a.name, "data-state": state, "data-kind": a.kind, transform: `translate(${p.x},${p.y})`, tabindex: "0", onclick: () => { selected = a.name; schedule(); } },
-        svg("title", { text: a.name + ": " + state }),
+      const sub = svg("text", { class: "sub", x: 15, y: 33 });
+      const tip = svg("title");
+      const choose = () => { selected = a.name; shownPanel = null; schedule(); };
+      const g = svg("g", { class: "node", "data-agent": a.name, "data-kind": a.kind, transform: `translate(${p.x},${p.y})`, tabindex: "0", onclick: choose },
+        tip,
         svg("rect", { class: "box", width: nodeW, height: nodeH, rx: 7 }),
         svg("rect", { class: "bar", width: 5, height: nodeH - 8, x: 4, y: 4, rx: 2 }),
         svg("text", { x: 15, y: 18, text: label }),
-        svg("text", { class: "sub", x: 15, y: 33, text: sub }));
-      g.addEventListener("keydown", (ev) => { if (ev.key === "Enter") { selected = a.name; schedule(); } });
+        sub);
+      g.addEventListener("keydown", (ev) => { if (ev.key === "Enter") choose(); });
       root.append(g);
+      dagNodes.set(a.name, { g, sub, tip, kind: a.kind, key: null });
     }
     dagWrap.replaceChildren(root);
   }
 
+  function renderDag() {
+    if (!dagNodes || dagNodes.size !== run.agents.size) buildDag();
+    for (const [name, n] of dagNodes) {
+      const st = run.agents.get(name);
+      const state = st ? st.state : "waiting";
+      const sub = (n.kind !== "llm" ? n.kind + " · " : "") + state + (st && st.attempt > 1 && state === "running" ? " (try " + st.attempt + ")" : "");
+      const key = sub + (selected === name ? "*" : "");
+      if (key === n.key) continue;
+      n.key = key;
+      n.g.dataset.state = state;
+      n.g.classList.toggle("selected", selected === name);
+      n.sub.textContent = sub;
+      n.tip.textContent = name + ": " + state;
+    }
+  }
+
+  let shownPanel = null;
   function renderPanel() {
     if (!selected) return;
     const a = run.agents.get(selected);
     if (!a) return;
     const o = a.outcome;
+    const key = [selected, a.state, a.attempt, a.prompt !== null, a.streamed.length, !!o].join("|");
+    if (key === shownPanel) return;
+    shownPanel = key;
     const docAgent = doc && doc.agents ? doc.agents.find((x) => x.name === selected) : null;
     const prompt = a.prompt !== null ? a.prompt : docAgent ? docAgent.prompt : null;
     const system = a.system !== null ? a.system : docAgent ? docAgent.system_prompt : null;
@@ -561,11 +603,37 @@ function runView(id) {
     panel.replaceChildren(...kids);
   }
 
+  const genViews = new Map();
+  function genView(name) {
+    let v = genViews.get(name);
+    if (v) return v;
+    const card = (k, cid) => {
+      const value = el("div", { class: "v", text: "0" });
+      return { box: el("div", { class: "card", id: cid }, value, el("div", { class: "k", text: k })), value };
+    };
+    const uam = card("unique per minute (UAM)", "card-uam");
+    const cpm = card("cost per minute", "card-cpm");
+    const unique = card("unique items", "card-unique");
+    const ratio = card("uniqueness", "card-ratio");
+    const stop = el("button", { class: "primary", "data-stop": name, hidden: true, onclick: () => action("stop"), text: "Stop" });
+    const chartBox = el("div");
+    const tilesBox = el("div", { class: "tiles", id: "tiles" });
+    const box = el("section", { class: "panel generate", "data-agent": name },
+      el("div", { class: "gen-head" }, el("h2", { text: name + ": unique items" }), stop),
+      el("div", { class: "cards" }, uam.box, cpm.box, unique.box, ratio.box),
+      el("h3", { text: "New unique items per call" }), chartBox,
+      el("h3", { text: "Items, newest first" }), tilesBox);
+    genBox.append(box);
+    v = { uam, cpm, unique, ratio, stop, chartBox, tilesBox, tiles: 0, points: -1 };
+    genViews.set(name, v);
+    return v;
+  }
+
   function renderGenerate() {
-    const names = [...kinds.entries()].filter(([, k]) => k === "generate").map(([n]) => n);
-    if (!names.length) { genBox.replaceChildren(); return; }
     const live = run.status === "running";
-    genBox.replaceChildren(...names.map((name) => {
+    for (const [name, kind] of kinds) {
+      if (kind !== "generate") continue;
+      const v = genView(name);
       const g = genOf(run, name);
       const p = g.progress;
       const a = run.agents.get(name);
@@ -574,28 +642,27 @@ function runView(id) {
       const cand = metrics ? metrics.candidates : p ? p.candidates : 0;
       const uam = metrics ? metrics.uam : p ? p.uam : 0;
       const cpm = metrics ? metrics.cost_per_minute : p ? p.cost_per_minute : null;
-      const ratio = cand ? unique / cand : null;
-      const card = (k, v, id) => el("div", { class: "card", id }, el("div", { class: "v", text: v }), el("div", { class: "k", text: k }));
-      const running = a && a.state === "running";
-      const box = el("section", { class: "panel generate", "data-agent": name },
-        el("div", { class: "gen-head" }, el("h2", { text: name + ": unique items" }),
-          running && live ? el("button", { class: "primary", onclick: () => action("stop"), text: "Stop", "data-stop": name }) : null),
-        el("div", { class: "cards" },
-          card("unique per minute (UAM)", uam ? uam.toFixed(1) : "0", "card-uam"),
-          card("cost per minute", cpm === null || cpm === undefined ? "unknown" : fmtCost(cpm), "card-cpm"),
-          card("unique items", fmtInt(unique), "card-unique"),
-          card("uniqueness", ratio === null ? "–" : (ratio * 100).toFixed(1) + "%", "card-ratio")),
-        el("h3", { text: "New unique items per call" }),
-        chart(g.points),
-        el("h3", { text: "Items, newest first" }),
-        tiles(g));
-      g.fresh = 0;
-      return box;
-    }));
+      v.uam.value.textContent = uam ? uam.toFixed(1) : "0";
+      v.cpm.value.textContent = cpm === null || cpm === undefined ? "unknown" : fmtCost(cpm);
+      v.unique.value.textContent = fmtInt(unique);
+      v.ratio.value.textContent = cand ? ((unique / cand) * 100).toFixed(1) + "%" : "–";
+      v.stop.hidden = !(live && a && a.state === "running");
+      if (g.points.length !== v.points) {
+        v.points = g.points.length;
+        v.chartBox.replaceChildren(chart(g.points));
+      }
+      // New tiles go in front; at most 400 are kept on the page.
+      const fresh = g.items.slice(v.tiles);
+      v.tiles = g.items.length;
+      for (const t of fresh) v.tilesBox.prepend(el("span", { class: "tile fresh", text: t }));
+      while (v.tilesBox.childElementCount > 400) v.tilesBox.lastElementChild.remove();
+    }
   }
 
   function renderConsole() {
-    const rows = run.events.slice(-200).reverse().map((ev) => {
+    const fresh = run.events.filter((ev) => ev._shown !== true);
+    for (const ev of fresh) {
+      ev._shown = true;
       let what = ev.agent ? ev.agent : "";
       if (ev.type === "call_finished") what += " " + ev.profile + " " + ev.status + " " + fmtMs(ev.latency_ms) + (ev.error ? " " + ev.error : "");
       else if (ev.type === "agent_finished") what += " " + ev.status + (ev.error ? ": " + ev.error : "");
@@ -604,9 +671,9 @@ function runView(id) {
       else if (ev.type === "agent_retrying") what += " attempt " + ev.attempt + ": " + ev.error;
       else if (ev.type === "run_finished") what = ev.result.status;
       else if (ev.type === "lagged") what = "missed " + ev.missed;
-      return el("div", { title: JSON.stringify(ev).slice(0, 2000) }, el("span", { class: "seq", text: "#" + ev.seq }), el("span", { class: "t", text: ev.type }), " ", (ev.path && ev.path.length ? "[" + ev.path.join("/") + "] " : "") + what);
-    });
-    consoleList.replaceChildren(...rows);
+      consoleList.prepend(el("div", { title: JSON.stringify(ev).slice(0, 2000) }, el("span", { class: "seq", text: "#" + ev.seq }), el("span", { class: "t", text: ev.type }), " ", (ev.path && ev.path.length ? "[" + ev.path.join("/") + "] " : "") + what));
+    }
+    while (consoleList.childElementCount > 300) consoleList.lastElementChild.remove();
   }
 
   function render() {
@@ -635,15 +702,6 @@ function chart(points) {
   });
   if (shown.length) root.append(svg("text", { x: padL, y: h - 4, text: "call " + shown[0].call }), svg("text", { x: w - 60, y: h - 4, text: "call " + shown[shown.length - 1].call }));
   return root;
-}
-
-function tiles(g) {
-  const box = el("div", { class: "tiles", id: "tiles" });
-  const n = g.items.length;
-  const shown = g.items.slice(-400).reverse();
-  shown.forEach((t, i) => box.append(el("span", { class: "tile" + (i < g.fresh ? " fresh" : ""), text: t })));
-  if (n > shown.length) box.append(el("span", { class: "muted", text: "and " + fmtInt(n - shown.length) + " earlier" }));
-  return box;
 }
 
 // ---------------------------------------------------------------------------------------
