@@ -102,7 +102,7 @@ pub(crate) fn serve(ctx: &Context, args: ServeArgs) -> Exit {
                 std::process::exit(128 + second);
             });
         };
-        match crate::server::serve(listener, state, max_body, shutdown).await {
+        match crate::server::serve(listener, state, shutdown).await {
             Ok(()) => Exit::Ok,
             Err(e) => {
                 ctx.error(&format!("the server failed: {e}"));

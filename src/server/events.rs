@@ -34,6 +34,8 @@ pub(crate) struct After {
 const POLL: Duration = Duration::from_millis(250);
 /// Events queued for one client before its task waits for it.
 const QUEUE: usize = 256;
+/// Stored events read at a time when catching up.
+const PAGE: usize = 512;
 
 pub(crate) async fn events(
     State(state): State<AppState>,
@@ -106,30 +108,41 @@ impl Follower {
         }
     }
 
-    /// Sends what the store has after `last`; with `may_end`, `Err(Finished)` once the
-    /// log's last event, `run_finished`, is sent.
+    /// Sends what the store has after `last`, a page at a time (a client catching up on a
+    /// long log holds one page, not the log); with `may_end`, `Err(Finished)` once the
+    /// log's last event, `run_finished`, is sent. The number of events sent.
     async fn catch_up(&mut self, may_end: bool) -> Result<usize, End> {
         self.state.engine.flush().await;
-        let store = Arc::clone(&self.state.store);
-        let (id, after) = (self.id.clone(), self.last);
-        let stored = tokio::task::spawn_blocking(move || store.events_raw(&id, after))
-            .await
-            .map_err(|_| End::Gone)?
-            .map_err(|e| {
-                tracing::warn!(run = %self.id, error = %e, "cannot read stored events");
-                End::Gone
-            })?;
-        let n = stored.len();
-        for (i, (seq, line)) in stored.into_iter().enumerate() {
-            // A resumed run has an earlier `run_finished` in its log: only the last event
-            // of the log ends the stream.
-            let last = may_end && i + 1 == n && is_run_finished(&line);
-            self.send(seq, &line).await?;
-            if last {
-                return Err(End::Finished);
+        let mut sent = 0;
+        loop {
+            let store = Arc::clone(&self.state.store);
+            let (id, after) = (self.id.clone(), self.last);
+            let page = tokio::task::spawn_blocking(move || store.events_raw_page(&id, after, PAGE))
+                .await
+                .map_err(|_| End::Gone)?
+                .map_err(|e| {
+                    tracing::warn!(run = %self.id, error = %e, "cannot read stored events");
+                    End::Gone
+                })?;
+            let n = page.len();
+            if n == 0 {
+                return Ok(sent);
+            }
+            let full = n >= PAGE;
+            for (i, (seq, line)) in page.into_iter().enumerate() {
+                // A resumed run has an earlier `run_finished` in its log: only the last
+                // event of the log ends the stream.
+                let last = may_end && !full && i + 1 == n && is_run_finished(&line);
+                self.send(seq, &line).await?;
+                sent += 1;
+                if last {
+                    return Err(End::Finished);
+                }
+            }
+            if !full {
+                return Ok(sent);
             }
         }
-        Ok(n)
     }
 
     async fn send(&mut self, seq: u64, json: &str) -> Result<(), End> {

@@ -68,6 +68,7 @@ pub struct Shared {
     metrics: Arc<Metrics>,
     live: Arc<live::Live>,
     token: Option<String>,
+    max_body: usize,
     /// Fires when the server shuts down: event streams end.
     shutdown: CancellationToken,
 }
@@ -96,7 +97,10 @@ impl AppState {
             max_concurrency: config.max_concurrency,
             store: Some(recorder),
             no_cache: config.no_cache,
-            live_capacity: 1 << 16,
+            // Each run's live channel allocates this many slots up front. Its one
+            // subscriber here is the run's fan-out (`live.rs`), which only serialises, and
+            // anything that falls behind catches up from the store.
+            live_capacity: 1 << 12,
             ..EngineConfig::default()
         });
         let catalog = catalog::Catalog::new(config.dirs, config.paths, config.profiles);
@@ -108,6 +112,7 @@ impl AppState {
             metrics,
             live: Arc::new(live::Live::default()),
             token: config.token.filter(|t| !t.is_empty()),
+            max_body: config.max_body,
             shutdown: CancellationToken::new(),
         }));
         (state, ensembles)
@@ -119,7 +124,7 @@ impl AppState {
 }
 
 /// Every route, with authentication, limits, timeouts and tracing.
-pub fn router(state: AppState, max_body: usize) -> Router {
+pub fn router(state: AppState) -> Router {
     let api = api::router()
         .route("/metrics", get(metrics::metrics))
         .layer(TimeoutLayer::with_status_code(
@@ -140,7 +145,7 @@ pub fn router(state: AppState, max_body: usize) -> Router {
         .merge(guarded)
         .fallback(not_found)
         .layer(DefaultBodyLimit::disable())
-        .layer(RequestBodyLimitLayer::new(max_body))
+        .layer(RequestBodyLimitLayer::new(state.max_body))
         .layer(middleware::from_fn(json_errors))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
@@ -152,18 +157,24 @@ pub fn router(state: AppState, max_body: usize) -> Router {
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
-    max_body: usize,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = router(state.clone(), max_body);
+    let app = router(state.clone());
     let stopping = state.clone();
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown.await;
-            let runs = stopping.engine.active_runs();
-            stopping.engine.cancel_all(RunStatus::Interrupted);
-            for run in runs {
-                run.wait().await;
+            // Requests are still served until this future ends: a run started meanwhile is
+            // stopped the same way.
+            loop {
+                let runs = stopping.engine.active_runs();
+                if runs.is_empty() {
+                    break;
+                }
+                stopping.engine.cancel_all(RunStatus::Interrupted);
+                for run in runs {
+                    run.wait().await;
+                }
             }
             stopping.engine.flush().await;
             stopping.shutdown.cancel();

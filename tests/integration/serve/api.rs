@@ -171,7 +171,7 @@ async fn bad_requests_get_clear_errors() {
     // No input and no default task.
     let (status, err) = server.post("/api/runs", json!({"ensemble": "pair"})).await;
     assert_eq!((status, err["error"]["code"].as_str()), (400, Some("missing_input")));
-    // Too large: 413 in the same shape, whether the length is announced or not.
+    // Too large: 413, in the same shape as every other error.
     let big = "x".repeat(10_000);
     let (status, err) = server.post("/api/runs", json!({"ensemble": "pair", "input": big})).await;
     assert_eq!(status, 413, "{err}");
