@@ -54,7 +54,11 @@ pub(crate) fn serve(ctx: &Context, args: ServeArgs) -> Exit {
     let store = match crate::store::Store::open(
         &store_path,
         Box::new(move |m: String| {
-            let prefix = if color { "\x1b[1;33mwarning\x1b[0m" } else { "warning" };
+            let prefix = if color {
+                "\x1b[1;33mwarning\x1b[0m"
+            } else {
+                "warning"
+            };
             eprintln!("{prefix}: {m}");
         }),
     ) {

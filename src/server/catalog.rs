@@ -12,9 +12,7 @@ use std::time::SystemTime;
 use miette::Diagnostic;
 use serde_json::{Value, json};
 
-use crate::config::{
-    self, ConfigErrorKind, ConfigReport, Dirs, Ensemble, NodeKind, ProfileSet,
-};
+use crate::config::{self, ConfigErrorKind, ConfigReport, Dirs, Ensemble, NodeKind, ProfileSet};
 use crate::diagnostics::Renderer;
 use crate::plan::{Plan, PlanFormat, render};
 
@@ -135,10 +133,9 @@ impl Catalog {
         {
             return c.result.clone();
         }
-        let (ensemble, report) =
-            config::load_ensemble_with(&entry.path, &self.profiles, &|name| {
-                self.dirs.find_ensemble(name)
-            });
+        let (ensemble, report) = config::load_ensemble_with(&entry.path, &self.profiles, &|name| {
+            self.dirs.find_ensemble(name)
+        });
         let result = match ensemble {
             Some(e) => Ok(Arc::new(loaded(e, &report))),
             None => Err(Arc::new(invalid(&report))),
@@ -195,10 +192,17 @@ pub(crate) fn invalid(report: &ConfigReport) -> Invalid {
         .diagnostics
         .iter()
         .find(|d| !d.kind.is_warning())
-        .map_or_else(|| "the ensemble is invalid".to_string(), ToString::to_string);
+        .map_or_else(
+            || "the ensemble is invalid".to_string(),
+            ToString::to_string,
+        );
     let errors = report.error_count();
     let message = if errors > 1 {
-        format!("{first} (and {} more error{})", errors - 1, if errors == 2 { "" } else { "s" })
+        format!(
+            "{first} (and {} more error{})",
+            errors - 1,
+            if errors == 2 { "" } else { "s" }
+        )
     } else {
         first
     };

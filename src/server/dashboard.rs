@@ -35,8 +35,10 @@ async fn index() -> Response {
     if let Ok(v) = HeaderValue::from_str(CSP) {
         r.headers_mut().insert(header::CONTENT_SECURITY_POLICY, v);
     }
-    r.headers_mut()
-        .insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    r.headers_mut().insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
     r
 }
 

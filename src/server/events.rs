@@ -49,11 +49,12 @@ pub(crate) async fn events(
             .to_str()
             .ok()
             .and_then(|s| s.trim().parse::<u64>().ok())
-            .ok_or_else(|| AppError::bad_request("`Last-Event-ID` must be an event's `seq` (a number)"))?,
+            .ok_or_else(|| {
+                AppError::bad_request("`Last-Event-ID` must be an event's `seq` (a number)")
+            })?,
         None => query.after.unwrap_or(0),
     };
-    let store = Arc::clone(&state.store);
-    let id = tokio::task::spawn_blocking(move || store.resolve(&run)).await??;
+    let id = super::api::runs::resolve(&state, run).await?;
     let (tx, rx) = mpsc::channel::<SseEvent>(QUEUE);
     let follower = Follower {
         state: state.clone(),
@@ -188,12 +189,11 @@ impl Follower {
         loop {
             let store = Arc::clone(&self.state.store);
             let id = self.id.clone();
-            let running = tokio::task::spawn_blocking(move || {
-                store.run(&id).map(|r| r.status == "running")
-            })
-            .await
-            .map_err(|_| End::Gone)?
-            .unwrap_or(false);
+            let running =
+                tokio::task::spawn_blocking(move || store.run(&id).map(|r| r.status == "running"))
+                    .await
+                    .map_err(|_| End::Gone)?
+                    .unwrap_or(false);
             let sent = self.catch_up(true).await?;
             if !running && sent == 0 {
                 return Ok(());

@@ -20,7 +20,9 @@ use prometheus_client::registry::Registry;
 
 use super::AppState;
 use super::error::AppResult;
-use crate::exec::{BoxFuture, CallSource, CallStatus, Event, EventKind, Recorder, RunRecord, StoredAnswer};
+use crate::exec::{
+    BoxFuture, CallSource, CallStatus, Event, EventKind, Recorder, RunRecord, StoredAnswer,
+};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StatusLabel {
@@ -82,13 +84,25 @@ impl Metrics {
     pub(crate) fn new() -> Metrics {
         let mut registry = Registry::with_prefix("orc");
         let runs_started = Counter::default();
-        registry.register("runs_started", "Runs started (resumed runs included)", runs_started.clone());
+        registry.register(
+            "runs_started",
+            "Runs started (resumed runs included)",
+            runs_started.clone(),
+        );
         let runs_finished = Family::<StatusLabel, Counter>::default();
-        registry.register("runs_finished", "Runs finished, by status", runs_finished.clone());
+        registry.register(
+            "runs_finished",
+            "Runs finished, by status",
+            runs_finished.clone(),
+        );
         let runs_running = Gauge::default();
         registry.register("runs_running", "Runs running now", runs_running.clone());
         let agents = Family::<StatusLabel, Counter>::default();
-        registry.register("agents_finished", "Agents finished, by status", agents.clone());
+        registry.register(
+            "agents_finished",
+            "Agents finished, by status",
+            agents.clone(),
+        );
         let calls = Family::<CallLabels, Counter>::default();
         registry.register(
             "provider_calls",
@@ -96,11 +110,23 @@ impl Metrics {
             calls.clone(),
         );
         let input_tokens = Family::<ProfileLabel, Counter>::default();
-        registry.register("input_tokens", "Input tokens paid for, by profile", input_tokens.clone());
+        registry.register(
+            "input_tokens",
+            "Input tokens paid for, by profile",
+            input_tokens.clone(),
+        );
         let output_tokens = Family::<ProfileLabel, Counter>::default();
-        registry.register("output_tokens", "Output tokens paid for, by profile", output_tokens.clone());
+        registry.register(
+            "output_tokens",
+            "Output tokens paid for, by profile",
+            output_tokens.clone(),
+        );
         let cost = Family::<ProfileLabel, Counter<f64, AtomicU64>>::default();
-        registry.register("cost_usd", "Dollars spent, by profile (calls with a known price)", cost.clone());
+        registry.register(
+            "cost_usd",
+            "Dollars spent, by profile (calls with a known price)",
+            cost.clone(),
+        );
         let latency: Histograms = Family::new_with_constructor(latency_histogram);
         registry.register(
             "provider_call_duration_seconds",
@@ -108,7 +134,11 @@ impl Metrics {
             latency.clone(),
         );
         let in_flight = Gauge::default();
-        registry.register("provider_calls_in_flight", "Provider calls in flight now", in_flight.clone());
+        registry.register(
+            "provider_calls_in_flight",
+            "Provider calls in flight now",
+            in_flight.clone(),
+        );
         let cache_hits = Family::<SourceLabel, Counter>::default();
         // Shown at zero from the start, so dashboards and alerts find them.
         for source in ["cache", "coalesced", "resume"] {
@@ -122,7 +152,11 @@ impl Metrics {
             cache_hits.clone(),
         );
         let sse_clients = Gauge::default();
-        registry.register("sse_clients", "Event-stream clients connected now", sse_clients.clone());
+        registry.register(
+            "sse_clients",
+            "Event-stream clients connected now",
+            sse_clients.clone(),
+        );
         Metrics {
             registry,
             runs_started,

@@ -38,8 +38,6 @@ use crate::store::Store;
 use error::{AppError, Shape};
 use metrics::Metrics;
 
-
-
 /// How long an API request may take before it is answered with 408.
 const API_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long `/v1/chat/completions` waits for its run (without `stream`).
@@ -189,7 +187,11 @@ async fn healthz() -> impl IntoResponse {
 }
 
 async fn not_found(request: Request) -> AppError {
-    let e = AppError::not_found(format!("no route `{} {}`", request.method(), request.uri().path()));
+    let e = AppError::not_found(format!(
+        "no route `{} {}`",
+        request.method(),
+        request.uri().path()
+    ));
     if request.uri().path().starts_with("/v1/") {
         e.openai()
     } else {
@@ -254,8 +256,13 @@ async fn json_errors(request: Request, next: Next) -> Response {
             "the request body is larger than the server accepts (`orc serve --max-body`)",
         ),
         StatusCode::REQUEST_TIMEOUT => ("timeout", "the request took too long and was abandoned"),
-        StatusCode::METHOD_NOT_ALLOWED => ("method_not_allowed", "this route does not take that method"),
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => ("unsupported_media_type", "the request body has the wrong content type"),
+        StatusCode::METHOD_NOT_ALLOWED => {
+            ("method_not_allowed", "this route does not take that method")
+        }
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => (
+            "unsupported_media_type",
+            "the request body has the wrong content type",
+        ),
         _ => ("error", "the request failed"),
     };
     let mut e = AppError::new(status, code, message);

@@ -218,7 +218,9 @@ async fn chat(
         let body = futures_util::stream::unfold(rx, |mut rx| async move {
             rx.recv().await.map(|e| (Ok::<_, Infallible>(e), rx))
         });
-        return Ok(Sse::new(body).keep_alive(KeepAlive::default()).into_response());
+        return Ok(Sse::new(body)
+            .keep_alive(KeepAlive::default())
+            .into_response());
     }
     drop(events);
     let mut guard = CancelOnDrop(Some(handle.clone()));
@@ -410,7 +412,10 @@ impl Streamer {
         match final_text(&outcome, &self.sinks) {
             Some((full, finish)) => {
                 if let Some(rest) = text.finish(&full) {
-                    if !self.send(self.chunk(json!({ "content": rest }), None)).await {
+                    if !self
+                        .send(self.chunk(json!({ "content": rest }), None))
+                        .await
+                    {
                         return;
                     }
                 }

@@ -53,7 +53,11 @@ fn summary(entry: &Entry, loaded: &Result<Arc<Loaded>, Arc<catalog::Invalid>>) -
     match loaded {
         Ok(l) => {
             let e = &l.plan.ensemble;
-            let kinds: BTreeSet<&str> = e.agents.iter().map(|a| catalog::kind_name(&a.node)).collect();
+            let kinds: BTreeSet<&str> = e
+                .agents
+                .iter()
+                .map(|a| catalog::kind_name(&a.node))
+                .collect();
             doc["valid"] = json!(true);
             doc["ensemble"] = json!(e.name);
             doc["description"] = json!(e.description);

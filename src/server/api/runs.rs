@@ -76,7 +76,11 @@ fn check_runnable(loaded: &Loaded) -> AppResult<()> {
     if loaded.unsupported.is_empty() {
         return Ok(());
     }
-    let keys: Vec<String> = loaded.unsupported.iter().map(|k| format!("`{k}`")).collect();
+    let keys: Vec<String> = loaded
+        .unsupported
+        .iter()
+        .map(|k| format!("`{k}`"))
+        .collect();
     Err(unprocessable(
         "not_runnable",
         format!(
@@ -143,7 +147,10 @@ pub(crate) async fn start(
     let name = request.ensemble.clone();
     let (entry, loaded) =
         tokio::task::spawn_blocking(move || super::ensembles::find(&s, &name)).await??;
-    let input = match request.input.or_else(|| loaded.plan.ensemble.default_task.clone()) {
+    let input = match request
+        .input
+        .or_else(|| loaded.plan.ensemble.default_task.clone())
+    {
         Some(input) => input,
         None => {
             return Err(AppError::bad_request(format!(
@@ -210,7 +217,12 @@ pub(crate) async fn list(
 }
 
 /// The full id of `run` (a unique prefix is enough).
-async fn resolve(state: &AppState, run: String) -> AppResult<String> {
+pub(crate) async fn resolve(state: &AppState, run: String) -> AppResult<String> {
+    if state.engine.running(&run).is_some() {
+        // Just started: its row may still be on its way to the store.
+        state.engine.flush().await;
+        return Ok(run);
+    }
     let store = Arc::clone(&state.store);
     Ok(tokio::task::spawn_blocking(move || store.resolve(&run)).await??)
 }
@@ -370,9 +382,7 @@ async fn running(state: &AppState, run: String, what: &str) -> AppResult<RunHand
         return Err(AppError::conflict(format!(
             "run `{}` is running in another process{}; {what} it there",
             row.id,
-            row.owner_pid
-                .map(|p| format!(" ({p})"))
-                .unwrap_or_default()
+            row.owner_pid.map(|p| format!(" ({p})")).unwrap_or_default()
         ))
         .with_code("not_here"));
     }
@@ -462,7 +472,10 @@ pub(crate) async fn resume(
             let invalid = catalog::invalid(&report);
             return Err(unprocessable(
                 "invalid_ensemble",
-                format!("ensemble `{}` is invalid: {}", row.ensemble, invalid.message),
+                format!(
+                    "ensemble `{}` is invalid: {}",
+                    row.ensemble, invalid.message
+                ),
             )
             .with_details(invalid.diagnostics));
         };
@@ -579,7 +592,11 @@ pub(crate) async fn explore(
     let yaml = serde_yaml::to_string(&doc).expect("JSON values serialize as YAML");
     let s = state.clone();
     let loaded = tokio::task::spawn_blocking(move || {
-        let file = SourceFile::new("<POST /api/explore>".into(), "<POST /api/explore>".into(), yaml);
+        let file = SourceFile::new(
+            "<POST /api/explore>".into(),
+            "<POST /api/explore>".into(),
+            yaml,
+        );
         config::load_ensemble_source(file, &s.catalog.profiles)
     })
     .await?;

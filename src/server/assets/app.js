@@ -397,7 +397,8 @@ function apply(run, ev) {
 
 function runView(id) {
   const run = newRun();
-  let graph = null, doc = null, selected = null;
+  let graph = null, doc = null;
+  let selected = location.hash.startsWith("#agent=") ? decodeURIComponent(location.hash.slice(7)) : null;
   const kinds = new Map();
   let scheduled = false;
   let stopFollow = null;
@@ -541,7 +542,13 @@ function runView(id) {
       const label = a.name.length > 20 ? a.name.slice(0, 19) + "…" : a.name;
       const sub = svg("text", { class: "sub", x: 15, y: 33 });
       const tip = svg("title");
-      const choose = () => { selected = a.name; shownPanel = null; schedule(); };
+      const choose = () => {
+        selected = a.name;
+        shownPanel = null;
+        // The selection is part of the address, so a link can open an agent's panel.
+        history.replaceState(null, "", "#agent=" + encodeURIComponent(a.name));
+        schedule();
+      };
       const g = svg("g", { class: "node", "data-agent": a.name, "data-kind": a.kind, transform: `translate(${p.x},${p.y})`, tabindex: "0", onclick: choose },
         tip,
         svg("rect", { class: "box", width: nodeW, height: nodeH, rx: 7 }),

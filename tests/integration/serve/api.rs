@@ -20,7 +20,10 @@ async fn lists_and_shows_ensembles() {
         &[
             (".orc/ensembles/pair.yaml", PAIR),
             ("extra/slow.yaml", SLOW),
-            ("extra/broken.yaml", "name: broken\nagents:\n  - name: a\n    depends_on: [nobody]\n"),
+            (
+                "extra/broken.yaml",
+                "name: broken\nagents:\n  - name: a\n    depends_on: [nobody]\n",
+            ),
         ],
         &["extra"],
     );
@@ -29,13 +32,22 @@ async fn lists_and_shows_ensembles() {
     let (status, body) = server.get("/api/ensembles").await;
     assert_eq!(status, 200);
     let list = body["ensembles"].as_array().unwrap();
-    let by = |n: &str| list.iter().find(|e| e["name"] == n).unwrap_or_else(|| panic!("{n} in {body}"));
+    let by = |n: &str| {
+        list.iter()
+            .find(|e| e["name"] == n)
+            .unwrap_or_else(|| panic!("{n} in {body}"))
+    };
     assert_eq!(by("pair")["source"], "project");
     assert_eq!(by("pair")["agents"], 2);
     assert_eq!(by("pair")["description"], "a writer and an editor");
     assert_eq!(by("slow")["source"], "path");
     assert_eq!(by("broken")["valid"], false);
-    assert!(by("broken")["error"].as_str().unwrap().contains("unknown agent `nobody`"));
+    assert!(
+        by("broken")["error"]
+            .as_str()
+            .unwrap()
+            .contains("unknown agent `nobody`")
+    );
 
     let (status, plan) = server.get("/api/ensembles/pair").await;
     assert_eq!(status, 200, "{plan}");
@@ -46,13 +58,23 @@ async fn lists_and_shows_ensembles() {
     let (status, err) = server.get("/api/ensembles/piar").await;
     assert_eq!(status, 404);
     assert_eq!(err["error"]["code"], "unknown_ensemble");
-    assert!(err["error"]["message"].as_str().unwrap().contains("did you mean `pair`?"), "{err}");
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("did you mean `pair`?"),
+        "{err}"
+    );
 
     let (status, err) = server.get("/api/ensembles/broken").await;
     assert_eq!(status, 422, "{err}");
     assert_eq!(err["error"]["code"], "invalid_ensemble");
     let d = &err["error"]["details"]["diagnostics"][0];
-    assert_eq!((d["line"].as_u64(), d["column"].as_u64()), (Some(4), Some(18)), "{err}");
+    assert_eq!(
+        (d["line"].as_u64(), d["column"].as_u64()),
+        (Some(4), Some(18)),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -70,8 +92,17 @@ async fn validates_yaml_with_lines_and_columns() {
     assert_eq!(body["valid"], false);
     let d = &body["diagnostics"][0];
     assert_eq!(d["message"], "agent `b` depends on unknown agent `c`");
-    assert_eq!((d["line"].as_u64(), d["column"].as_u64()), (Some(5), Some(18)));
-    assert!(body["rendered"].as_str().unwrap().contains("5 │     depends_on: [c]"), "{body}");
+    assert_eq!(
+        (d["line"].as_u64(), d["column"].as_u64()),
+        (Some(5), Some(18))
+    );
+    assert!(
+        body["rendered"]
+            .as_str()
+            .unwrap()
+            .contains("5 │     depends_on: [c]"),
+        "{body}"
+    );
 
     let r = server
         .http
@@ -105,7 +136,13 @@ async fn runs_start_list_show_and_filter() {
     assert_eq!(doc["input"], "tea");
     assert_eq!(doc["agents"][1]["name"], "editor");
     assert_eq!(doc["agents"][1]["status"], "succeeded");
-    assert!(doc["agents"][1]["prompt"].as_str().unwrap().contains("writer"), "{doc}");
+    assert!(
+        doc["agents"][1]["prompt"]
+            .as_str()
+            .unwrap()
+            .contains("writer"),
+        "{doc}"
+    );
     assert_eq!(doc["agents"][1]["system_prompt"], "Tighten the sentence.");
     assert_eq!(doc["graph"]["phases"], json!([["writer"], ["editor"]]));
     assert_eq!(doc["calls"].as_array().unwrap().len(), 2);
@@ -124,9 +161,16 @@ async fn runs_start_list_show_and_filter() {
     assert_eq!(none["runs"], json!([]));
     let (status, err) = server.get("/api/runs?status=bogus").await;
     assert_eq!(status, 400);
-    assert!(err["error"]["message"].as_str().unwrap().contains("unknown status `bogus`"));
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("unknown status `bogus`")
+    );
     // A unique prefix names a run, as on the command line.
-    let (status, doc) = server.get(&format!("/api/runs/{}", &id[..id.len() - 1])).await;
+    let (status, doc) = server
+        .get(&format!("/api/runs/{}", &id[..id.len() - 1]))
+        .await;
     assert_eq!((status, doc["run_id"].as_str()), (200, Some(id.as_str())));
     let (status, err) = server.get("/api/runs/run-nope").await;
     assert_eq!(status, 404);
@@ -138,7 +182,10 @@ async fn bad_requests_get_clear_errors() {
     let server = serve(
         &[
             (".orc/ensembles/pair.yaml", PAIR),
-            (".orc/ensembles/broken.yaml", "name: broken\nagents:\n  - name: a\n    model_profile: nope\n"),
+            (
+                ".orc/ensembles/broken.yaml",
+                "name: broken\nagents:\n  - name: a\n    model_profile: nope\n",
+            ),
         ],
         &["--max-body", "2048"],
     );
@@ -156,32 +203,63 @@ async fn bad_requests_get_clear_errors() {
     assert_eq!(err["error"]["code"], "bad_request");
     // An unknown field.
     let (status, err) = server
-        .post("/api/runs", json!({"ensemble": "pair", "input": "x", "colour": "red"}))
+        .post(
+            "/api/runs",
+            json!({"ensemble": "pair", "input": "x", "colour": "red"}),
+        )
         .await;
     assert_eq!(status, 400);
-    assert!(err["error"]["message"].as_str().unwrap().contains("colour"), "{err}");
+    assert!(
+        err["error"]["message"].as_str().unwrap().contains("colour"),
+        "{err}"
+    );
     // Unknown and invalid ensembles.
-    let (status, err) = server.post("/api/runs", json!({"ensemble": "nope", "input": "x"})).await;
+    let (status, err) = server
+        .post("/api/runs", json!({"ensemble": "nope", "input": "x"}))
+        .await;
     assert_eq!(status, 404, "{err}");
-    let (status, err) = server.post("/api/runs", json!({"ensemble": "broken", "input": "x"})).await;
+    let (status, err) = server
+        .post("/api/runs", json!({"ensemble": "broken", "input": "x"}))
+        .await;
     assert_eq!(status, 422, "{err}");
     assert_eq!(err["error"]["code"], "invalid_ensemble");
-    assert!(err["error"]["message"].as_str().unwrap().contains("unknown model profile `nope`"));
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("unknown model profile `nope`")
+    );
     assert_eq!(err["error"]["details"]["diagnostics"][0]["line"], 4);
     // No input and no default task.
     let (status, err) = server.post("/api/runs", json!({"ensemble": "pair"})).await;
-    assert_eq!((status, err["error"]["code"].as_str()), (400, Some("missing_input")));
+    assert_eq!(
+        (status, err["error"]["code"].as_str()),
+        (400, Some("missing_input"))
+    );
     // Too large: 413, in the same shape as every other error.
     let big = "x".repeat(10_000);
-    let (status, err) = server.post("/api/runs", json!({"ensemble": "pair", "input": big})).await;
+    let (status, err) = server
+        .post("/api/runs", json!({"ensemble": "pair", "input": big}))
+        .await;
     assert_eq!(status, 413, "{err}");
     assert_eq!(err["error"]["code"], "body_too_large");
     // Unknown routes and methods.
     let (status, err) = server.get("/api/nothing").await;
-    assert_eq!((status, err["error"]["code"].as_str()), (404, Some("not_found")));
-    let r = server.http.delete(server.url("/api/runs")).send().await.unwrap();
+    assert_eq!(
+        (status, err["error"]["code"].as_str()),
+        (404, Some("not_found"))
+    );
+    let r = server
+        .http
+        .delete(server.url("/api/runs"))
+        .send()
+        .await
+        .unwrap();
     let (status, err) = super::status_json(r).await;
-    assert_eq!((status, err["error"]["code"].as_str()), (405, Some("method_not_allowed")));
+    assert_eq!(
+        (status, err["error"]["code"].as_str()),
+        (405, Some("method_not_allowed"))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -198,17 +276,27 @@ async fn cancel_then_resume_a_run() {
         assert!(std::time::Instant::now() < deadline, "{doc}");
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    let (status, body) = server.post(&format!("/api/runs/{id}/cancel"), json!({})).await;
+    let (status, body) = server
+        .post(&format!("/api/runs/{id}/cancel"), json!({}))
+        .await;
     assert_eq!((status, body["status"].as_str()), (202, Some("cancelling")));
     let doc = server.wait_run(&id).await;
     assert_eq!(doc["status"], "cancelled", "{doc}");
     assert_eq!(doc["agents"][0]["status"], "succeeded");
     assert_eq!(doc["agents"][3]["status"], "cancelled");
     // Cancelling a finished run is a conflict.
-    let (status, err) = server.post(&format!("/api/runs/{id}/cancel"), json!({})).await;
-    assert_eq!((status, err["error"]["code"].as_str()), (409, Some("not_running")), "{err}");
+    let (status, err) = server
+        .post(&format!("/api/runs/{id}/cancel"), json!({}))
+        .await;
+    assert_eq!(
+        (status, err["error"]["code"].as_str()),
+        (409, Some("not_running")),
+        "{err}"
+    );
 
-    let (status, body) = server.post(&format!("/api/runs/{id}/resume"), json!({})).await;
+    let (status, body) = server
+        .post(&format!("/api/runs/{id}/resume"), json!({}))
+        .await;
     assert_eq!(status, 202, "{body}");
     assert_eq!(body["id"], id.as_str());
     assert!(body["restored_agents"].as_u64().unwrap() >= 1, "{body}");
@@ -216,10 +304,19 @@ async fn cancel_then_resume_a_run() {
     assert_eq!(doc["status"], "succeeded", "{doc}");
     // The first agent was not run again: one call for each of the four agents in all.
     let calls = doc["calls"].as_array().unwrap();
-    assert_eq!(calls.iter().filter(|c| c["agent"] == "one").count(), 1, "{doc}");
+    assert_eq!(
+        calls.iter().filter(|c| c["agent"] == "one").count(),
+        1,
+        "{doc}"
+    );
     // A succeeded run has nothing to resume.
-    let (status, err) = server.post(&format!("/api/runs/{id}/resume"), json!({})).await;
-    assert_eq!((status, err["error"]["code"].as_str()), (409, Some("succeeded")));
+    let (status, err) = server
+        .post(&format!("/api/runs/{id}/resume"), json!({}))
+        .await;
+    assert_eq!(
+        (status, err["error"]["code"].as_str()),
+        (409, Some("succeeded"))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -229,12 +326,21 @@ async fn a_token_guards_everything_but_health_and_the_page() {
         &["--token", "s3cret"],
     );
     let anonymous = super::client();
-    for path in ["/api/ensembles", "/api/runs", "/metrics", "/v1/models", "/api/runs/x/events"] {
+    for path in [
+        "/api/ensembles",
+        "/api/runs",
+        "/metrics",
+        "/v1/models",
+        "/api/runs/x/events",
+    ] {
         let r = anonymous.get(server.url(path)).send().await.unwrap();
         assert_eq!(r.status(), 401, "{path}");
         assert_eq!(r.headers()["www-authenticate"], "Bearer");
         let (_, err) = super::status_json(r).await;
-        assert!(err["error"]["message"].as_str().unwrap().contains("Bearer"), "{path}: {err}");
+        assert!(
+            err["error"]["message"].as_str().unwrap().contains("Bearer"),
+            "{path}: {err}"
+        );
     }
     let r = anonymous
         .get(server.url("/api/runs"))
@@ -243,13 +349,26 @@ async fn a_token_guards_everything_but_health_and_the_page() {
         .await
         .unwrap();
     let (status, err) = super::status_json(r).await;
-    assert_eq!((status, err["error"]["message"].as_str()), (401, Some("the bearer token is wrong")));
+    assert_eq!(
+        (status, err["error"]["message"].as_str()),
+        (401, Some("the bearer token is wrong"))
+    );
     // /v1 answers in OpenAI's shape.
-    let r = anonymous.get(server.url("/v1/models")).send().await.unwrap();
+    let r = anonymous
+        .get(server.url("/v1/models"))
+        .send()
+        .await
+        .unwrap();
     let (_, err) = super::status_json(r).await;
     assert_eq!(err["error"]["code"], "invalid_api_key");
     assert_eq!(err["error"]["type"], "authentication_error");
-    for path in ["/healthz", "/", "/runs/abc", "/assets/app.js", "/assets/app.css"] {
+    for path in [
+        "/healthz",
+        "/",
+        "/runs/abc",
+        "/assets/app.js",
+        "/assets/app.css",
+    ] {
         let r = anonymous.get(server.url(path)).send().await.unwrap();
         assert_eq!(r.status(), 200, "{path}");
     }
@@ -264,16 +383,25 @@ fn refuses_a_public_address_without_a_token() {
         .run()
         .invalid();
     assert!(
-        out.stderr.contains("refusing to listen on `0.0.0.0:0` without a token"),
+        out.stderr
+            .contains("refusing to listen on `0.0.0.0:0` without a token"),
         "{}",
         out.stderr
     );
-    assert!(out.stderr.contains("--token or ORC_TOKEN"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("--token or ORC_TOKEN"),
+        "{}",
+        out.stderr
+    );
     let out = Test::new()
         .args(["serve", "--bind", "nowhere:99999"])
         .run()
         .invalid();
-    assert!(out.stderr.contains("cannot listen on `nowhere:99999`"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("cannot listen on `nowhere:99999`"),
+        "{}",
+        out.stderr
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -292,9 +420,19 @@ async fn metrics_count_runs_agents_and_calls() {
     let server = serve(&[(".orc/ensembles/pair.yaml", PAIR)], &[]);
     let id = server.start_run("pair", "x").await;
     server.wait_run(&id).await;
-    let r = server.http.get(server.url("/metrics")).send().await.unwrap();
+    let r = server
+        .http
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
-    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("application/openmetrics-text"));
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/openmetrics-text")
+    );
     let text = r.text().await.unwrap();
     for line in [
         "orc_runs_started_total 1",
@@ -309,7 +447,10 @@ async fn metrics_count_runs_agents_and_calls() {
     ] {
         assert!(text.contains(line), "no `{line}` in\n{text}");
     }
-    assert!(text.contains("orc_input_tokens_total{profile=\"mock-fast\"}"), "{text}");
+    assert!(
+        text.contains("orc_input_tokens_total{profile=\"mock-fast\"}"),
+        "{text}"
+    );
     assert!(text.trim_end().ends_with("# EOF"));
 }
 

@@ -78,9 +78,12 @@ fn chromedriver() -> Option<PathBuf> {
 
 async fn start_browser() -> Result<Browser, String> {
     if !Path::new(CHROMIUM).is_file() {
-        return Err(format!("no {CHROMIUM} (apt-get install chromium chromium-driver)"));
+        return Err(format!(
+            "no {CHROMIUM} (apt-get install chromium chromium-driver)"
+        ));
     }
-    let driver_bin = chromedriver().ok_or("no chromedriver on PATH (apt-get install chromium-driver)")?;
+    let driver_bin =
+        chromedriver().ok_or("no chromedriver on PATH (apt-get install chromium-driver)")?;
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
         l.local_addr().map_err(|e| e.to_string())?.port()
@@ -134,7 +137,9 @@ async fn start_browser() -> Result<Browser, String> {
         "browserName": "chrome",
         "goog:chromeOptions": { "binary": CHROMIUM, "args": args },
     });
-    let Value::Object(caps) = caps else { unreachable!() };
+    let Value::Object(caps) = caps else {
+        unreachable!()
+    };
     let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
         .capabilities(caps)
         .connect(&url)
@@ -144,9 +149,12 @@ async fn start_browser() -> Result<Browser, String> {
     Ok(browser)
 }
 
+/// A labelled PNG.
+type Shot = (String, Vec<u8>);
+
 /// Screenshots of the views a test went through, written out if it fails.
 #[derive(Clone, Default)]
-struct Shots(Arc<Mutex<Vec<(String, Vec<u8>)>>>);
+struct Shots(Arc<Mutex<Vec<Shot>>>);
 
 impl Shots {
     async fn take(&self, c: &Client, label: &str) {
@@ -242,10 +250,16 @@ fn err(e: impl std::fmt::Display) -> String {
 
 /// The page fits the window: no sideways scrolling.
 async fn fits(c: &Client) -> Result<(), String> {
-    let w = js(c, "return [document.documentElement.scrollWidth, window.innerWidth];").await;
+    let w = js(
+        c,
+        "return [document.documentElement.scrollWidth, window.innerWidth];",
+    )
+    .await;
     let (scroll, inner) = (w[0].as_u64().unwrap_or(0), w[1].as_u64().unwrap_or(0));
     if scroll > inner {
-        return Err(format!("the page is {scroll} px wide in a {inner} px window"));
+        return Err(format!(
+            "the page is {scroll} px wide in a {inner} px window"
+        ));
     }
     Ok(())
 }
@@ -367,15 +381,34 @@ async fn explore_fills_tiles_and_chart_until_stop() {
             .await
             .map_err(err)?;
         // Only mock-steady: untick the default.
-        c.find(Locator::Css("#explore-profiles input[value=mock]")).await.map_err(err)?.click().await.map_err(err)?;
-        c.find(Locator::Css("#explore-topic")).await.map_err(err)?.send_keys("kitchen tools").await.map_err(err)?;
-        let iterations = c.find(Locator::Css("input[name=iterations]")).await.map_err(err)?;
+        c.find(Locator::Css("#explore-profiles input[value=mock]"))
+            .await
+            .map_err(err)?
+            .click()
+            .await
+            .map_err(err)?;
+        c.find(Locator::Css("#explore-topic"))
+            .await
+            .map_err(err)?
+            .send_keys("kitchen tools")
+            .await
+            .map_err(err)?;
+        let iterations = c
+            .find(Locator::Css("input[name=iterations]"))
+            .await
+            .map_err(err)?;
         iterations.clear().await.map_err(err)?;
         iterations.send_keys("100000").await.map_err(err)?;
         shots.take(&c, "explore-form").await;
-        c.find(Locator::Css("#explore-button")).await.map_err(err)?.click().await.map_err(err)?;
+        c.find(Locator::Css("#explore-button"))
+            .await
+            .map_err(err)?
+            .click()
+            .await
+            .map_err(err)?;
         until("tiles and chart bars", || async {
-            (count(&c, "#tiles .tile").await >= 15 && count(&c, "#chart rect.bar").await >= 4).then_some(())
+            (count(&c, "#tiles .tile").await >= 15 && count(&c, "#chart rect.bar").await >= 4)
+                .then_some(())
         })
         .await?;
         let unique: u64 = text(&c, "#card-unique .v")
@@ -393,9 +426,16 @@ async fn explore_fills_tiles_and_chart_until_stop() {
         }
         fits(&c).await?;
         shots.take(&c, "explore-live").await;
-        c.find(Locator::Css("#stop-button")).await.map_err(err)?.click().await.map_err(err)?;
+        c.find(Locator::Css("#stop-button"))
+            .await
+            .map_err(err)?
+            .click()
+            .await
+            .map_err(err)?;
         until("the run to finish after Stop", || async {
-            c.find(Locator::Css("#run-status[data-status=succeeded]")).await.ok()
+            c.find(Locator::Css("#run-status[data-status=succeeded]"))
+                .await
+                .ok()
         })
         .await?;
         let url = c.current_url().await.map_err(err)?;
@@ -442,15 +482,24 @@ async fn the_token_is_asked_for_once() {
             .map_err(err)?;
         shots.take(&c, "token-dialog").await;
         input.send_keys("let-me-in").await.map_err(err)?;
-        c.find(Locator::Css("#token-form button")).await.map_err(err)?.click().await.map_err(err)?;
+        c.find(Locator::Css("#token-form button"))
+            .await
+            .map_err(err)?
+            .click()
+            .await
+            .map_err(err)?;
         until("the ensembles, with the token", || async {
-            c.find(Locator::Css("#ensemble-select option[value=chain3]")).await.ok()
+            c.find(Locator::Css("#ensemble-select option[value=chain3]"))
+                .await
+                .ok()
         })
         .await?;
         // Kept for the session: a reload asks no more.
         c.refresh().await.map_err(err)?;
         until("the ensembles after a reload", || async {
-            c.find(Locator::Css("#ensemble-select option[value=chain3]")).await.ok()
+            c.find(Locator::Css("#ensemble-select option[value=chain3]"))
+                .await
+                .ok()
         })
         .await?;
         if count(&c, "#token-dialog[open]").await != 0 {

@@ -29,7 +29,10 @@ async fn a_finished_run_replays_and_resumes_after_last_event_id() {
     for (seq, event) in &all {
         assert_eq!(event["seq"], *seq, "the SSE id is the event's seq");
     }
-    let types: Vec<&str> = all.iter().map(|(_, e)| e["type"].as_str().unwrap()).collect();
+    let types: Vec<&str> = all
+        .iter()
+        .map(|(_, e)| e["type"].as_str().unwrap())
+        .collect();
     assert!(types.contains(&"agent_prompt"), "{types:?}");
     let rest = server.events(&id, Some(5)).await;
     assert_eq!(rest.first().map(|(s, _)| *s), Some(6));
@@ -39,7 +42,12 @@ async fn a_finished_run_replays_and_resumes_after_last_event_id() {
     let none = server.events(&id, Some(all.len() as u64)).await;
     assert!(none.is_empty());
     // `?after=` does the same for clients that cannot set headers.
-    let r = server.http.get(server.url(&format!("/api/runs/{id}/events?after=3"))).send().await.unwrap();
+    let r = server
+        .http
+        .get(server.url(&format!("/api/runs/{id}/events?after=3")))
+        .send()
+        .await
+        .unwrap();
     let mut s = SseStream::new(r);
     assert_eq!(s.next().await.map(|(n, _)| n), Some(4));
     // A malformed Last-Event-ID is a 400.
@@ -57,7 +65,12 @@ async fn a_finished_run_replays_and_resumes_after_last_event_id() {
 async fn a_live_stream_reconnects_where_it_broke() {
     let server = Server::start(Test::new().file(".orc/ensembles/slow.yaml", SLOW), &[]);
     let id = server.start_run("slow", "x").await;
-    let r = server.http.get(server.url(&format!("/api/runs/{id}/events"))).send().await.unwrap();
+    let r = server
+        .http
+        .get(server.url(&format!("/api/runs/{id}/events")))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.headers()["content-type"], "text/event-stream");
     let mut first = SseStream::new(r);
     let mut seen = Vec::new();
@@ -67,7 +80,10 @@ async fn a_live_stream_reconnects_where_it_broke() {
     drop(first);
     let last = seen.last().unwrap().0;
     let run = server.get(&format!("/api/runs/{id}")).await.1;
-    assert_eq!(run["status"], "running", "the run is still going when the client comes back");
+    assert_eq!(
+        run["status"], "running",
+        "the run is still going when the client comes back"
+    );
     let rest = server.events(&id, Some(last)).await;
     seen.extend(rest);
     let seqs: Vec<u64> = seen.iter().map(|(s, _)| *s).collect();
@@ -85,7 +101,12 @@ async fn a_client_that_stops_reading_never_holds_up_the_run() {
     }
     let server = Server::start(Test::new().file(".orc/ensembles/wide.yaml", &yaml), &[]);
     let id = server.start_run("wide", "x").await;
-    let stalled = server.http.get(server.url(&format!("/api/runs/{id}/events"))).send().await.unwrap();
+    let stalled = server
+        .http
+        .get(server.url(&format!("/api/runs/{id}/events")))
+        .send()
+        .await
+        .unwrap();
     // Not read while the run goes on.
     let doc = server.wait_run(&id).await;
     assert_eq!(doc["status"], "succeeded");
@@ -118,7 +139,12 @@ async fn explore_streams_items_and_stops_on_request() {
         .await;
     assert_eq!(status, 202, "{body}");
     let id = body["id"].as_str().unwrap().to_string();
-    let r = server.http.get(server.url(&format!("/api/runs/{id}/events"))).send().await.unwrap();
+    let r = server
+        .http
+        .get(server.url(&format!("/api/runs/{id}/events")))
+        .send()
+        .await
+        .unwrap();
     let mut stream = SseStream::new(r);
     let (mut items, mut points) = (0, 0);
     while items < 20 || points < 3 {
@@ -129,7 +155,9 @@ async fn explore_streams_items_and_stops_on_request() {
             _ => {}
         }
     }
-    let (status, _) = server.post(&format!("/api/runs/{id}/stop"), json!({})).await;
+    let (status, _) = server
+        .post(&format!("/api/runs/{id}/stop"), json!({}))
+        .await;
     assert_eq!(status, 202);
     let mut finished = None;
     while let Some((_, e)) = stream.next().await {
@@ -147,16 +175,34 @@ async fn explore_streams_items_and_stops_on_request() {
     let (status, err) = server.post("/api/explore", json!({"topic": " "})).await;
     assert_eq!(status, 400, "{err}");
     let (status, err) = server
-        .post("/api/explore", json!({"topic": "x", "profiles": ["mock-stedy"]}))
+        .post(
+            "/api/explore",
+            json!({"topic": "x", "profiles": ["mock-stedy"]}),
+        )
         .await;
     assert_eq!(status, 422);
-    assert!(err["error"]["message"].as_str().unwrap().contains("did you mean `mock-steady`?"), "{err}");
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("did you mean `mock-steady`?"),
+        "{err}"
+    );
     let (status, err) = server
-        .post("/api/explore", json!({"topic": "x", "stop": {"iteratons": 3}}))
+        .post(
+            "/api/explore",
+            json!({"topic": "x", "stop": {"iteratons": 3}}),
+        )
         .await;
-    assert_eq!((status, err["error"]["code"].as_str()), (422, Some("invalid_explore")), "{err}");
+    assert_eq!(
+        (status, err["error"]["code"].as_str()),
+        (422, Some("invalid_explore")),
+        "{err}"
+    );
     // Stopping a finished run is a conflict.
-    let (status, _) = server.post(&format!("/api/runs/{id}/stop"), json!({})).await;
+    let (status, _) = server
+        .post(&format!("/api/runs/{id}/stop"), json!({}))
+        .await;
     assert_eq!(status, 409);
     tokio::time::sleep(Duration::from_millis(1)).await;
 }

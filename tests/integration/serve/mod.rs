@@ -81,10 +81,7 @@ impl Server {
         let mut child = command.spawn().expect("spawn orc serve");
         let stderr = child.stderr.take().expect("stderr is piped");
         let mut lines = BufReader::new(stderr).lines();
-        let first = lines
-            .next()
-            .and_then(Result::ok)
-            .unwrap_or_default();
+        let first = lines.next().and_then(Result::ok).unwrap_or_default();
         let log = Arc::new(Mutex::new(format!("{first}\n")));
         let sink = Arc::clone(&log);
         std::thread::spawn(move || {
@@ -125,7 +122,11 @@ impl Server {
     }
 
     pub(crate) async fn get(&self, path: &str) -> (u16, Value) {
-        let r = self.auth(self.http.get(self.url(path))).send().await.expect("GET");
+        let r = self
+            .auth(self.http.get(self.url(path)))
+            .send()
+            .await
+            .expect("GET");
         status_json(r).await
     }
 

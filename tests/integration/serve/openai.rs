@@ -90,13 +90,23 @@ fn openai_venv(dir: &Path) -> Result<PathBuf, String> {
     }
     let python = venv.join("bin/python");
     let pip = Command::new(&python)
-        .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "openai"])
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "openai",
+        ])
         .output()
         .map_err(|e| format!("pip cannot run ({e})"))?;
     if !pip.status.success() {
         return Err(format!(
             "pip cannot install `openai` (is PyPI reachable?): {}",
-            String::from_utf8_lossy(&pip.stderr).lines().last().unwrap_or("")
+            String::from_utf8_lossy(&pip.stderr)
+                .lines()
+                .last()
+                .unwrap_or("")
         ));
     }
     Ok(python)
@@ -144,7 +154,10 @@ async fn the_openai_python_sdk_calls_an_ensemble() {
     // The answer is the final agent's output, with the run's usage.
     let run = plain["run"].as_str().unwrap();
     let doc = server.wait_run(run).await;
-    assert_eq!(doc["input"], "green tea", "the last user message is the input");
+    assert_eq!(
+        doc["input"], "green tea",
+        "the last user message is the input"
+    );
     assert_eq!(plain["content"], doc["agents"][1]["output"]);
     let usage = plain["usage"].as_array().unwrap();
     assert_eq!(usage[0], doc["totals"]["usage"]["input_tokens"]);
@@ -157,7 +170,12 @@ async fn the_openai_python_sdk_calls_an_ensemble() {
     assert_eq!(stream["usage"], usage[2]);
     assert_eq!(got["not_found"]["status"], 404);
     assert_eq!(got["not_found"]["code"], "model_not_found");
-    assert!(got["not_found"]["message"].as_str().unwrap().contains("did you mean `pair`?"));
+    assert!(
+        got["not_found"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("did you mean `pair`?")
+    );
     assert_eq!(got["failed"]["status"], 502);
     assert_eq!(got["failed"]["code"], "run_failed");
     assert_eq!(got["auth"]["status"], 401);
@@ -204,7 +222,10 @@ async fn chat_completions_over_raw_http() {
         .collect();
     assert_eq!(chunks[0]["object"], "chat.completion.chunk");
     assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
-    assert_eq!(chunks.last().unwrap()["choices"][0]["finish_reason"], "stop");
+    assert_eq!(
+        chunks.last().unwrap()["choices"][0]["finish_reason"],
+        "stop"
+    );
     let text: String = chunks
         .iter()
         .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
@@ -213,13 +234,19 @@ async fn chat_completions_over_raw_http() {
 
     // Errors in OpenAI's shape.
     let (status, err) = server
-        .post("/v1/chat/completions", json!({"model": "nope", "messages": [{"role": "user", "content": "x"}]}))
+        .post(
+            "/v1/chat/completions",
+            json!({"model": "nope", "messages": [{"role": "user", "content": "x"}]}),
+        )
         .await;
     assert_eq!(status, 404);
     assert_eq!(err["error"]["type"], "not_found_error");
     assert_eq!(err["error"]["param"], "model");
     let (status, err) = server
-        .post("/v1/chat/completions", json!({"model": "pair", "messages": [{"role": "system", "content": "x"}]}))
+        .post(
+            "/v1/chat/completions",
+            json!({"model": "pair", "messages": [{"role": "system", "content": "x"}]}),
+        )
         .await;
     assert_eq!(status, 400);
     assert_eq!(err["error"]["type"], "invalid_request_error");

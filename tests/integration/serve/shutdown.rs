@@ -26,7 +26,11 @@ async fn sigterm_stores_running_runs_as_interrupted_and_they_resume() {
         .args(["runs", "show", &id, "--output", "json"])
         .output()
         .expect("run orc runs show");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(doc["status"], "interrupted", "{doc}");
     assert_eq!(doc["agents"][0]["status"], "succeeded");
@@ -61,7 +65,11 @@ async fn orc_resume_continues_a_run_the_server_was_stopped_in() {
         .args(["resume", &id, "--output", "json", "--quiet"])
         .output()
         .expect("run orc resume");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(doc["status"], "succeeded", "{doc}");
     assert_eq!(doc["run_id"], id.as_str());
