@@ -284,3 +284,87 @@ pub(crate) fn accepted(location: String, body: serde_json::Value) -> Response {
     }
     response
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use tower::ServiceExt;
+
+    use super::*;
+
+    fn state(dir: &std::path::Path, token: Option<&str>) -> AppState {
+        let store = Store::open(&dir.join("orc.db"), Box::new(|_| {})).unwrap();
+        AppState::new(ServeConfig {
+            dirs: Dirs::default(),
+            paths: Vec::new(),
+            profiles: ProfileSet::builtin(),
+            store,
+            token: token.map(String::from),
+            max_concurrency: 4,
+            no_cache: false,
+            max_body: 1024,
+        })
+        .0
+    }
+
+    async fn call(app: &Router, request: Request<Body>) -> (StatusCode, serde_json::Value) {
+        let response = app.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap_or_default())
+    }
+
+    fn get(path: &str) -> Request<Body> {
+        Request::get(path).body(Body::empty()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn guarded_routes_need_the_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = router(state(dir.path(), Some("t")));
+        assert_eq!(call(&app, get("/healthz")).await.0, StatusCode::OK);
+        let (status, body) = call(&app, get("/api/runs")).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert_eq!(body["error"]["code"], "unauthorized");
+        let authed = Request::get("/api/runs")
+            .header("authorization", "Bearer t")
+            .body(Body::empty())
+            .unwrap();
+        let (status, body) = call(&app, authed).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body["runs"], serde_json::json!([]));
+        let (status, body) = call(&app, get("/v1/models")).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert_eq!(body["error"]["type"], "authentication_error");
+    }
+
+    #[tokio::test]
+    async fn layer_errors_are_json() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = router(state(dir.path(), None));
+        let big = Request::post("/api/validate")
+            .header("content-length", "5000")
+            .body(Body::from("x".repeat(5000)))
+            .unwrap();
+        let (status, body) = call(&app, big).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(body["error"]["code"], "body_too_large");
+        let wrong = Request::delete("/api/runs").body(Body::empty()).unwrap();
+        let (status, body) = call(&app, wrong).await;
+        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(body["error"]["code"], "method_not_allowed");
+        let (status, body) = call(&app, get("/v1/nothing")).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(body["error"]["type"], "not_found_error");
+    }
+
+    #[test]
+    fn secrets_compare_whole() {
+        assert!(same_secret(b"abc", b"abc"));
+        assert!(!same_secret(b"abc", b"abd"));
+        assert!(!same_secret(b"abc", b"abcd"));
+    }
+}
