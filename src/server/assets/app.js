@@ -283,25 +283,52 @@ function runsView() {
   return () => { stopped = true; clearTimeout(timer); };
 }
 
+// Rows are kept by run id and updated in place, so a click never lands on a row that a
+// refresh is replacing.
 function renderRuns(table, runs) {
-  const head = el("thead", {}, el("tr", {},
-    el("th", { text: "Status" }), el("th", { text: "Ensemble" }), el("th", { text: "Run", class: "opt" }),
-    el("th", { text: "Started", class: "opt" }), el("th", { text: "Duration", class: "num" }),
-    el("th", { text: "Tokens", class: "num opt" }), el("th", { text: "Cost", class: "num" })));
-  const body = el("tbody");
-  if (!runs.length) body.append(el("tr", {}, el("td", { colspan: 7, class: "muted", text: "No runs yet: start one above." })));
-  for (const r of runs) {
-    const live = r.status === "running" && r.started_at ? Date.now() - new Date(r.started_at).getTime() : null;
-    body.append(el("tr", { "data-run": r.id },
-      el("td", {}, pill(r.status)),
-      el("td", {}, el("a", { href: "/runs/" + r.id, "data-link": true, text: r.ensemble })),
-      el("td", { class: "mono opt", text: r.id }),
-      el("td", { class: "opt", text: fmtTime(r.started_at) }),
-      el("td", { class: "num", text: fmtMs(r.duration_ms !== null ? r.duration_ms : live) }),
-      el("td", { class: "num opt", text: fmtInt(r.tokens) }),
-      el("td", { class: "num", text: fmtCost(r.cost_usd) })));
+  if (!table.tHead) {
+    table.append(el("thead", {}, el("tr", {},
+      el("th", { text: "Status" }), el("th", { text: "Ensemble" }), el("th", { text: "Run", class: "opt" }),
+      el("th", { text: "Started", class: "opt" }), el("th", { text: "Duration", class: "num" }),
+      el("th", { text: "Tokens", class: "num opt" }), el("th", { text: "Cost", class: "num" }))), el("tbody"));
+    table.rows_ = new Map();
   }
-  table.replaceChildren(head, body);
+  const body = table.tBodies[0];
+  if (!runs.length) {
+    body.replaceChildren(el("tr", {}, el("td", { colspan: 7, class: "muted", text: "No runs yet: start one above." })));
+    table.rows_.clear();
+    return;
+  }
+  const seen = new Set();
+  let before = body.firstChild;
+  for (const r of runs) {
+    seen.add(r.id);
+    let row = table.rows_.get(r.id);
+    if (!row) {
+      const cells = {
+        status: el("td"), ensemble: el("td", {}, el("a", { href: "/runs/" + r.id, "data-link": true, text: r.ensemble })),
+        id: el("td", { class: "mono opt", text: r.id }), started: el("td", { class: "opt" }),
+        duration: el("td", { class: "num" }), tokens: el("td", { class: "num opt" }), cost: el("td", { class: "num" }),
+      };
+      row = { tr: el("tr", { "data-run": r.id }, Object.values(cells)), cells, status: null };
+      table.rows_.set(r.id, row);
+    }
+    if (row.status !== r.status) {
+      row.status = r.status;
+      row.cells.status.replaceChildren(pill(r.status));
+    }
+    const live = r.status === "running" && r.started_at ? Date.now() - new Date(r.started_at).getTime() : null;
+    row.cells.started.textContent = fmtTime(r.started_at);
+    row.cells.duration.textContent = fmtMs(r.duration_ms !== null ? r.duration_ms : live);
+    row.cells.tokens.textContent = fmtInt(r.tokens);
+    row.cells.cost.textContent = fmtCost(r.cost_usd);
+    if (row.tr !== before) body.insertBefore(row.tr, before);
+    else before = before.nextSibling;
+  }
+  for (const [id, row] of table.rows_) {
+    if (!seen.has(id)) { row.tr.remove(); table.rows_.delete(id); }
+  }
+  for (const tr of [...body.children]) if (!tr.dataset.run) tr.remove();
 }
 
 // ---------------------------------------------------------------------------------------

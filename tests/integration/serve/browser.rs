@@ -21,7 +21,7 @@ use crate::support::Test;
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 
-/// A chain of three agents at 300 ms each, with a price, so there is something to watch
+/// A chain of three agents at 700 ms each, with a price, so there is something to watch
 /// and something on the cost page.
 const CHAIN: &str = "\
 name: chain3
@@ -30,7 +30,7 @@ model_profiles:
   steady:
     provider: mock
     model: mock-1
-    latency_ms: 300
+    latency_ms: 700
     price: { input_per_mtok: 1.0, output_per_mtok: 2.0 }
 defaults: { model_profile: steady }
 agents:
