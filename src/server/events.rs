@@ -54,7 +54,12 @@ pub(crate) async fn events(
             })?,
         None => query.after.unwrap_or(0),
     };
-    let id = super::api::runs::resolve(&state, run).await?;
+    // A live run needs no lookup (and `catch_up` flushes the store before reading it).
+    let id = if state.engine.running(&run).is_some() {
+        run
+    } else {
+        super::api::runs::resolve(&state, run).await?
+    };
     let (tx, rx) = mpsc::channel::<SseEvent>(QUEUE);
     let follower = Follower {
         state: state.clone(),
@@ -118,13 +123,19 @@ impl Follower {
         loop {
             let store = Arc::clone(&self.state.store);
             let (id, after) = (self.id.clone(), self.last);
-            let page = tokio::task::spawn_blocking(move || store.events_raw_page(&id, after, PAGE))
+            let permit = self
+                .state
+                .catch_ups
+                .acquire()
                 .await
-                .map_err(|_| End::Gone)?
-                .map_err(|e| {
-                    tracing::warn!(run = %self.id, error = %e, "cannot read stored events");
-                    End::Gone
-                })?;
+                .map_err(|_| End::Gone)?;
+            let page =
+                tokio::task::spawn_blocking(move || store.events_raw_page(&id, after, PAGE)).await;
+            drop(permit);
+            let page = page.map_err(|_| End::Gone)?.map_err(|e| {
+                tracing::warn!(run = %self.id, error = %e, "cannot read stored events");
+                End::Gone
+            })?;
             let n = page.len();
             if n == 0 {
                 return Ok(sent);

@@ -40,6 +40,8 @@ use metrics::Metrics;
 
 /// How long an API request may take before it is answered with 408.
 const API_TIMEOUT: Duration = Duration::from_secs(30);
+/// Event streams reading the store at once (see `Shared::catch_ups`).
+const CATCH_UPS: usize = 8;
 /// How long `/v1/chat/completions` waits for its run (without `stream`).
 const CHAT_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 
@@ -67,6 +69,10 @@ pub struct Shared {
     live: Arc<live::Live>,
     token: Option<String>,
     max_body: usize,
+    /// Event streams catching up from the store at once. Each read holds a store connection
+    /// (with its page cache) and a page of events: hundreds of clients connecting together
+    /// take turns instead of opening hundreds of connections.
+    catch_ups: tokio::sync::Semaphore,
     /// Fires when the server shuts down: event streams end.
     shutdown: CancellationToken,
 }
@@ -111,6 +117,7 @@ impl AppState {
             live: Arc::new(live::Live::default()),
             token: config.token.filter(|t| !t.is_empty()),
             max_body: config.max_body,
+            catch_ups: tokio::sync::Semaphore::new(CATCH_UPS),
             shutdown: CancellationToken::new(),
         }));
         (state, ensembles)
