@@ -9,6 +9,8 @@
 //! - `mcp`: `orc mcp`, the ensembles as MCP tools over stdio.
 //! - `worker`: jobs run on `orc worker`s through Redis Streams (the coordinator's executor
 //!   and the worker loop).
+//! - `store`: the SQLite run store; `resume`: continuing a recorded run.
+//! - `server`: `orc serve`, the engine over HTTP (API, SSE, `/v1`, metrics, dashboard).
 //! - `cli`: argument parsing and the commands; the only module that prints.
 //! - `diagnostics`: error rendering and the exit-code table.
 
@@ -22,6 +24,8 @@ pub mod nodes;
 pub mod plan;
 pub mod progress;
 pub mod providers;
+pub mod resume;
+pub mod server;
 pub mod store;
 pub mod suggest;
 pub mod template;

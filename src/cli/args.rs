@@ -109,6 +109,12 @@ pub enum Command {
         after_help = "Examples:\n  orc worker --redis redis://10.0.0.5:6379 --concurrency 32\n  ORC_REDIS_URL=redis://:secret@redis:6379 orc worker --name gpu-box-1\n\nThe first SIGINT/SIGTERM stops taking jobs and lets the running ones finish; a second one exits at once (other workers claim what was left)."
     )]
     Worker(WorkerArgs),
+    /// Serve the ensembles over HTTP: a JSON API with live events (SSE), an
+    /// OpenAI-compatible `/v1`, Prometheus `/metrics` and a dashboard at `/`.
+    #[command(
+        after_help = "Examples:\n  orc serve                                   the ensembles on the search path, at http://127.0.0.1:8080\n  orc serve ensembles/ --bind 127.0.0.1:0     a folder of ensembles, on a free port\n  ORC_TOKEN=secret orc serve --bind 0.0.0.0:8080\n\nBinding to anything but loopback needs a token (--token or ORC_TOKEN); with one, every\nroute but /healthz and the dashboard's files needs `Authorization: Bearer TOKEN`.\nSIGINT/SIGTERM stop it gracefully: running runs are stored as interrupted (resumable)."
+    )]
+    Serve(ServeArgs),
     /// Create `.orc/` in the current directory with a config and an example ensemble.
     Init {
         /// Overwrite files that already exist.
@@ -459,4 +465,35 @@ pub struct ResumeArgs {
     /// Send every request, even for agents and profiles with `cache:`.
     #[arg(long)]
     pub no_cache: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Ensemble files or folders to serve besides those on the search path (their names are
+    /// the file stems; they win over the search path).
+    pub paths: Vec<PathBuf>,
+    /// Address to listen on; port 0 picks a free port.
+    #[arg(long, default_value = "127.0.0.1:8080", env = "ORC_BIND")]
+    pub bind: String,
+    /// Required as `Authorization: Bearer TOKEN` on every route but /healthz and the
+    /// dashboard's files; needed to listen on anything but loopback.
+    #[arg(long, env = "ORC_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Most provider calls in flight at once, across all runs.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..), env = "ORC_MAX_CONCURRENCY")]
+    pub max_concurrency: u32,
+    /// Largest request body accepted, in bytes (larger ones get 413).
+    #[arg(long, default_value_t = 4 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(1024..))]
+    pub max_body: u64,
+    /// Send every request, even for agents and profiles with `cache:`.
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Run the agents on `orc worker`s through this Redis (e.g. `redis://127.0.0.1:6379`)
+    /// instead of in this process.
+    #[arg(long, value_name = "URL")]
+    pub redis: Option<String>,
+    /// With --redis: fail outstanding agents after Redis has been unreachable this long, or
+    /// when no worker can serve them for this long.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60.0, value_parser = parse_seconds, requires = "redis")]
+    pub redis_timeout: f64,
 }

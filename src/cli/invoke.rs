@@ -175,20 +175,29 @@ async fn connect_redis(
     url: &str,
     args: &InvokeArgs,
 ) -> Result<crate::worker::RedisExecutor, Exit> {
+    connect_redis_with(ctx, url, args.redis_timeout, &args.profile_map).await
+}
+
+/// Connects the executor that sends jobs to workers (`invoke --redis`, `serve --redis`).
+pub(crate) async fn connect_redis_with(
+    ctx: &Context,
+    url: &str,
+    timeout: f64,
+    profile_map: &[String],
+) -> Result<crate::worker::RedisExecutor, Exit> {
     let url = crate::worker::RedisUrl::parse(url).map_err(|e| {
         ctx.error(&e.to_string());
         eprintln!("  help: give a URL like `redis://127.0.0.1:6379`");
         Exit::Invalid
     })?;
-    let profile_map = args
-        .profile_map
+    let profile_map = profile_map
         .iter()
         .filter_map(|m| m.split_once('='))
         .map(|(old, new)| (old.trim().to_string(), new.trim().to_string()))
         .collect();
     crate::worker::RedisExecutor::connect(crate::worker::RedisSettings {
         url,
-        timeout: Duration::from_secs_f64(args.redis_timeout),
+        timeout: Duration::from_secs_f64(timeout),
         profile_map,
     })
     .await

@@ -10,6 +10,7 @@ mod mcp;
 mod output;
 mod resume;
 mod runs;
+mod serve;
 mod session;
 mod stream;
 mod test;
@@ -65,6 +66,7 @@ where
         Command::Resume(args) => resume::resume(&ctx, args),
         Command::Test(args) => test::test(&ctx, args),
         Command::Worker(args) => worker::worker(&ctx, args),
+        Command::Serve(args) => serve::serve(&ctx, args),
     };
     exit.into()
 }

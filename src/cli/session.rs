@@ -103,7 +103,7 @@ pub(crate) fn watch_signals(engine: Engine) {
 }
 
 #[cfg(unix)]
-async fn next_signal() -> i32 {
+pub(crate) async fn next_signal() -> i32 {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut int), Ok(mut term), Ok(mut hup)) = (
         signal(SignalKind::interrupt()),
@@ -120,7 +120,7 @@ async fn next_signal() -> i32 {
 }
 
 #[cfg(not(unix))]
-async fn next_signal() -> i32 {
+pub(crate) async fn next_signal() -> i32 {
     let _ = tokio::signal::ctrl_c().await;
     2
 }

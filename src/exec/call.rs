@@ -124,13 +124,20 @@ impl Caller<'_> {
         announce: bool,
     ) -> Option<CallResult> {
         let attempt = request.attempt;
+        let sent = announce.then(|| (request.system.clone(), request.prompt.clone()));
         let announce = || {
-            if announce {
+            if let Some((system, prompt)) = &sent {
                 self.tx.send(EventKind::AgentStarted {
                     agent: self.agent.name.clone(),
                     attempt,
                     profile: profile.name.clone(),
                     model: profile.model.clone(),
+                });
+                self.tx.send(EventKind::AgentPrompt {
+                    agent: self.agent.name.clone(),
+                    attempt,
+                    system: system.clone(),
+                    prompt: prompt.clone(),
                 });
             }
         };

@@ -59,6 +59,15 @@ pub enum EventKind {
         profile: String,
         model: String,
     },
+    /// What an LLM agent's attempt sends: its system prompt and its prompt, rendered (the
+    /// dashboard's agent panel shows them). Right after that attempt's `agent_started`.
+    AgentPrompt {
+        agent: String,
+        attempt: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        system: Option<String>,
+        prompt: String,
+    },
     /// A provider call is about to be sent.
     CallStarted {
         agent: String,
@@ -222,6 +231,7 @@ impl EventKind {
         match self {
             EventKind::AgentQueued { agent }
             | EventKind::AgentStarted { agent, .. }
+            | EventKind::AgentPrompt { agent, .. }
             | EventKind::CallStarted { agent, .. }
             | EventKind::AgentDelta { agent, .. }
             | EventKind::AgentRetrying { agent, .. }
@@ -243,6 +253,7 @@ impl EventKind {
             EventKind::RunStarted { .. } => "run_started",
             EventKind::AgentQueued { .. } => "agent_queued",
             EventKind::AgentStarted { .. } => "agent_started",
+            EventKind::AgentPrompt { .. } => "agent_prompt",
             EventKind::CallStarted { .. } => "call_started",
             EventKind::CallFinished(_) => "call_finished",
             EventKind::AgentDelta { .. } => "agent_delta",

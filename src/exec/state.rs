@@ -30,6 +30,9 @@ pub struct AgentState {
     pub profile: Option<String>,
     /// Characters streamed by the current attempt.
     pub streamed_chars: usize,
+    /// The system prompt and prompt the latest attempt sent (LLM agents).
+    pub system_prompt: Option<String>,
+    pub prompt: Option<String>,
     /// Latest numbers of a `generate` node.
     pub progress: Option<Box<NodeProgress>>,
     /// Set once the agent finished.
@@ -146,6 +149,17 @@ impl RunState {
                     self.live.running += 1;
                 }
             }
+            EventKind::AgentPrompt {
+                agent,
+                system,
+                prompt,
+                ..
+            } => {
+                if let Some(a) = self.agent_mut(agent) {
+                    a.system_prompt.clone_from(system);
+                    a.prompt = Some(prompt.clone());
+                }
+            }
             EventKind::AgentDelta { agent, text, .. } => {
                 if let Some(a) = self.agent_mut(agent) {
                     a.streamed_chars += text.chars().count();
@@ -212,6 +226,8 @@ impl RunState {
                 attempt: 0,
                 profile: None,
                 streamed_chars: 0,
+                system_prompt: None,
+                prompt: None,
                 progress: None,
                 outcome: None,
             })

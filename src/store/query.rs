@@ -290,6 +290,17 @@ impl Store {
 
     /// The stored events of a run after `after` (0 for all), as JSON lines in order.
     pub fn events_raw(&self, id: &str, after: u64) -> Result<Vec<(u64, String)>, StoreError> {
+        self.events_raw_page(id, after, usize::MAX)
+    }
+
+    /// As `events_raw`, stopping once `limit` events are read (the last stored batch is
+    /// read whole), for readers that page through a long log in bounded memory.
+    pub fn events_raw_page(
+        &self,
+        id: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, String)>, StoreError> {
         self.with_conn(|conn| {
             let mut stmt = conn.prepare(
                 "SELECT data FROM events WHERE run_id = ?1 AND last_seq > ?2 ORDER BY first_seq",
@@ -304,6 +315,9 @@ impl Store {
                     if seq > after {
                         out.push((seq, line.to_string()));
                     }
+                }
+                if out.len() >= limit {
+                    break;
                 }
             }
             Ok(out)

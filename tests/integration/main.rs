@@ -13,6 +13,7 @@ mod invoke;
 mod mcp;
 mod plan;
 mod providers;
+mod serve;
 mod shipped;
 mod structured;
 mod support;
