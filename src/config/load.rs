@@ -12,10 +12,10 @@ use super::read::{ReadError, read_capped};
 use super::schema::{self, SchemaKind};
 use super::yaml::{self, YamlProblem};
 
-/// Ensembles and profiles are written by hand or generated; 4 MiB holds tens of thousands
-/// of agents. Anything larger is a wrong path or junk, and refusing it bounds the memory
+/// Ensembles and profiles are written by hand or generated; 16 MiB holds a generated
+/// 100,000-agent ensemble with room to spare. Anything larger is a wrong path or junk, and refusing it bounds the memory
 /// parsing can take (issue 13).
-pub const MAX_FILE_BYTES: u64 = 4 * 1024 * 1024;
+pub const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
 
 /// Reads a file as UTF-8 text, refusing huge, binary and special files.
 pub fn read_source(path: &Path) -> Result<SourceFile, ConfigError> {

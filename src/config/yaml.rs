@@ -24,9 +24,10 @@ pub(super) const MAX_FLOW_DEPTH: usize = 256;
 
 /// Most structural marks (`:`, `,`, `-`, `?`, `[`, `{`, line breaks) a file may hold. Every
 /// YAML node but the first follows one, so this bounds libyaml's event list (two events per
-/// mark at most) before it is built: about 65 MB at worst, a few MB for real files. A
-/// 5,000-agent ensemble has about 40,000.
-pub(super) const MAX_MARKS: usize = 250_000;
+/// mark at most) before it is built: about 260 bytes a mark at worst, a few MB for real
+/// files. A 5,000-agent ensemble has about 40,000; a generated 100,000-agent one (issue 8's
+/// benchmark) about 300,000 to 800,000.
+pub(super) const MAX_MARKS: usize = 2_000_000;
 
 /// Values that aliases may add beyond what the text itself holds. Anchors for shared
 /// settings add a few hundred; an alias bomb adds billions.

@@ -251,10 +251,10 @@ fn invalid_utf8_is_located() {
 }
 
 #[test]
-fn file_larger_than_4_mib() {
+fn file_larger_than_16_mib() {
     let mut text = String::from("name: big\nagents:\n  - name: a\n");
     let line = format!("# {}\n", "x".repeat(1023));
-    while text.len() <= 4 * 1024 * 1024 {
+    while text.len() <= 16 * 1024 * 1024 {
         text.push_str(&line);
     }
     config_error("too_large", text);
