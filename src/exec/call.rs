@@ -524,11 +524,16 @@ impl Caller<'_> {
                             error_kind: Some(error.kind),
                             delay_ms: delay.as_millis() as u64,
                         });
-                        tokio::select! {
-                            () = tokio::time::sleep(delay) => {}
-                            () = self.run.cancel.cancelled() => {
-                                return cancelled(profile, attempts, usage, cost);
+                        // Boxed, like the call: only an agent that backs off carries a timer.
+                        let waited = Box::pin(async {
+                            tokio::select! {
+                                () = tokio::time::sleep(delay) => true,
+                                () = self.run.cancel.cancelled() => false,
                             }
+                        })
+                        .await;
+                        if !waited {
+                            return cancelled(profile, attempts, usage, cost);
                         }
                     }
                 }

@@ -306,12 +306,6 @@ async fn dispatch_inner(mut d: Dispatch, out: Output) -> Arc<RunOutcome> {
                     outcome.started_ms = Some(lp.ms_since_start(first));
                     outcome.finished_ms = Some(lp.ms_since_start(now));
                 }
-                if outcome.usage != crate::providers::Usage::default() {
-                    lp.emit(EventKind::AgentTokens {
-                        agent: agent.name.clone(),
-                        usage: outcome.usage,
-                    });
-                }
                 lp.emit(EventKind::AgentFinished {
                     agent: agent.name.clone(),
                     outcome: Arc::new(outcome),
@@ -344,7 +338,7 @@ async fn dispatch_inner(mut d: Dispatch, out: Output) -> Arc<RunOutcome> {
             });
         }
     }
-    let mut result = lp.state.to_outcome(RunStatus::Succeeded);
+    let mut result = lp.state.take_outcome(RunStatus::Succeeded);
     result.totals.wall_ms = lp.started.elapsed().as_millis() as u64;
     let failure_skips = result
         .agents

@@ -34,6 +34,21 @@ pub struct Event {
     pub kind: EventKind,
 }
 
+impl Event {
+    /// The same header (run, number, time, path) with an empty kind, to build a variant of
+    /// this event.
+    pub fn clone_header(&self) -> Event {
+        Event {
+            run_id: Arc::clone(&self.run_id),
+            seq: self.seq,
+            ts: self.ts,
+            elapsed_ms: self.elapsed_ms,
+            path: self.path.clone(),
+            kind: EventKind::Lagged { missed: 0 },
+        }
+    }
+}
+
 /// What happened.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -102,11 +117,6 @@ pub enum EventKind {
         from: String,
         to: String,
         error: String,
-    },
-    AgentTokens {
-        agent: String,
-        #[serde(serialize_with = "Usage::serialize_or_null")]
-        usage: Usage,
     },
     /// A multi-call node's running numbers (`generate`), after each call.
     NodeProgress(Box<NodeProgress>),
@@ -236,7 +246,6 @@ impl EventKind {
             | EventKind::AgentDelta { agent, .. }
             | EventKind::AgentRetrying { agent, .. }
             | EventKind::AgentFallback { agent, .. }
-            | EventKind::AgentTokens { agent, .. }
             | EventKind::ItemAccepted { agent, .. }
             | EventKind::AgentFinished { agent, .. } => Some(agent),
             EventKind::CallFinished(c) => Some(&c.agent),
@@ -259,7 +268,6 @@ impl EventKind {
             EventKind::AgentDelta { .. } => "agent_delta",
             EventKind::AgentRetrying { .. } => "agent_retrying",
             EventKind::AgentFallback { .. } => "agent_fallback",
-            EventKind::AgentTokens { .. } => "agent_tokens",
             EventKind::NodeProgress(_) => "node_progress",
             EventKind::ItemAccepted { .. } => "item_accepted",
             EventKind::AgentFinished { .. } => "agent_finished",

@@ -96,14 +96,14 @@ impl Local<'_> {
                 .await
             }
             Work::Dispatch { ensemble, input } => {
-                super::nested::dispatched(
+                Box::pin(super::nested::dispatched(
                     self.run,
                     self.agent,
                     ensemble,
                     input,
                     self.job.seed,
                     self.tx,
-                )
+                ))
                 .await
             }
             Work::FanOut(_) => unreachable!("fan-out instances are single pieces of work"),

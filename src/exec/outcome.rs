@@ -209,6 +209,18 @@ pub struct RunOutcome {
 }
 
 impl RunOutcome {
+    /// The document without its agents (their outcomes are recorded apart).
+    pub fn clone_without_agents(&self) -> RunOutcome {
+        RunOutcome {
+            run_id: self.run_id.clone(),
+            ensemble: self.ensemble.clone(),
+            input: self.input.clone(),
+            status: self.status,
+            agents: Vec::new(),
+            totals: self.totals.clone(),
+        }
+    }
+
     pub fn compute_totals(agents: &[AgentOutcome], wall_ms: u64) -> Totals {
         let mut t = Totals {
             agents: agents.len(),

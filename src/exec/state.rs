@@ -206,7 +206,6 @@ impl RunState {
                 self.live.running = 0;
             }
             EventKind::CallStarted { .. }
-            | EventKind::AgentTokens { .. }
             | EventKind::ItemAccepted { .. }
             | EventKind::Lagged { .. } => {}
         }
@@ -275,13 +274,35 @@ impl RunState {
     /// else what is known so far (unfinished agents reported as `cancelled`).
     pub fn to_outcome(&self, status: RunStatus) -> RunOutcome {
         if let Some(result) = &self.result {
-            return (**result).clone();
+            if result.agents.len() == self.agents.len() {
+                return (**result).clone();
+            }
+            // A stored `run_finished` carries the result without its agents (their outcomes
+            // are in the `agent_finished` events): the rest is this run's.
+            let mut outcome = (**result).clone();
+            outcome.agents = self.agent_outcomes();
+            return outcome;
         }
+        let agents = self.agent_outcomes();
+        let totals = RunOutcome::compute_totals(&agents, self.elapsed_ms);
+        RunOutcome {
+            run_id: self.run_id.clone(),
+            ensemble: self.ensemble.clone(),
+            input: self.input.clone(),
+            status,
+            agents,
+            totals,
+        }
+    }
+
+    /// As `to_outcome`, moving the agents' outcomes out of this state instead of copying
+    /// them (the dispatcher's last use of its state: a 100,000-agent run keeps one copy).
+    pub(crate) fn take_outcome(&mut self, status: RunStatus) -> RunOutcome {
         let agents: Vec<AgentOutcome> = self
             .agents
-            .iter()
-            .map(|a| match &a.outcome {
-                Some(o) => (**o).clone(),
+            .iter_mut()
+            .map(|a| match a.outcome.take() {
+                Some(o) => Arc::try_unwrap(o).unwrap_or_else(|shared| (*shared).clone()),
                 None => AgentOutcome::not_run(&a.name, AgentStatus::Cancelled),
             })
             .collect();
@@ -294,6 +315,17 @@ impl RunState {
             agents,
             totals,
         }
+    }
+
+    /// Every agent's outcome in declaration order; unfinished ones as `cancelled`.
+    fn agent_outcomes(&self) -> Vec<AgentOutcome> {
+        self.agents
+            .iter()
+            .map(|a| match &a.outcome {
+                Some(o) => (**o).clone(),
+                None => AgentOutcome::not_run(&a.name, AgentStatus::Cancelled),
+            })
+            .collect()
     }
 }
 

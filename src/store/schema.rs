@@ -44,9 +44,9 @@ const MIGRATIONS: &[&str] = &[
         run_id TEXT NOT NULL,
         first_seq INTEGER NOT NULL,
         last_seq INTEGER NOT NULL,
-        data TEXT NOT NULL,
-        PRIMARY KEY (run_id, first_seq)
-    ) WITHOUT ROWID;
+        data TEXT NOT NULL
+    );
+    CREATE UNIQUE INDEX events_run ON events (run_id, first_seq);
 
     CREATE TABLE calls (
         run_id TEXT NOT NULL,

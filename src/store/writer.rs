@@ -20,8 +20,9 @@ pub(super) enum Msg {
     Flush(tokio::sync::oneshot::Sender<()>),
 }
 
-/// Most messages written in one transaction.
-const BATCH: usize = 50_000;
+/// Most messages written in one transaction: enough to keep commits rare, few enough that a
+/// batch's buffers stay a few MB.
+const BATCH: usize = 4_096;
 
 /// Consecutive events of one run, as JSON lines.
 struct Blob {
@@ -79,7 +80,21 @@ fn write(
                     data: Vec::new(),
                 });
                 blob.last = event.seq;
-                serde_json::to_writer(&mut blob.data, &*event).expect("events serialize");
+                match &event.kind {
+                    // The result's agents are in the `agent_finished` events already; a
+                    // 100,000-agent run must not write them twice (`RunState` puts them back).
+                    EventKind::RunFinished { result } if !result.agents.is_empty() => {
+                        let slim = result.clone_without_agents();
+                        let stored = Event {
+                            kind: EventKind::RunFinished {
+                                result: Arc::new(slim),
+                            },
+                            ..(*event).clone_header()
+                        };
+                        serde_json::to_writer(&mut blob.data, &stored).expect("events serialize");
+                    }
+                    _ => serde_json::to_writer(&mut blob.data, &*event).expect("events serialize"),
+                }
                 blob.data.push(b'\n');
             }
             Msg::Flush(done) => flushes.push(done),
@@ -87,12 +102,12 @@ fn write(
     }
     {
         let mut insert = tx.prepare_cached(
-            "INSERT OR REPLACE INTO events (run_id, first_seq, last_seq, data) VALUES (?1, ?2, ?3, ?4)",
+            "INSERT INTO events (run_id, first_seq, last_seq, data) VALUES (?1, ?2, ?3, ?4)",
         )?;
         let mut seq =
             tx.prepare_cached("UPDATE runs SET last_seq = max(last_seq, ?2) WHERE id = ?1")?;
         for (run_id, blob) in &blobs {
-            let data = String::from_utf8_lossy(&blob.data);
+            let data = std::str::from_utf8(&blob.data).expect("serde_json writes UTF-8");
             insert.execute(params![&**run_id, blob.first, blob.last, data])?;
             seq.execute(params![&**run_id, blob.last])?;
         }
@@ -150,7 +165,7 @@ fn record_event(tx: &rusqlite::Transaction<'_>, event: &Event) -> rusqlite::Resu
     match &event.kind {
         EventKind::CallFinished(call) => {
             let mut insert = tx.prepare_cached(
-                "INSERT OR REPLACE INTO calls (run_id, seq, agent, path, call, attempt, producer, request_hash,
+                "INSERT INTO calls (run_id, seq, agent, path, call, attempt, producer, request_hash,
                      profile, provider, model, input_tokens, output_tokens, cached_input_tokens, cost_usd,
                      latency_ms, status, error_kind, error, finish_reason, source, response, created_at,
                      reasoning_tokens, usage_unknown, finish_reason_raw)
