@@ -141,6 +141,9 @@ impl CircuitBreaker {
         if probe && failed {
             inner.failed_probes += 1;
         }
+        if matches!(inner.state, State::Open { .. }) && !matches!(state, State::Open { .. }) {
+            tracing::debug!(endpoint = %self.endpoint, probe, "circuit breaker open");
+        }
         if inner.state != state {
             self.changed.notify_waiters();
         }

@@ -6,6 +6,7 @@ mod compose;
 mod config_errors;
 mod each_line;
 mod failures;
+mod faults;
 mod generate;
 mod hostile;
 mod interrupt;
