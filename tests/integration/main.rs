@@ -16,6 +16,7 @@ mod plan;
 mod providers;
 mod serve;
 mod shipped;
+mod signals;
 mod structured;
 mod support;
 mod testing;
