@@ -246,7 +246,7 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert!(!waiter.is_finished(), "one probe at a time");
         probe.finish(Ok(()));
-        assert_eq!(waiter.await.unwrap().unwrap(), false, "closed again");
+        assert!(!waiter.await.unwrap().unwrap(), "closed again");
     }
 
     #[tokio::test]

@@ -274,6 +274,8 @@ fn five_thousand_agents_against_500s_and_429s_end_definite_and_add_up() {
     // With 40% failures and three retries, most succeed and some fail.
     assert!(tally.succeeded > 4_000, "{tally:?}");
     assert!(tally.failed > 0, "{tally:?}");
+    assert!(tally.attempts > 5_000, "failures were retried: {tally:?}");
+    assert_eq!(tally.requests + tally.unsent, tally.attempts as usize);
 }
 
 #[test]
@@ -294,6 +296,7 @@ fn five_thousand_agents_against_500s_wait_for_the_breakers_probe() {
         tally.breaker_opened > 0,
         "the breaker never opened: {tally:?}"
     );
+    assert!(tally.retried_after_breaker <= tally.unsent, "{tally:?}");
 }
 
 #[test]
