@@ -126,7 +126,8 @@ pub struct DefaultsSpec {
     /// Model profile used by agents that name neither `model_profile` nor `model`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model_profile: Option<String>,
-    /// Timeout of each provider call, in seconds (default 60).
+    /// Timeout of each provider call once it is sent, in seconds (default 60); waiting for
+    /// the profile's limits, a rate-limit cool-down or the circuit breaker does not count.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = MIN_TIMEOUT_SECONDS, max = MAX_TIMEOUT_SECONDS))]
     pub timeout_seconds: Option<f64>,
@@ -261,7 +262,8 @@ pub struct AgentSpec {
     /// `json`, or a JSON Schema the output must satisfy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub response_format: Option<ResponseFormatSpec>,
-    /// Timeout of each provider call, in seconds (default 60).
+    /// Timeout of each provider call once it is sent, in seconds (default 60); waiting for
+    /// the profile's limits, a rate-limit cool-down or the circuit breaker does not count.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = MIN_TIMEOUT_SECONDS, max = MAX_TIMEOUT_SECONDS))]
     pub timeout_seconds: Option<f64>,
@@ -708,7 +710,7 @@ pub struct ProfileSpec {
     /// Rate and concurrency limits shared by every agent using this profile.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<LimitsSpec>,
-    /// When calls to this profile's endpoint fail fast after repeated failures.
+    /// When calls to this profile's endpoint wait for a probe after repeated failures.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub circuit_breaker: Option<CircuitBreakerSpec>,
     /// Profile tried when this one still fails after its retries (a chain when that one has
@@ -811,7 +813,8 @@ pub struct CircuitBreakerSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = MAX_BREAKER_FAILURES))]
     pub failures: Option<u32>,
-    /// Seconds the breaker stays open before letting a probe through (default 30).
+    /// Seconds the breaker stays open before letting a probe through (default 30); calls
+    /// wait for the probe meanwhile.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0.0, max = MAX_TIMEOUT_SECONDS))]
     pub cool_down_seconds: Option<f64>,

@@ -1,5 +1,6 @@
-//! The call policy, shared by plain agents and `generate` producers: one provider call under
-//! a global slot and the agent's timeout, racing cancellation, with `call_started` /
+//! The call policy, shared by plain agents and `generate` producers: one provider call,
+//! admitted by its provider first (limits, cool-down, circuit breaker; not call time), then
+//! made under a global slot and the agent's timeout, racing cancellation, with `call_started` /
 //! `call_finished` events; answered without a call when this run already paid for the same
 //! request before it was interrupted (resume), when the store has it (`cache`), or when an
 //! identical cacheable request is in flight (coalescing). On top, `attempt_all` is the
@@ -259,19 +260,65 @@ impl Caller<'_> {
             run: self.run,
             hash: &hash,
         });
-        let permit = tokio::select! {
-            permit = Arc::clone(&self.run.engine.slots).acquire_owned() => permit.ok()?,
-            () = self.run.cancel.cancelled() => return None,
+        // Admission: the profile's limits, a 429 cool-down, the circuit breaker's probe.
+        // Waiting for them is not call time (#13): `timeout_seconds` starts once the request
+        // is sent, the wait is bounded by the run (cancellation, `--timeout`) alone, and it
+        // holds no global slot.
+        let provider = self.run.providers.get(profile);
+        let call_started = || {
+            announce();
+            self.tx.send(EventKind::CallStarted {
+                agent: self.agent.name.clone(),
+                call,
+                attempt,
+                profile: profile.name.clone(),
+                model: profile.model.clone(),
+                request_hash: hash.clone(),
+            });
         };
-        announce();
-        self.tx.send(EventKind::CallStarted {
-            agent: self.agent.name.clone(),
-            call,
-            attempt: request.attempt,
-            profile: profile.name.clone(),
-            model: profile.model.clone(),
-            request_hash: hash.clone(),
-        });
+        let (admission, permit) = loop {
+            let admitted = tokio::select! {
+                admitted = provider.admit(&request) => admitted,
+                () = self.run.cancel.cancelled() => return None,
+            };
+            let admission = match admitted {
+                Ok(admission) => admission,
+                // Never sent (the breaker's probe failed while this call waited for it); an
+                // attempt like any other, so the agent's retries wait for the next probe.
+                Err(e) => {
+                    call_started();
+                    let result = CallResult {
+                        result: Err(e),
+                        source: CallSource::Provider,
+                        cost: Some(0.0),
+                        paid: Usage::default(),
+                    };
+                    if let Some(tx) = leader.take() {
+                        let _ = tx.send(Some(result.result.clone()));
+                    }
+                    self.finished(
+                        profile,
+                        &hash,
+                        call,
+                        attempt,
+                        producer,
+                        &result,
+                        Duration::ZERO,
+                    );
+                    return Some(result);
+                }
+            };
+            let permit = tokio::select! {
+                permit = Arc::clone(&self.run.engine.slots).acquire_owned() => permit.ok()?,
+                () = self.run.cancel.cancelled() => return None,
+            };
+            // The endpoint may have failed, or a 429 come in, while this call waited for its
+            // global slot: then it waits its turn again rather than go now.
+            if !admission.is_stale() {
+                break (admission, permit);
+            }
+        };
+        call_started();
         let (deltas_tx, mut deltas) = mpsc::unbounded_channel::<String>();
         if self.run.stream {
             request.deltas = Some(deltas_tx);
@@ -285,7 +332,6 @@ impl Caller<'_> {
                 text,
             });
         };
-        let provider = self.run.providers.get(profile);
         let started = Instant::now();
         let timeout = self.agent.timeout;
         let sent = tokio::time::timeout(timeout, provider.complete(request));
@@ -303,6 +349,7 @@ impl Caller<'_> {
         while let Ok(text) = deltas.try_recv() {
             forward(text);
         }
+        admission.finish(result.as_ref().map(|_| ()));
         drop(permit);
         let latency = started.elapsed();
         let paid = result.as_ref().map(|c| c.usage).unwrap_or_default();

@@ -53,7 +53,7 @@ pub enum ProviderError {
     ResponseTooLarge { limit: u64 },
     #[error("no API key: set {variable} or run `orc auth set {provider}`")]
     MissingKey { variable: String, provider: String },
-    #[error("circuit breaker open for {endpoint} after repeated failures; retry in {}s", .retry_in.as_secs().max(1))]
+    #[error("circuit breaker open for {endpoint}: it kept failing, its probe too; next probe in {}s", trim_float(.retry_in.as_secs_f64()))]
     CircuitOpen {
         endpoint: String,
         retry_in: Duration,
@@ -151,14 +151,16 @@ impl ProviderError {
     }
 
     /// Whether trying again can succeed: timeouts, connection errors, broken streams, 408,
-    /// 409, 429, 5xx and Anthropic's 529. Never auth, bad requests or exhausted quota.
+    /// 409, 429, 5xx, Anthropic's 529, and an open circuit breaker whose probe failed (the
+    /// next attempt waits for the next probe). Never auth, bad requests or exhausted quota.
     pub fn is_retryable(&self) -> bool {
         match self {
             ProviderError::Timeout
             | ProviderError::Deadline { .. }
             | ProviderError::RateLimited { .. }
             | ProviderError::Connection { .. }
-            | ProviderError::StreamBroken { .. } => true,
+            | ProviderError::StreamBroken { .. }
+            | ProviderError::CircuitOpen { .. } => true,
             ProviderError::Http { status, .. } => {
                 matches!(status, 408 | 409 | 429 | 500 | 502 | 503 | 504 | 529)
             }
@@ -169,7 +171,6 @@ impl ProviderError {
             | ProviderError::Blocked { .. }
             | ProviderError::ResponseTooLarge { .. }
             | ProviderError::MissingKey { .. }
-            | ProviderError::CircuitOpen { .. }
             | ProviderError::Unavailable { .. }
             | ProviderError::InvalidOutput { .. }
             | ProviderError::NotRecorded { .. } => false,

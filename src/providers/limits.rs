@@ -77,11 +77,11 @@ impl Limiter {
     }
 
     /// Waits for the right to make one call expected to use about `tokens` tokens.
-    pub async fn admit(&self, tokens: u64) -> Admission {
+    pub async fn admit(&self, tokens: u64) -> Slot {
         if let Some(shared) = self.shared_now() {
             match shared.admit(tokens).await {
                 Ok(lease) => {
-                    return Admission {
+                    return Slot {
                         _permit: None,
                         _lease: lease,
                     };
@@ -90,6 +90,15 @@ impl Limiter {
             }
         }
         self.local.admit(tokens).await
+    }
+
+    /// Whether this process is in a 429 cool-down now.
+    pub fn is_cooling_down(&self) -> bool {
+        self.local
+            .cool_until
+            .lock()
+            .expect("not poisoned")
+            .is_some_and(|t| t > Instant::now())
     }
 
     /// After a 429: nobody calls this profile again before `delay` has passed.
@@ -112,8 +121,8 @@ struct LocalLimiter {
     cool_until: Mutex<Option<Instant>>,
 }
 
-/// Held for the duration of one call.
-pub struct Admission {
+/// A profile's concurrency slot (or shared lease), held for the duration of one call.
+pub struct Slot {
     _permit: Option<OwnedSemaphorePermit>,
     _lease: Lease,
 }
@@ -145,9 +154,9 @@ impl LocalLimiter {
         self.concurrency.is_none() && self.requests.is_none() && self.tokens.is_none()
     }
 
-    async fn admit(&self, tokens: u64) -> Admission {
+    async fn admit(&self, tokens: u64) -> Slot {
         if self.is_unlimited() && self.cool_until.lock().expect("not poisoned").is_none() {
-            return Admission {
+            return Slot {
                 _permit: None,
                 _lease: None,
             };
@@ -171,7 +180,7 @@ impl LocalLimiter {
         };
         // A 429 may have arrived while this call waited for its slot.
         self.wait_cool_down().await;
-        Admission {
+        Slot {
             _permit: permit,
             _lease: None,
         }
@@ -188,7 +197,8 @@ impl LocalLimiter {
     }
 
     fn cool_down(&self, delay: Duration) {
-        let until = Instant::now() + delay;
+        // Hints are bounded where they are read; a day more keeps this from ever panicking.
+        let until = Instant::now() + delay.min(Duration::from_secs(86_400));
         let mut current = self.cool_until.lock().expect("not poisoned");
         if current.is_none_or(|c| c < until) {
             *current = Some(until);

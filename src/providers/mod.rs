@@ -271,9 +271,47 @@ fn apply_options(body: &mut serde_json::Value, options: &BTreeMap<String, serde_
     }
 }
 
+/// A model endpoint. A call is two steps: `admit` waits for the right to send (the
+/// profile's limits, a 429 cool-down, the circuit breaker's probe), then `complete` sends.
+/// Only the second is the call: the call policy bounds it by `timeout_seconds` and holds
+/// the `Admission` over it, while the wait before is bounded by the run alone (#13).
+/// `complete` without `admit` sends at once, past every limit (`orc profiles check`).
 #[async_trait]
 pub trait Provider: Send + Sync {
+    /// Waits until `request` may be sent. Fails, without sending, when the endpoint was
+    /// found down meanwhile (`circuit_open`).
+    async fn admit(&self, _request: &CompletionRequest) -> Result<Admission, ProviderError> {
+        Ok(Admission::default())
+    }
+
     async fn complete(&self, request: CompletionRequest) -> Result<Completion, ProviderError>;
+}
+
+/// The right to send one request, held while it is made: the profile's concurrency slot
+/// and the breaker's pass. Tell it how the call ended (`finish`); dropped unfinished, the
+/// call counts as not made (the run was cancelled), which tells the breaker nothing.
+#[derive(Default)]
+#[must_use = "an admission is held for the call it admits"]
+pub struct Admission {
+    _slot: Option<limits::Slot>,
+    pass: Option<breaker::Pass>,
+    limiter: Option<Arc<Limiter>>,
+}
+
+impl Admission {
+    /// Something changed while the admitted call waited for a global slot: the endpoint's
+    /// breaker opened, or a 429 cooled the profile down. Admit the call again.
+    pub fn is_stale(&self) -> bool {
+        self.pass.as_ref().is_some_and(breaker::Pass::is_stale)
+            || self.limiter.as_ref().is_some_and(|l| l.is_cooling_down())
+    }
+
+    /// Reports how the admitted call ended (a `Deadline` when `timeout_seconds` ran out).
+    pub fn finish(mut self, result: Result<(), &ProviderError>) {
+        if let Some(pass) = self.pass.take() {
+            pass.finish(result);
+        }
+    }
 }
 
 /// Builds providers for profiles: one client per profile, wrapped in the profile's limits
@@ -387,10 +425,10 @@ impl Factory {
         }));
         Ok(Arc::new(Guarded {
             inner,
-            limiter: Limiter::with_shared(
+            limiter: Arc::new(Limiter::with_shared(
                 &profile.limits,
                 self.limits.as_ref().and_then(|l| l.shared(profile)),
-            ),
+            )),
             breaker,
             secret: key_of(profile).ok().flatten(),
         }))
@@ -452,7 +490,7 @@ pub const DEFAULT_FIRST_BYTE: Duration = Duration::from_secs(60);
 /// A remote provider behind its profile's limits and its endpoint's circuit breaker.
 struct Guarded {
     inner: Arc<dyn Provider>,
-    limiter: Limiter,
+    limiter: Arc<Limiter>,
     breaker: Arc<CircuitBreaker>,
     /// Redacted from every error, in case the server echoes it.
     secret: Option<credentials::ApiKey>,
@@ -460,44 +498,36 @@ struct Guarded {
 
 #[async_trait]
 impl Provider for Guarded {
-    async fn complete(&self, request: CompletionRequest) -> Result<Completion, ProviderError> {
+    async fn admit(&self, request: &CompletionRequest) -> Result<Admission, ProviderError> {
         let expected = mock::estimate_tokens(&request.prompt)
             + request.system.as_deref().map_or(0, mock::estimate_tokens)
             + u64::from(request.max_tokens.unwrap_or(0));
-        // Limits first, then the breaker: a call that waited for its turn must not go to an
-        // endpoint that failed meanwhile.
-        let _admission = self.limiter.admit(expected).await;
-        self.breaker.before_call()?;
-        // The breaker let this call through; it must hear how it ended, even when the
-        // caller's timeout drops this future (a dropped probe counts as a failure).
-        let mut guard = BreakerGuard {
-            breaker: &self.breaker,
-            reported: false,
-        };
+        // The breaker first, so that a call waiting for its probe holds no slot and spends
+        // no budget; then the limits; then, if the endpoint failed while this call waited
+        // for its turn, back to waiting for the probe.
+        loop {
+            let pass = self.breaker.pass().await?;
+            let slot = self.limiter.admit(expected).await;
+            if !pass.is_stale() {
+                return Ok(Admission {
+                    _slot: Some(slot),
+                    pass: Some(pass),
+                    limiter: Some(Arc::clone(&self.limiter)),
+                });
+            }
+        }
+    }
+
+    async fn complete(&self, request: CompletionRequest) -> Result<Completion, ProviderError> {
         let result = self.inner.complete(request).await;
         if let Err(ProviderError::RateLimited { retry_after, .. }) = &result {
             self.limiter
                 .cool_down(retry_after.unwrap_or(Duration::from_secs(1)))
                 .await;
         }
-        self.breaker.after_call(result.as_ref().map(|_| ()));
-        guard.reported = true;
         match &self.secret {
             Some(key) => result.map_err(|e| e.redact(key.expose())),
             None => result,
-        }
-    }
-}
-
-struct BreakerGuard<'a> {
-    breaker: &'a CircuitBreaker,
-    reported: bool,
-}
-
-impl Drop for BreakerGuard<'_> {
-    fn drop(&mut self) {
-        if !self.reported {
-            self.breaker.after_call(Err(&ProviderError::Timeout));
         }
     }
 }

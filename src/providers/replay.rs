@@ -118,6 +118,10 @@ pub struct Recording {
 
 #[async_trait]
 impl Provider for Recording {
+    async fn admit(&self, request: &CompletionRequest) -> Result<super::Admission, ProviderError> {
+        self.inner.admit(request).await
+    }
+
     async fn complete(&self, request: CompletionRequest) -> Result<Completion, ProviderError> {
         let key = request_key(&self.profile, &request);
         let agent = request.agent.clone();

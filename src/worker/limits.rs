@@ -67,8 +67,12 @@ struct ProfileLimits {
     next: Arc<AtomicU64>,
 }
 
+/// A wait in milliseconds as a script answered it. Read defensively: whatever Redis holds
+/// (`inf`, `NaN`, a negative or huge number) must not panic (issue 13); it is bounded by a
+/// day, like every provider hint.
 fn ms(text: &str) -> Duration {
-    Duration::from_secs_f64(text.parse::<f64>().unwrap_or(0.0).max(0.0) / 1000.0)
+    let ms = text.trim().parse::<f64>().unwrap_or(0.0);
+    Duration::try_from_secs_f64(ms.clamp(0.0, 86_400_000.0) / 1000.0).unwrap_or(Duration::ZERO)
 }
 
 impl ProfileLimits {
@@ -215,5 +219,21 @@ impl Drop for LeaseGuard {
                     .await;
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waits_read_from_redis_never_panic() {
+        assert_eq!(ms("250"), Duration::from_millis(250));
+        assert_eq!(ms(" 1.5 "), Duration::from_micros(1500));
+        assert_eq!(ms("-5"), Duration::ZERO);
+        assert_eq!(ms("NaN"), Duration::ZERO);
+        assert_eq!(ms("garbage"), Duration::ZERO);
+        assert_eq!(ms("inf"), Duration::from_secs(86_400));
+        assert_eq!(ms("1e300"), Duration::from_secs(86_400));
     }
 }

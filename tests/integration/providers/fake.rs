@@ -2,7 +2,8 @@
 //! tests can drive the real binary with a blocking `std::process::Command` (the support
 //! `Test` builder) without starving it.
 //!
-//! The script is a list of replies by request number (the last one repeats). A reply can
+//! The script is a list of replies by request number (the last one repeats), or a function
+//! of the request number (`Fake::with`, for thousands of requests). A reply can
 //! wait before its head, send its body (any bytes) in pieces with pauses between them, cut
 //! the connection after some of them, or go on with a repeated piece up to a huge size,
 //! produced as it is sent (a response of a gigabyte costs the fake no memory). Every request is recorded (method, path, headers, body and
@@ -171,8 +172,11 @@ impl Recorded {
     }
 }
 
+/// The reply to request number `n` (0-based).
+type Script = Box<dyn Fn(usize) -> Reply + Send + Sync>;
+
 struct Shared {
-    script: Vec<Reply>,
+    script: Script,
     started: Instant,
     requests: Mutex<Vec<Recorded>>,
     in_flight: AtomicUsize,
@@ -207,6 +211,13 @@ impl Fake {
     /// Starts a server answering request `i` with `script[i]` (the last reply repeats).
     pub(crate) fn start(script: Vec<Reply>) -> Fake {
         assert!(!script.is_empty(), "a fake needs at least one reply");
+        Fake::with(move |n| script[n.min(script.len() - 1)].clone())
+    }
+
+    /// Starts a server answering request `n` (0-based, in order of arrival) with
+    /// `reply(n)`.
+    pub(crate) fn with(reply: impl Fn(usize) -> Reply + Send + Sync + 'static) -> Fake {
+        let script: Script = Box::new(reply);
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -331,7 +342,7 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
             raw,
             at,
         });
-        shared.script[n.min(shared.script.len() - 1)].clone()
+        (shared.script)(n)
     };
     if !reply.head_delay.is_zero() {
         tokio::time::sleep(reply.head_delay).await;

@@ -81,19 +81,41 @@ fn fallback_after_a_non_retryable_error_skips_the_retries() {
     assert_eq!(good.count(), 1);
 }
 
-#[test]
-fn open_circuit_breaker_fails_fast() {
-    let dead = Fake::always(error(503, "server_error", "server_error", "unavailable"));
-    // A chain, so the agents call one after another and each sees the breaker's state.
-    let profiles = format!(
+/// The profile `p` on `fake` with a breaker that opens after two failures and probes after
+/// `cool_down` seconds.
+fn breaker_profile(fake: &Fake, cool_down: f64, extra: &str) -> String {
+    format!(
         "  p: {}\n",
         openai_profile(
-            &dead,
-            ", circuit_breaker: {failures: 2, cool_down_seconds: 30}"
+            fake,
+            &format!(", circuit_breaker: {{failures: 2, cool_down_seconds: {cool_down}}}{extra}")
         )
+    )
+}
+
+/// Every request from `from` on came at least `cool_down` after the one before: the
+/// breaker let one probe through per cool-down.
+#[track_caller]
+fn assert_probes_spaced(fake: &Fake, from: usize, cool_down: Duration) {
+    for i in from..fake.count().saturating_sub(1) {
+        let gap = fake.gap(i, i + 1);
+        assert!(
+            gap >= cool_down,
+            "request {} came {gap:?} after request {i}, within the breaker's cool-down",
+            i + 1
+        );
+    }
+}
+
+#[test]
+fn open_circuit_breaker_lets_one_probe_through_per_cool_down() {
+    let dead = Fake::always(error(503, "server_error", "server_error", "unavailable"));
+    // A chain, so the agents call one after another and each sees the breaker's state.
+    let mut yaml = format!(
+        "name: t\nmodel_profiles:\n{}agents:\n",
+        breaker_profile(&dead, 0.3, "")
     );
-    let mut yaml = format!("name: t\nmodel_profiles:\n{profiles}agents:\n");
-    for i in 1..=6 {
+    for i in 1..=4 {
         yaml.push_str(&format!(
             "  - name: a{i}\n    model_profile: p\n    retries: 0\n"
         ));
@@ -105,65 +127,81 @@ fn open_circuit_breaker_fails_fast() {
         }
     }
     let (doc, _) = run_json(invoke(&yaml).env("OPENAI_API_KEY", KEY), 1);
-    assert_eq!(dead.count(), 2, "two failures open the breaker");
-    for i in 1..=6 {
+    // Two failures open the breaker; a3 and a4 each waited for it and went as its probe.
+    assert_eq!(dead.count(), 4, "{:#?}", dead.requests());
+    assert_probes_spaced(&dead, 1, Duration::from_millis(300));
+    for i in 1..=4 {
         let a = agent(&doc, &format!("a{i}"));
         assert_eq!(a["status"], "failed", "{a:#}");
         let error = a["error"].as_str().expect("an error");
-        if i > 2 {
-            assert!(error.contains("circuit breaker open"), "a{i}: {error}");
-        } else {
-            assert!(error.contains("503"), "a{i}: {error}");
-        }
+        assert!(error.contains("503"), "a{i} reached the endpoint: {error}");
     }
 }
 
 #[test]
-fn open_circuit_breaker_stops_retries_and_concurrent_agents() {
+fn retries_wait_for_the_breakers_probe_instead_of_failing_at_once() {
+    // Issue 13: retries that met an open breaker failed at once.
     let dead = Fake::always(error(503, "server_error", "server_error", "unavailable"));
-    let profiles = format!(
-        "  p: {}\n",
-        openai_profile(
-            &dead,
-            ", circuit_breaker: {failures: 2, cool_down_seconds: 30}"
-        )
+    let yaml = agents(
+        &breaker_profile(&dead, 0.2, ""),
+        6,
+        &["retries: 3", "retry_backoff_ms: 10"],
     );
-    let yaml = agents(&profiles, 6, &["retries: 3", "retry_backoff_ms: 50"]);
-    let (doc, _) = run_json(
+    let (all, _) = super::run_jsonl(
         invoke(&yaml)
             .env("OPENAI_API_KEY", KEY)
             .args(["--max-concurrency", "1"]),
         1,
     );
-    // Without the breaker: 6 agents x 4 attempts = 24 requests.
+    let finished = super::events(&all, "run_finished");
+    let doc = &finished[0]["result"];
+    assert_eq!(doc["totals"]["failed"], 6, "{doc:#}");
+    for i in 1..=6 {
+        assert_eq!(agent(doc, &format!("a{i}"))["attempts"], 4, "{doc:#}");
+    }
+    // 24 attempts; without the breaker all 24 reach the endpoint. With it, two open it,
+    // then one probe goes per cool-down and a failed probe fails the attempts waiting for
+    // it, unsent.
+    let calls = super::events(&all, "call_finished");
+    assert_eq!(calls.len(), 24);
+    let unsent = calls
+        .iter()
+        .filter(|c| c["error_kind"] == "circuit_open")
+        .count();
+    assert_eq!(
+        unsent + dead.count(),
+        24,
+        "every attempt was either sent or failed on the breaker"
+    );
     assert!(
-        dead.count() <= 3,
+        dead.count() <= 12,
         "the breaker should stop calls to a dead endpoint; {} requests were made",
         dead.count()
     );
-    assert_eq!(doc["totals"]["failed"], 6);
+    assert!(unsent > 0);
+    assert_probes_spaced(&dead, 1, Duration::from_millis(200));
 }
 
 #[test]
-fn open_circuit_breaker_stops_calls_queued_on_profile_limits() {
+fn open_circuit_breaker_holds_back_calls_queued_on_profile_limits() {
     let dead = Fake::always(
         error(503, "server_error", "server_error", "unavailable").delay(Duration::from_millis(50)),
     );
-    let profiles = format!(
-        "  p: {}\n",
-        openai_profile(
-            &dead,
-            ", limits: {max_concurrency: 1}, circuit_breaker: {failures: 2, cool_down_seconds: 30}"
-        )
+    let yaml = agents(
+        &breaker_profile(&dead, 0.2, ", limits: {max_concurrency: 1}"),
+        6,
+        &["retries: 0"],
     );
-    let yaml = agents(&profiles, 6, &["retries: 0"]);
     let (doc, _) = run_json(invoke(&yaml).env("OPENAI_API_KEY", KEY), 1);
     assert_eq!(doc["totals"]["failed"], 6);
-    assert!(
-        dead.count() <= 3,
+    // Two open the breaker; the four queued behind them wait for one probe, which fails.
+    assert_eq!(
+        dead.count(),
+        3,
         "the breaker opened after two failures, yet {} requests reached the endpoint",
         dead.count()
     );
+    assert_probes_spaced(&dead, 1, Duration::from_millis(200));
 }
 
 #[test]
