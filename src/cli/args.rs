@@ -143,9 +143,13 @@ pub struct InvokeArgs {
     /// Input text.
     #[arg(long, short, conflicts_with = "input_file")]
     pub input: Option<String>,
-    /// Read the input from this file.
+    /// Read the input from this file (a regular file or a pipe).
     #[arg(long)]
     pub input_file: Option<PathBuf>,
+    /// Largest input read from --input-file or stdin, and longest line with --each-line
+    /// (bytes, or `64MiB`, `1GiB`).
+    #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = super::input::parse_bytes, env = "ORC_MAX_INPUT_BYTES")]
+    pub max_input_bytes: u64,
     /// Output format on stdout.
     #[arg(long, short, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
@@ -314,6 +318,10 @@ pub struct ExploreArgs {
     /// Explore one topic per stdin line.
     #[arg(long, conflicts_with = "topic")]
     pub each_line: bool,
+    /// Largest topic read from stdin, and longest line with --each-line (bytes, or
+    /// `64MiB`, `1GiB`).
+    #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = super::input::parse_bytes, env = "ORC_MAX_INPUT_BYTES")]
+    pub max_input_bytes: u64,
     /// Most provider calls in flight at once.
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_concurrency: u32,
@@ -328,10 +336,15 @@ pub struct ExploreArgs {
     pub quiet: bool,
 }
 
+// Every multi-word value is also accepted as spelled in YAML and the README
+// (`maximize_uam`), besides clap's kebab-case (#12); a test below checks every enum.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum OptimizerArg {
+    #[value(alias = "maximize_uam")]
     MaximizeUam,
+    #[value(alias = "minimize_cost")]
     MinimizeCost,
+    #[value(alias = "maximize_efficiency")]
     MaximizeEfficiency,
     Weighted,
 }
@@ -340,6 +353,7 @@ pub enum OptimizerArg {
 pub enum PartitionArg {
     None,
     Semantic,
+    #[value(alias = "attribute_type")]
     AttributeType,
 }
 
@@ -496,4 +510,39 @@ pub struct ServeArgs {
     /// when no worker can serve them for this long.
     #[arg(long, value_name = "SECONDS", default_value_t = 60.0, value_parser = parse_seconds, requires = "redis")]
     pub redis_timeout: f64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every value of every enum flag parses in snake_case too, as YAML and the README
+    /// spell it (#12).
+    fn accepts_snake_case<E: ValueEnum + PartialEq + std::fmt::Debug>() {
+        for variant in E::value_variants() {
+            let name = variant
+                .to_possible_value()
+                .expect("no variant is skipped")
+                .get_name()
+                .to_string();
+            let snake = name.replace('-', "_");
+            assert_eq!(
+                E::from_str(&snake, false).as_ref(),
+                Ok(variant),
+                "`{snake}` is not accepted for `{name}`"
+            );
+        }
+    }
+
+    #[test]
+    fn every_enum_flag_accepts_snake_case() {
+        accepts_snake_case::<ColorChoice>();
+        accepts_snake_case::<OutputFormat>();
+        accepts_snake_case::<OptimizerArg>();
+        accepts_snake_case::<PartitionArg>();
+        accepts_snake_case::<ListFormat>();
+        accepts_snake_case::<ExportFormat>();
+        accepts_snake_case::<PlanFormat>();
+        accepts_snake_case::<SchemaKind>();
+    }
 }
