@@ -139,25 +139,43 @@ pub(crate) fn list(ctx: &Context) -> Exit {
         errln!("  help: run `orc init` to create .orc/ensembles with an example");
         return Exit::Ok;
     }
-    let width = found.iter().map(|f| f.name.len()).max().unwrap_or(4).max(4);
-    let mut out = format!("{:<width$}  {:<7}  {}\n", "NAME", "SCOPE", "PATH");
-    for f in &found {
-        let description = config::ensemble_description(&f.path)
-            .map(|d| format!("  {d}"))
-            .unwrap_or_default();
-        let shadowed = if f.shadowed {
-            "  (shadowed by the project's)"
-        } else {
-            ""
-        };
-        out.push_str(&format!(
-            "{:<width$}  {:<7}  {}{}{}\n",
-            f.name,
-            f.scope.to_string(),
-            f.path.display(),
-            shadowed,
-            description
-        ));
+    // Every column has a header and every row the same columns (#12). The path, the
+    // widest, comes last, so nothing is padded to its width.
+    let rows: Vec<(String, String, String, String)> = found
+        .iter()
+        .map(|f| {
+            let mut description = config::ensemble_description(&f.path).unwrap_or_default();
+            if f.shadowed {
+                description = format!("(shadowed by the project's) {description}")
+                    .trim_end()
+                    .to_string();
+            }
+            (
+                f.name.clone(),
+                f.scope.to_string(),
+                f.path.display().to_string(),
+                description,
+            )
+        })
+        .collect();
+    let width = |column: fn(&(String, String, String, String)) -> &String, header: &str| {
+        rows.iter()
+            .map(|r| column(r).chars().count())
+            .max()
+            .unwrap_or(0)
+            .max(header.len())
+    };
+    let (name_w, scope_w, description_w) = (
+        width(|r| &r.0, "NAME"),
+        width(|r| &r.1, "SCOPE"),
+        width(|r| &r.3, "DESCRIPTION"),
+    );
+    let line = |name: &str, scope: &str, path: &str, description: &str| {
+        format!("{name:<name_w$}  {scope:<scope_w$}  {description:<description_w$}  {path}\n")
+    };
+    let mut out = line("NAME", "SCOPE", "PATH", "DESCRIPTION");
+    for (name, scope, path, description) in &rows {
+        out.push_str(&line(name, scope, path, description));
     }
     super::output::write_stdout(&out)
 }

@@ -6,6 +6,7 @@ mod compose;
 mod config_errors;
 mod each_line;
 mod failures;
+mod first_minutes;
 mod generate;
 mod hostile;
 mod interrupt;
