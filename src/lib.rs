@@ -12,13 +12,15 @@
 //! - `store`: the SQLite run store; `resume`: continuing a recorded run.
 //! - `server`: `orc serve`, the engine over HTTP (API, SSE, `/v1`, metrics, dashboard).
 //! - `cli`: argument parsing and the commands; the only module that prints.
-//! - `diagnostics`: error rendering and the exit-code table.
+//! - `diagnostics`: error rendering and the exit-code table; `logging`: where `tracing`
+//!   output goes (`ORC_LOG`).
 
 pub mod cli;
 pub mod config;
 pub mod diagnostics;
 pub mod exec;
 pub mod json_path;
+mod logging;
 pub mod mcp;
 pub mod nodes;
 pub mod plan;
@@ -32,18 +34,4 @@ pub mod template;
 pub mod worker;
 
 pub use cli::run;
-
-/// Installs the log subscriber: `ORC_LOG` (e.g. `debug`, `orc=trace`) filters, default
-/// `warn` so stderr stays quiet; logs go to stderr. Call once, from `main`.
-pub fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("ORC_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("orc=warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(
-            std::io::IsTerminal::is_terminal(&std::io::stderr())
-                && std::env::var_os("NO_COLOR").is_none(),
-        )
-        .try_init();
-}
+pub use logging::init_logging;

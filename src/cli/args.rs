@@ -8,20 +8,54 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::config::SchemaKind;
 use crate::plan::PlanFormat;
 
+// Every line of these blocks fits in 80 columns, so clap (`wrap_help`) never rewraps
+// them into unindented pieces (#12); a test checks every command's help at COLUMNS=80.
 const AFTER_HELP: &str = "\
 Examples:
-  git diff | orc invoke review.yaml              run an ensemble file on piped input
-  orc invoke review \"is this safe?\"              find review in .orc/ensembles, .llm-orc/ensembles or ~/.config/orc/ensembles
+  # run an ensemble file on piped input
+  git diff | orc invoke review.yaml
+  # run one by name, from .orc/ensembles, .llm-orc/ensembles or ~/.config/orc
+  orc invoke review \"is this safe?\"
   orc invoke review.yaml --output json | jq .agents
   cat topics.txt | orc invoke explore.yaml --each-line --output jsonl
   orc plan review.yaml --format mermaid
-  orc validate                                   check every ensemble on the search path
+  # check every ensemble on the search path
+  orc validate
 
 Exit codes:
   0    every agent succeeded
-  1    some agent failed, was skipped or was cancelled (including --timeout and budget stops)
+  1    some agent failed, was skipped or was cancelled (--timeout and budget
+       stops too)
   2    invalid usage, configuration or ensemble
   130  interrupted (Ctrl-C); completed results are still printed";
+
+const EXPLORE_HELP: &str = "\
+Examples:
+  orc explore \"kitchen tools\" --producers 4 --iterations 10 --profile mock
+  orc explore \"board games\" --profile mock-fast --profile mock \\
+      --optimizer maximize_uam --save items.jsonl
+  cat topics.txt | orc explore --each-line --output jsonl";
+
+const WORKER_HELP: &str = "\
+Examples:
+  orc worker --redis redis://10.0.0.5:6379 --concurrency 32
+  ORC_REDIS_URL=redis://:secret@redis:6379 orc worker --name gpu-box-1
+
+The first SIGINT/SIGTERM stops taking jobs and lets the running ones finish; a
+second one exits at once (other workers claim what was left).";
+
+const SERVE_HELP: &str = "\
+Examples:
+  # the ensembles on the search path, at http://127.0.0.1:8080
+  orc serve
+  # a folder of ensembles, on a free port
+  orc serve ensembles/ --bind 127.0.0.1:0
+  ORC_TOKEN=secret orc serve --bind 0.0.0.0:8080
+
+Binding to anything but loopback needs a token (--token or ORC_TOKEN); with
+one, every route but /healthz and the dashboard's files needs
+`Authorization: Bearer TOKEN`. SIGINT/SIGTERM stop it gracefully: running runs
+are stored as interrupted (resumable).";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -52,9 +86,7 @@ pub enum Command {
     #[command(after_help = AFTER_HELP)]
     Invoke(InvokeArgs),
     /// Explore a topic with a one-node `generate` ensemble: unique items, one per line.
-    #[command(
-        after_help = "Examples:\n  orc explore \"kitchen tools\" --producers 4 --iterations 10 --profile mock\n  orc explore \"board games\" --profile mock-fast --profile mock --optimizer maximize_uam --save items.jsonl\n  cat topics.txt | orc explore --each-line --output jsonl"
-    )]
+    #[command(after_help = EXPLORE_HELP)]
     Explore(ExploreArgs),
     /// Check ensemble and profile files; all ensembles on the search path when none given.
     Validate {
@@ -105,15 +137,11 @@ pub enum Command {
     Mcp(McpArgs),
     /// Take agent jobs from Redis Streams and run them (`orc invoke --redis` and
     /// `orc serve --redis` send them), with this machine's profiles and keys.
-    #[command(
-        after_help = "Examples:\n  orc worker --redis redis://10.0.0.5:6379 --concurrency 32\n  ORC_REDIS_URL=redis://:secret@redis:6379 orc worker --name gpu-box-1\n\nThe first SIGINT/SIGTERM stops taking jobs and lets the running ones finish; a second one exits at once (other workers claim what was left)."
-    )]
+    #[command(after_help = WORKER_HELP)]
     Worker(WorkerArgs),
     /// Serve the ensembles over HTTP: a JSON API with live events (SSE), an
     /// OpenAI-compatible `/v1`, Prometheus `/metrics` and a dashboard at `/`.
-    #[command(
-        after_help = "Examples:\n  orc serve                                   the ensembles on the search path, at http://127.0.0.1:8080\n  orc serve ensembles/ --bind 127.0.0.1:0     a folder of ensembles, on a free port\n  ORC_TOKEN=secret orc serve --bind 0.0.0.0:8080\n\nBinding to anything but loopback needs a token (--token or ORC_TOKEN); with one, every\nroute but /healthz and the dashboard's files needs `Authorization: Bearer TOKEN`.\nSIGINT/SIGTERM stop it gracefully: running runs are stored as interrupted (resumable)."
-    )]
+    #[command(after_help = SERVE_HELP)]
     Serve(ServeArgs),
     /// Create `.orc/` in the current directory with a config and an example ensemble.
     Init {
@@ -143,9 +171,13 @@ pub struct InvokeArgs {
     /// Input text.
     #[arg(long, short, conflicts_with = "input_file")]
     pub input: Option<String>,
-    /// Read the input from this file.
+    /// Read the input from this file (a regular file or a pipe).
     #[arg(long)]
     pub input_file: Option<PathBuf>,
+    /// Largest input read from --input-file or stdin, and longest line with --each-line
+    /// (bytes, or `64MiB`, `1GiB`).
+    #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = super::input::parse_bytes, env = "ORC_MAX_INPUT_BYTES")]
+    pub max_input_bytes: u64,
     /// Output format on stdout.
     #[arg(long, short, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
@@ -314,6 +346,10 @@ pub struct ExploreArgs {
     /// Explore one topic per stdin line.
     #[arg(long, conflicts_with = "topic")]
     pub each_line: bool,
+    /// Largest topic read from stdin, and longest line with --each-line (bytes, or
+    /// `64MiB`, `1GiB`).
+    #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = super::input::parse_bytes, env = "ORC_MAX_INPUT_BYTES")]
+    pub max_input_bytes: u64,
     /// Most provider calls in flight at once.
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_concurrency: u32,
@@ -328,10 +364,15 @@ pub struct ExploreArgs {
     pub quiet: bool,
 }
 
+// Every multi-word value is also accepted as spelled in YAML and the README
+// (`maximize_uam`), besides clap's kebab-case (#12); a test below checks every enum.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum OptimizerArg {
+    #[value(alias = "maximize_uam")]
     MaximizeUam,
+    #[value(alias = "minimize_cost")]
     MinimizeCost,
+    #[value(alias = "maximize_efficiency")]
     MaximizeEfficiency,
     Weighted,
 }
@@ -340,6 +381,7 @@ pub enum OptimizerArg {
 pub enum PartitionArg {
     None,
     Semantic,
+    #[value(alias = "attribute_type")]
     AttributeType,
 }
 
@@ -496,4 +538,39 @@ pub struct ServeArgs {
     /// when no worker can serve them for this long.
     #[arg(long, value_name = "SECONDS", default_value_t = 60.0, value_parser = parse_seconds, requires = "redis")]
     pub redis_timeout: f64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every value of every enum flag parses in snake_case too, as YAML and the README
+    /// spell it (#12).
+    fn accepts_snake_case<E: ValueEnum + PartialEq + std::fmt::Debug>() {
+        for variant in E::value_variants() {
+            let name = variant
+                .to_possible_value()
+                .expect("no variant is skipped")
+                .get_name()
+                .to_string();
+            let snake = name.replace('-', "_");
+            assert_eq!(
+                E::from_str(&snake, false).as_ref(),
+                Ok(variant),
+                "`{snake}` is not accepted for `{name}`"
+            );
+        }
+    }
+
+    #[test]
+    fn every_enum_flag_accepts_snake_case() {
+        accepts_snake_case::<ColorChoice>();
+        accepts_snake_case::<OutputFormat>();
+        accepts_snake_case::<OptimizerArg>();
+        accepts_snake_case::<PartitionArg>();
+        accepts_snake_case::<ListFormat>();
+        accepts_snake_case::<ExportFormat>();
+        accepts_snake_case::<PlanFormat>();
+        accepts_snake_case::<SchemaKind>();
+    }
 }

@@ -19,8 +19,8 @@ fn parse_provider(ctx: &Context, name: &str) -> Result<ProviderKind, Exit> {
             ctx.error(&format!("unknown provider `{name}`"));
             let names: Vec<&str> = ProviderKind::ALL.iter().map(|p| p.as_str()).collect();
             match crate::suggest::closest(name, names.iter().copied()) {
-                Some(s) => eprintln!("  help: did you mean `{s}`?"),
-                None => eprintln!("  help: providers are {}", names.join(", ")),
+                Some(s) => errln!("  help: did you mean `{s}`?"),
+                None => errln!("  help: providers are {}", names.join(", ")),
             }
             Err(Exit::Invalid)
         }
@@ -55,7 +55,7 @@ pub(crate) fn auth(ctx: &Context, action: AuthAction) -> Exit {
             store.insert(provider.as_str().to_string(), key.expose().to_string());
             match credentials::write_store(&store) {
                 Ok(path) => {
-                    eprintln!(
+                    errln!(
                         "saved the key for `{provider}` in {} (readable by you only)",
                         path.display()
                     );
@@ -80,12 +80,12 @@ pub(crate) fn auth(ctx: &Context, action: AuthAction) -> Exit {
                 }
             };
             if store.remove(provider.as_str()).is_none() {
-                eprintln!("no stored key for `{provider}`");
+                errln!("no stored key for `{provider}`");
                 return Exit::Ok;
             }
             match credentials::write_store(&store) {
                 Ok(path) => {
-                    eprintln!("removed the key for `{provider}` from {}", path.display());
+                    errln!("removed the key for `{provider}` from {}", path.display());
                     Exit::Ok
                 }
                 Err(e) => {
@@ -149,7 +149,7 @@ pub(crate) fn check_profiles(ctx: &Context, only: Option<&str>, timeout: f64) ->
         let name = only.unwrap_or_default();
         ctx.error(&format!("no profile named `{name}`"));
         if let Some(s) = crate::suggest::closest(name, profiles.names()) {
-            eprintln!("  help: did you mean `{s}`?");
+            errln!("  help: did you mean `{s}`?");
         }
         return Exit::Invalid;
     }

@@ -17,7 +17,7 @@ pub(crate) fn validate(ctx: &Context, paths: &[PathBuf]) -> Exit {
             .collect();
         if found.is_empty() {
             ctx.error("no ensembles found on the search path");
-            eprintln!("  help: pass files to check, or run `orc init` to create .orc/ensembles");
+            errln!("  help: pass files to check, or run `orc init` to create .orc/ensembles");
             return Exit::Invalid;
         }
         found
@@ -84,11 +84,12 @@ pub(crate) fn validate(ctx: &Context, paths: &[PathBuf]) -> Exit {
         if report.has_errors() {
             failed += 1;
         } else {
-            println!("ok  {}  ({summary})", file.display());
+            // A closed stdout (`orc validate | head -1`) must not stop the checking.
+            let _ = super::output::write_stdout(&format!("ok  {}  ({summary})\n", file.display()));
         }
     }
     if failed > 0 {
-        eprintln!(
+        errln!(
             "{failed} of {} file{} invalid",
             files.len(),
             if files.len() == 1 { "" } else { "s" }
@@ -120,14 +121,14 @@ pub(crate) fn plan(ctx: &Context, ensemble: &str, format: PlanFormat) -> Exit {
 pub(crate) fn list(ctx: &Context) -> Exit {
     let found = ctx.dirs.list_ensembles();
     if found.is_empty() {
-        eprintln!("no ensembles found");
+        errln!("no ensembles found");
         let dirs: Vec<String> = ctx
             .dirs
             .ensemble_dirs()
             .iter()
             .map(|(d, _)| d.display().to_string())
             .collect();
-        eprintln!(
+        errln!(
             "  looked in: {}",
             if dirs.is_empty() {
                 "(no .orc directory and no HOME)".into()
@@ -135,28 +136,46 @@ pub(crate) fn list(ctx: &Context) -> Exit {
                 dirs.join(", ")
             }
         );
-        eprintln!("  help: run `orc init` to create .orc/ensembles with an example");
+        errln!("  help: run `orc init` to create .orc/ensembles with an example");
         return Exit::Ok;
     }
-    let width = found.iter().map(|f| f.name.len()).max().unwrap_or(4).max(4);
-    let mut out = format!("{:<width$}  {:<7}  {}\n", "NAME", "SCOPE", "PATH");
-    for f in &found {
-        let description = config::ensemble_description(&f.path)
-            .map(|d| format!("  {d}"))
-            .unwrap_or_default();
-        let shadowed = if f.shadowed {
-            "  (shadowed by the project's)"
-        } else {
-            ""
-        };
-        out.push_str(&format!(
-            "{:<width$}  {:<7}  {}{}{}\n",
-            f.name,
-            f.scope.to_string(),
-            f.path.display(),
-            shadowed,
-            description
-        ));
+    // Every column has a header and every row the same columns (#12). The path, the
+    // widest, comes last, so nothing is padded to its width.
+    let rows: Vec<(String, String, String, String)> = found
+        .iter()
+        .map(|f| {
+            let mut description = config::ensemble_description(&f.path).unwrap_or_default();
+            if f.shadowed {
+                description = format!("(shadowed by the project's) {description}")
+                    .trim_end()
+                    .to_string();
+            }
+            (
+                f.name.clone(),
+                f.scope.to_string(),
+                f.path.display().to_string(),
+                description,
+            )
+        })
+        .collect();
+    let width = |column: fn(&(String, String, String, String)) -> &String, header: &str| {
+        rows.iter()
+            .map(|r| column(r).chars().count())
+            .max()
+            .unwrap_or(0)
+            .max(header.len())
+    };
+    let (name_w, scope_w, description_w) = (
+        width(|r| &r.0, "NAME"),
+        width(|r| &r.1, "SCOPE"),
+        width(|r| &r.3, "DESCRIPTION"),
+    );
+    let line = |name: &str, scope: &str, path: &str, description: &str| {
+        format!("{name:<name_w$}  {scope:<scope_w$}  {description:<description_w$}  {path}\n")
+    };
+    let mut out = line("NAME", "SCOPE", "PATH", "DESCRIPTION");
+    for (name, scope, path, description) in &rows {
+        out.push_str(&line(name, scope, path, description));
     }
     super::output::write_stdout(&out)
 }
@@ -260,7 +279,7 @@ pub(crate) fn init(ctx: &Context, force: bool) -> Exit {
     if !force {
         if let Some((existing, _)) = files.iter().find(|(p, _)| p.exists()) {
             ctx.error(&format!("`{}` already exists", existing.display()));
-            eprintln!("  help: use `orc init --force` to overwrite it");
+            errln!("  help: use `orc init --force` to overwrite it");
             return Exit::Invalid;
         }
     }
@@ -280,10 +299,10 @@ pub(crate) fn init(ctx: &Context, force: bool) -> Exit {
             return Exit::Invalid;
         }
     }
-    eprintln!(
+    errln!(
         "created {}/ with config.yaml, ensembles/example.yaml, profiles/ and schemas/",
         root.display()
     );
-    eprintln!("try: echo 'fn add(a: i32, b: i32) -> i32 {{ a - b }}' | orc invoke example");
+    errln!("try: echo 'fn add(a: i32, b: i32) -> i32 {{ a - b }}' | orc invoke example");
     Exit::Ok
 }

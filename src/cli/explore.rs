@@ -20,8 +20,8 @@ pub(crate) fn explore(ctx: &Context, args: ExploreArgs) -> Exit {
         if profiles.get(name).is_none() {
             ctx.error(&format!("unknown profile `{name}` (--profile)"));
             match crate::suggest::closest(name, profiles.names()) {
-                Some(s) => eprintln!("  help: did you mean `{s}`?"),
-                None => eprintln!("  help: `orc profiles` lists the profiles in effect"),
+                Some(s) => errln!("  help: did you mean `{s}`?"),
+                None => errln!("  help: `orc profiles` lists the profiles in effect"),
             }
             return Exit::Invalid;
         }
@@ -40,6 +40,7 @@ pub(crate) fn explore(ctx: &Context, args: ExploreArgs) -> Exit {
         output: args.output,
         stream: false,
         each_line: args.each_line,
+        max_input_bytes: args.max_input_bytes,
         max_concurrency: args.max_concurrency,
         timeout: args.timeout,
         seed: args.seed,

@@ -2,12 +2,13 @@
 //! ensemble, and (`--each-line`) one run per line of stdin with bounded concurrency.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, IsTerminal, Read};
+use std::io::IsTerminal;
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::Context;
 use super::args::{InvokeArgs, OutputFormat};
+use super::input;
 use super::output::{text_result, write_stdout};
 use super::session::{self, EngineArgs, Printer, Show};
 use crate::config::{ConfigErrorKind, ConfigReport, Ensemble};
@@ -49,7 +50,7 @@ pub(crate) fn check_runnable(
             .collect::<Vec<_>>()
             .join(", ")
     ));
-    eprintln!(
+    errln!(
         "  help: remove those keys to run the rest, or check `orc --version` for a newer release"
     );
     Err(Exit::Invalid)
@@ -126,12 +127,16 @@ pub(crate) fn run_loaded(
         resume: None,
     };
     let exit = if args.each_line {
-        if std::io::stdin().is_terminal() {
-            ctx.error("--each-line reads its inputs from stdin");
-            eprintln!(
-                "  help: pipe one input per line, e.g. `cat topics.txt | orc invoke FILE --each-line`"
-            );
-            return Exit::Invalid;
+        match input::stdin_kind() {
+            input::Stdin::Terminal => {
+                ctx.error("--each-line reads its inputs from stdin");
+                errln!(
+                    "  help: pipe one input per line, e.g. `cat topics.txt | orc invoke FILE --each-line`"
+                );
+                return Exit::Invalid;
+            }
+            input::Stdin::Refused(what) => return input::refuse_stdin(ctx, what),
+            input::Stdin::Null | input::Stdin::Readable { .. } => {}
         }
         runtime.block_on(async {
             session::watch_signals(engine.clone());
@@ -187,7 +192,7 @@ pub(crate) async fn connect_redis_with(
 ) -> Result<crate::worker::RedisExecutor, Exit> {
     let url = crate::worker::RedisUrl::parse(url).map_err(|e| {
         ctx.error(&e.to_string());
-        eprintln!("  help: give a URL like `redis://127.0.0.1:6379`");
+        errln!("  help: give a URL like `redis://127.0.0.1:6379`");
         Exit::Invalid
     })?;
     let profile_map = profile_map
@@ -203,7 +208,7 @@ pub(crate) async fn connect_redis_with(
     .await
     .map_err(|e| {
         ctx.error(&e.to_string());
-        eprintln!("  help: is redis-server running there? `redis-cli -u URL ping` tells");
+        errln!("  help: is redis-server running there? `redis-cli -u URL ping` tells");
         Exit::Failed
     })
 }
@@ -227,11 +232,13 @@ pub(crate) async fn run_one(
         Ok(p) => p,
         Err(e) => return start_failed(ctx, &e),
     };
-    // Nothing to show while it runs: no subscriber, so no event is even queued for one.
-    let printer = (show_progress || show.output == OutputFormat::Jsonl || streamed.is_some())
+    // Nothing to show while it runs (`--quiet`): no subscriber, so no event is even queued
+    // for one.
+    let printer = session::wants_printer(show, streamed.is_some())
         .then(|| Printer::start(ctx, &plan, pending.subscribe(), show, streamed));
+    let recorded = engine.store().is_some();
     let handle = pending.start();
-    session::finish_run(ctx, &plan, handle, printer, show).await
+    session::finish_run(ctx, &plan, handle, printer, show, recorded).await
 }
 
 pub(crate) fn start_failed(ctx: &Context, e: &StartError) -> Exit {
@@ -275,46 +282,71 @@ fn strip_final_newline(mut s: String) -> String {
     s
 }
 
+/// The run's input: the argument or `--input`, else `--input-file`, else piped stdin, else
+/// the ensemble's `default_task`. Empty piped stdin is not an input (#12): it falls back to
+/// `default_task`, or is refused with how to give one.
 fn read_input(ctx: &Context, args: &InvokeArgs, ensemble: &Ensemble) -> Result<String, Exit> {
-    if let Some(text) = args.input_arg.clone().or_else(|| args.input.clone()) {
+    let cap = args.max_input_bytes;
+    let given = args
+        .input_arg
+        .as_ref()
+        .map(|t| (t.clone(), "the argument"))
+        .or_else(|| args.input.as_ref().map(|t| (t.clone(), "--input")));
+    let stdin = input::stdin_kind();
+    let piped = matches!(stdin, input::Stdin::Readable { empty_file: false });
+    if let Some((text, what)) = given {
+        if piped && !args.quiet {
+            errln!("note: the input is {what}; piped stdin is not read");
+        }
         return Ok(text);
     }
     if let Some(path) = &args.input_file {
-        return match std::fs::read(path) {
-            Ok(bytes) => match String::from_utf8(bytes) {
-                Ok(s) => Ok(strip_final_newline(s)),
-                Err(_) => {
-                    ctx.error(&format!("`{}` is not UTF-8 text", path.display()));
-                    Err(Exit::Invalid)
-                }
-            },
-            Err(e) => {
-                ctx.error(&format!("cannot read `{}`: {e}", path.display()));
-                Err(Exit::Invalid)
+        if piped && !args.quiet {
+            errln!("note: the input is --input-file; piped stdin is not read");
+        }
+        return input::read_file(ctx, path, cap).map(strip_final_newline);
+    }
+    // `orc explore` runs a generated ensemble, named by no argument.
+    let explore = args.ensemble.is_empty();
+    let how = if explore {
+        "give the topic as an argument (`orc explore \"kitchen tools\"`) or pipe it on stdin"
+    } else {
+        "pipe text on stdin (`echo 'your text' | orc invoke FILE`), give it as an argument (`orc invoke FILE \"your text\"`), or use --input or --input-file"
+    };
+    let empty_stdin = match stdin {
+        input::Stdin::Terminal => false,
+        input::Stdin::Null | input::Stdin::Readable { empty_file: true } => true,
+        input::Stdin::Refused(what) => return Err(input::refuse_stdin(ctx, what)),
+        input::Stdin::Readable { empty_file: false } => {
+            let text = strip_final_newline(input::read_stdin(ctx, cap)?);
+            if !text.trim().is_empty() {
+                return Ok(text);
             }
-        };
-    }
-    let stdin = std::io::stdin();
-    if !stdin.is_terminal() {
-        let mut bytes = Vec::new();
-        if let Err(e) = stdin.lock().read_to_end(&mut bytes) {
-            ctx.error(&format!("cannot read stdin: {e}"));
-            return Err(Exit::Invalid);
+            true
         }
-        let Ok(text) = String::from_utf8(bytes) else {
-            ctx.error("stdin is not UTF-8 text");
-            return Err(Exit::Invalid);
-        };
-        if !text.is_empty() || ensemble.default_task.is_none() {
-            return Ok(strip_final_newline(text));
+    };
+    match &ensemble.default_task {
+        Some(task) => {
+            if empty_stdin && !args.quiet {
+                errln!("note: stdin is empty; the input is the ensemble's `default_task`");
+            }
+            Ok(task.clone())
+        }
+        None if empty_stdin => {
+            ctx.error(if explore {
+                "stdin is empty: no topic to explore"
+            } else {
+                "stdin is empty, and the ensemble has no `default_task` to run instead"
+            });
+            errln!("  help: {how}");
+            Err(Exit::Invalid)
+        }
+        None => {
+            ctx.error("no input given");
+            errln!("  help: {how}");
+            Err(Exit::Invalid)
         }
     }
-    if let Some(task) = &ensemble.default_task {
-        return Ok(task.clone());
-    }
-    ctx.error("no input given");
-    eprintln!("  help: pipe text on stdin, pass it as an argument, or use --input/--input-file");
-    Err(Exit::Invalid)
 }
 
 /// Runs in flight at once with `--each-line`: enough to keep the slots busy, few enough that
@@ -332,18 +364,15 @@ async fn each_line(
 ) -> Exit {
     // Lines are read on a thread of their own, a bounded number ahead of the runs.
     let (line_tx, mut lines) = tokio::sync::mpsc::channel::<Result<String, String>>(EACH_LINE_RUNS);
+    let cap = args.max_input_bytes;
     std::thread::spawn(move || {
-        let stdin = std::io::stdin();
-        for line in stdin.lock().lines() {
-            let item = match line {
-                Ok(l) => {
-                    let l = l.trim_end_matches('\r').to_string();
-                    if l.trim().is_empty() {
-                        continue;
-                    }
-                    Ok(l)
-                }
-                Err(e) => Err(format!("cannot read stdin as UTF-8 text: {e}")),
+        let mut lines = input::Lines::new(std::io::stdin().lock(), cap);
+        loop {
+            let item = match lines.next_line() {
+                input::Line::Text(l) if l.trim().is_empty() => continue,
+                input::Line::Text(l) => Ok(l),
+                input::Line::End => break,
+                input::Line::Error(e) => Err(e),
             };
             let stop = item.is_err();
             if line_tx.blocking_send(item).is_err() || stop {
@@ -416,6 +445,14 @@ async fn each_line(
                 return Exit::Invalid;
             }
         };
+        // Failures are said once, here: the default log leaves them out (`crate::logging`).
+        for agent in &outcome.agents {
+            if agent.status == crate::exec::AgentStatus::Failed {
+                if let Some(line) = session::agent_line(ctx.color, agent) {
+                    errln!("input {}: {line}", index + 1);
+                }
+            }
+        }
         match outcome.status {
             RunStatus::Succeeded => succeeded += 1,
             RunStatus::Interrupted => interrupted = true,
@@ -461,7 +498,7 @@ async fn each_line(
     }
     if !args.quiet {
         let rest = total - succeeded - failed;
-        eprintln!(
+        errln!(
             "orc: {total} input{}: {succeeded} succeeded, {failed} failed{}",
             if total == 1 { "" } else { "s" },
             if interrupted {

@@ -44,7 +44,7 @@ pub(crate) fn mcp(ctx: &Context, args: McpArgs) -> Exit {
             "no ensembles to serve; give files or folders, or add ensembles to .orc/ensembles",
         );
     } else {
-        eprintln!(
+        errln!(
             "orc mcp: serving {} ensemble{} over stdio: {}",
             entries.len(),
             if entries.len() == 1 { "" } else { "s" },
@@ -65,7 +65,7 @@ pub(crate) fn mcp(ctx: &Context, args: McpArgs) -> Exit {
         crate::store::default_path().and_then(|path| {
             let color = ctx.color;
             let on_failure = Box::new(move |message: String| {
-                eprintln!(
+                errln!(
                     "{}: {message}",
                     if color {
                         "\x1b[1;33mwarning\x1b[0m"
@@ -115,5 +115,5 @@ fn warn(ctx: &Context, message: &str) {
     } else {
         "warning"
     };
-    eprintln!("{prefix}: {message}");
+    errln!("{prefix}: {message}");
 }

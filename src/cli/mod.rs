@@ -1,10 +1,34 @@
 //! The command line: parses arguments, runs one command, maps the result to an exit code.
 //! The only module that prints. `run` can be called more than once in a process.
+//!
+//! Every line to stderr goes through `errln!`/`errprint!`, never `eprintln!`, which panics
+//! (exit 101) when stderr is a closed pipe (`orc ... 2>&1 | head -1`) and would throw away
+//! the result on stdout with it (#12). The lints below keep it that way.
+
+#![deny(clippy::print_stderr, clippy::print_stdout)]
+
+/// `eprintln!` that never panics: a line that cannot be written (stderr closed or a broken
+/// pipe) is dropped, so the run goes on and its result still reaches stdout.
+macro_rules! errln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
+    }};
+}
+
+/// `eprint!` that never panics; see `errln!`.
+macro_rules! errprint {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stderr().lock(), $($arg)*);
+    }};
+}
 
 mod args;
 mod auth;
 mod commands;
 mod explore;
+mod input;
 mod invoke;
 mod mcp;
 mod output;
@@ -48,6 +72,14 @@ where
         }
     };
     let ctx = Context::new(cli.color);
+    if matches!(
+        cli.command,
+        Command::Invoke(_) | Command::Explore(_) | Command::Resume(_) | Command::Test(_)
+    ) {
+        // These show retries and failures from the run's events (`session::event_line`,
+        // `orc test`'s report); the default log must not say them again.
+        crate::logging::run_events_shown();
+    }
     let exit = match cli.command {
         Command::Invoke(args) => invoke::invoke(&ctx, args),
         Command::Explore(args) => explore::explore(&ctx, args),
@@ -105,12 +137,12 @@ impl Context {
         } else {
             "error"
         };
-        eprintln!("{prefix}: {message}");
+        errln!("{prefix}: {message}");
     }
 
     pub(crate) fn print_report(&self, report: &ConfigReport) {
         if !report.diagnostics.is_empty() {
-            eprint!("{}", self.renderer.render_report(report));
+            errprint!("{}", self.renderer.render_report(report));
         }
     }
 
@@ -156,7 +188,7 @@ impl Context {
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
         if let Some(s) = closest(&stem, known.iter().map(String::as_str)) {
-            eprintln!("  help: did you mean `{s}`?");
+            errln!("  help: did you mean `{s}`?");
         } else {
             let searched: Vec<String> = self
                 .dirs
@@ -165,11 +197,11 @@ impl Context {
                 .map(|(d, _)| d.display().to_string())
                 .collect();
             if searched.is_empty() {
-                eprintln!(
+                errln!(
                     "  help: give a path to a .yaml file, or run `orc init` to create .orc/ensembles"
                 );
             } else {
-                eprintln!(
+                errln!(
                     "  help: give a path to a .yaml file, or put NAME.yaml in {}",
                     searched.join(" or ")
                 );

@@ -13,33 +13,31 @@ pub(crate) fn write_stdout(text: &str) -> Exit {
         Ok(()) => Exit::Ok,
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Exit::Ok,
         Err(e) => {
-            eprintln!("error: cannot write to stdout: {e}");
+            errln!("error: cannot write to stdout: {e}");
             Exit::Failed
         }
     }
 }
 
-/// The text result of a run: the output of the final agent(s). When the run was stopped
-/// before they finished, every completed output instead, so nothing already paid for is lost.
+/// Whether the final agents' outputs are missing from a run that did not succeed (stopped,
+/// or a failure left a final agent failed or skipped). Then the text result holds every
+/// completed output instead, so nothing already paid for is lost (#12). A final agent
+/// skipped by its `when` in a run that succeeded is not missing: it was not wanted.
+fn partial(outcome: &RunOutcome, sinks: &[usize]) -> bool {
+    outcome.status != RunStatus::Succeeded
+        && sinks
+            .iter()
+            .any(|&i| outcome.agents[i].status != AgentStatus::Succeeded)
+}
+
+/// The text result of a run: the output of the final agent(s), or, when `partial`, that of
+/// every agent that succeeded, each under its name.
 pub(crate) fn text_result(outcome: &RunOutcome, sinks: &[usize]) -> String {
-    let stopped = matches!(
-        outcome.status,
-        RunStatus::Interrupted
-            | RunStatus::TimedOut
-            | RunStatus::BudgetExceeded
-            | RunStatus::Cancelled
-    );
-    let finals: Vec<usize> = sinks
-        .iter()
-        .copied()
-        .filter(|&i| outcome.agents[i].status == AgentStatus::Succeeded)
-        .collect();
-    let shown: Vec<usize> = if stopped && finals.len() < sinks.len() {
-        (0..outcome.agents.len())
-            .filter(|&i| outcome.agents[i].status == AgentStatus::Succeeded)
-            .collect()
+    let succeeded = |i: &usize| outcome.agents[*i].status == AgentStatus::Succeeded;
+    let shown: Vec<usize> = if partial(outcome, sinks) {
+        (0..outcome.agents.len()).filter(succeeded).collect()
     } else {
-        finals
+        sinks.iter().copied().filter(succeeded).collect()
     };
     let mut out = String::new();
     if shown.len() == 1 && sinks.len() == 1 && sinks[0] == shown[0] {
@@ -57,6 +55,39 @@ pub(crate) fn text_result(outcome: &RunOutcome, sinks: &[usize]) -> String {
         out.push('\n');
     }
     out
+}
+
+/// The stderr line that says why stdout does not hold the final agents' outputs and what
+/// it holds instead; `None` when it holds them.
+pub(crate) fn partial_note(outcome: &RunOutcome, sinks: &[usize]) -> Option<String> {
+    if !partial(outcome, sinks) {
+        return None;
+    }
+    let missing: Vec<String> = sinks
+        .iter()
+        .map(|&i| &outcome.agents[i])
+        .filter(|a| a.status != AgentStatus::Succeeded)
+        .map(|a| format!("`{}` ({})", a.name, a.status.as_str()))
+        .collect();
+    let whose = if missing.len() == 1 {
+        format!("the final agent {}", missing[0])
+    } else {
+        format!("the final agents {}", missing.join(", "))
+    };
+    let done = outcome
+        .agents
+        .iter()
+        .filter(|a| a.status == AgentStatus::Succeeded)
+        .count();
+    Some(match done {
+        0 => format!("note: no output: {whose} did not succeed, and no other agent did"),
+        1 => format!(
+            "note: no output from {whose}; stdout has the output of the one agent that succeeded, under its name"
+        ),
+        n => format!(
+            "note: no output from {whose}; stdout has the outputs of the {n} agents that succeeded, each under its name"
+        ),
+    })
 }
 
 pub(crate) fn json_result(outcome: &RunOutcome) -> String {

@@ -30,7 +30,7 @@ pub(crate) fn resume(ctx: &Context, args: ResumeArgs) -> Exit {
         Ok(row) => row,
         Err(e) => {
             ctx.error(&e.to_string());
-            eprintln!("  help: `orc runs` lists the recorded runs");
+            errln!("  help: `orc runs` lists the recorded runs");
             return Exit::Invalid;
         }
     };
@@ -38,9 +38,9 @@ pub(crate) fn resume(ctx: &Context, args: ResumeArgs) -> Exit {
         ctx.error(&e.to_string());
         match e {
             ResumeError::Succeeded { .. } => {
-                eprintln!("  help: `orc runs show {}` shows its result", row.id);
+                errln!("  help: `orc runs show {}` shows its result", row.id);
             }
-            _ => eprintln!("  help: stop it first (Ctrl-C or SIGTERM keeps what it finished)"),
+            _ => errln!("  help: stop it first (Ctrl-C or SIGTERM keeps what it finished)"),
         }
         return Exit::Invalid;
     }
@@ -58,7 +58,7 @@ pub(crate) fn resume(ctx: &Context, args: ResumeArgs) -> Exit {
             (Some(p), loaded)
         }
         EnsembleOrigin::Recorded(text) => {
-            eprintln!(
+            errln!(
                 "note: `{}` is gone; resuming from the copy recorded with the run",
                 row.ensemble_path.as_deref().unwrap_or(&row.ensemble)
             );
@@ -80,14 +80,14 @@ pub(crate) fn resume(ctx: &Context, args: ResumeArgs) -> Exit {
         }
     };
     match resume::check_changes(&row, &ensemble, &data, args.force) {
-        Ok(changed) if !changed.is_empty() => eprintln!(
+        Ok(changed) if !changed.is_empty() => errln!(
             "note: resuming despite changes to the ensemble (--force): {}",
             changed.join("; ")
         ),
         Ok(_) => {}
         Err(e) => {
             ctx.error(&e.to_string());
-            eprintln!(
+            errln!(
                 "  help: `orc resume {} --force` resumes with the ensemble as it is now; `orc invoke` starts a new run",
                 row.id
             );
@@ -121,7 +121,7 @@ pub(crate) fn resume(ctx: &Context, args: ResumeArgs) -> Exit {
         args.timeout.map(Duration::from_secs_f64),
     );
     if !args.quiet {
-        eprintln!(
+        errln!(
             "orc: resuming {}: {restored} of {} agents already succeeded, {answers} completed call{} on record",
             row.id,
             plan.len(),

@@ -26,7 +26,7 @@ pub(crate) fn runs(ctx: &Context, action: Option<RunsAction>, output: ListFormat
                     ..
                 } => write_stdout("[]\n"),
                 _ => {
-                    eprintln!("no runs recorded yet");
+                    errln!("no runs recorded yet");
                     Exit::Ok
                 }
             };
@@ -57,7 +57,7 @@ pub(crate) fn runs(ctx: &Context, action: Option<RunsAction>, output: ListFormat
         Err(e) => {
             ctx.error(&e.to_string());
             if let StoreError::NotFound(_) = e {
-                eprintln!("  help: `orc runs` lists the recorded runs");
+                errln!("  help: `orc runs` lists the recorded runs");
             }
             Exit::Invalid
         }
@@ -87,7 +87,7 @@ fn list(
     if let Some(s) = &status {
         if RunStatus::parse(s).is_none() && s != "running" {
             ctx.error(&format!("unknown status `{s}`"));
-            eprintln!(
+            errln!(
                 "  help: one of running, succeeded, failed, timed_out, budget_exceeded, interrupted, cancelled"
             );
             return Ok(Exit::Invalid);
@@ -105,7 +105,7 @@ fn list(
         return Ok(write_stdout(&text));
     }
     if rows.is_empty() {
-        eprintln!("no runs recorded");
+        errln!("no runs recorded");
         return Ok(Exit::Ok);
     }
     Ok(write_stdout(&table(&rows)))
@@ -317,9 +317,9 @@ fn removed(ids: &[String], output: ListFormat) -> Exit {
         return write_stdout(&s);
     }
     for id in ids {
-        eprintln!("removed {id}");
+        errln!("removed {id}");
     }
-    eprintln!(
+    errln!(
         "{} run{} removed",
         ids.len(),
         if ids.len() == 1 { "" } else { "s" }

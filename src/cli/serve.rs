@@ -17,7 +17,7 @@ pub(crate) fn serve(ctx: &Context, args: ServeArgs) -> Exit {
         Ok(a) => a.collect(),
         Err(e) => {
             ctx.error(&format!("cannot listen on `{}`: {e}", args.bind));
-            eprintln!("  help: give an address and port, such as `127.0.0.1:8080` or `[::1]:0`");
+            errln!("  help: give an address and port, such as `127.0.0.1:8080` or `[::1]:0`");
             return Exit::Invalid;
         }
     };
@@ -30,7 +30,7 @@ pub(crate) fn serve(ctx: &Context, args: ServeArgs) -> Exit {
             "refusing to listen on `{}` without a token: anyone who can reach it could run ensembles with your keys and read every recorded run",
             args.bind
         ));
-        eprintln!(
+        errln!(
             "  help: set a token with --token or ORC_TOKEN, or listen on loopback only (`--bind 127.0.0.1:8080`)"
         );
         return Exit::Invalid;
@@ -47,7 +47,7 @@ pub(crate) fn serve(ctx: &Context, args: ServeArgs) -> Exit {
     };
     let Some(store_path) = crate::store::default_path() else {
         ctx.error("`orc serve` needs the run store, and ORC_STORE turns it off");
-        eprintln!("  help: unset ORC_STORE, or point it at a file (ORC_STORE=/path/orc.db)");
+        errln!("  help: unset ORC_STORE, or point it at a file (ORC_STORE=/path/orc.db)");
         return Exit::Invalid;
     };
     let color = ctx.color;
@@ -59,7 +59,7 @@ pub(crate) fn serve(ctx: &Context, args: ServeArgs) -> Exit {
             } else {
                 "warning"
             };
-            eprintln!("{prefix}: {m}");
+            errln!("{prefix}: {m}");
         }),
     ) {
         Ok(s) => s,
@@ -104,14 +104,14 @@ pub(crate) fn serve(ctx: &Context, args: ServeArgs) -> Exit {
                 .clone()
                 .map(|r| r as std::sync::Arc<dyn crate::exec::Executor>),
         });
-        eprintln!("listening on http://{local}");
-        eprintln!(
+        errln!("listening on http://{local}");
+        errln!(
             "orc: serving {ensembles} ensemble{}; dashboard at http://{local}/, OpenAI-compatible API at http://{local}/v1",
             if ensembles == 1 { "" } else { "s" }
         );
         let shutdown = async {
             let _ = session::next_signal().await;
-            eprintln!("orc: shutting down; running runs are stopped and stored as interrupted");
+            errln!("orc: shutting down; running runs are stopped and stored as interrupted");
             // A second signal: exit at once.
             tokio::spawn(async {
                 let second = session::next_signal().await;

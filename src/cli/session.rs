@@ -3,18 +3,19 @@
 //! (progress view, `--output jsonl`, `--stream`, the summary, the result on stdout, the exit
 //! code). Printing happens on a thread of its own, never on the async workers.
 
+use std::collections::HashSet;
 use std::io::IsTerminal;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI32, Ordering};
 
 use super::Context;
 use super::args::OutputFormat;
-use super::output::{json_result, text_result, write_stdout};
+use super::output::{json_result, partial_note, text_result, write_stdout};
 use super::stream::StreamPrinter;
 use crate::diagnostics::Exit;
 use crate::exec::{
-    AgentStatus, Engine, EngineConfig, Mode, Recorder, RunHandle, RunOutcome, RunState, RunStatus,
-    Subscription,
+    AgentOutcome, AgentStatus, Engine, EngineConfig, Event, EventKind, Mode, Recorder, RunHandle,
+    RunOutcome, RunState, RunStatus, Subscription,
 };
 use crate::plan::Plan;
 use crate::progress::ProgressView;
@@ -84,7 +85,7 @@ fn warn_line(color: bool, message: &str) {
     } else {
         "warning"
     };
-    eprintln!("{prefix}: {message}");
+    errln!("{prefix}: {message}");
 }
 
 /// The signal that stopped the process, for its exit code (0 when none).
@@ -146,10 +147,19 @@ pub(crate) fn exit_for(status: RunStatus) -> Exit {
     }
 }
 
-/// Prints a run's live events (progress view, JSON lines, streamed text) on a thread of its
-/// own until the run finishes.
+/// Prints a run's live events (progress view, JSON lines, streamed text, retries and
+/// failures as short lines) on a thread of its own until the run finishes.
 pub(crate) struct Printer {
-    thread: std::thread::JoinHandle<bool>,
+    thread: std::thread::JoinHandle<Printed>,
+}
+
+/// What the printer already put out.
+#[derive(Default)]
+pub(crate) struct Printed {
+    /// `--stream` printed the answer.
+    pub streamed: bool,
+    /// Agents whose failure or skip line is on stderr already.
+    pub reported: HashSet<String>,
 }
 
 impl Printer {
@@ -169,6 +179,7 @@ impl Printer {
             let mut progress = show_progress.then(|| ProgressView::new(total, color));
             let mut stream = streamed.map(StreamPrinter::new);
             let mut broken = false;
+            let mut reported = HashSet::new();
             while let Some(event) = events.blocking_recv() {
                 state.apply(&event);
                 if let Some(p) = &mut progress {
@@ -182,6 +193,17 @@ impl Printer {
                 if let Some(s) = &mut stream {
                     s.print(&event);
                 }
+                if !show.quiet {
+                    if let Some(line) = event_line(color, &event) {
+                        match &progress {
+                            Some(p) => p.println(&line),
+                            None => errln!("{line}"),
+                        }
+                        if let EventKind::AgentFinished { agent, .. } = &event.kind {
+                            reported.insert(agent.clone());
+                        }
+                    }
+                }
                 if event.path.is_empty() && event.kind.is_run_finished() {
                     break;
                 }
@@ -189,37 +211,46 @@ impl Printer {
             if let Some(p) = &progress {
                 p.finish();
             }
-            stream.is_some_and(|s| s.printed())
+            Printed {
+                streamed: stream.is_some_and(|s| s.printed()),
+                reported,
+            }
         });
         Printer { thread }
     }
 
-    /// Waits for the printer to finish; whether `--stream` printed the answer already.
-    pub(crate) fn finish(self) -> bool {
-        self.thread.join().unwrap_or(false)
+    /// Waits for the printer to finish; what it printed.
+    pub(crate) fn finish(self) -> Printed {
+        self.thread.join().unwrap_or_default()
     }
 }
 
-/// Waits for a started run, then prints its result and summary; the exit code.
+/// Whether a live printer is needed: for the progress view, JSON lines, `--stream`, or the
+/// retry and failure lines that every run without `--quiet` shows.
+pub(crate) fn wants_printer(show: Show, streamed: bool) -> bool {
+    !show.quiet || show.output == OutputFormat::Jsonl || streamed
+}
+
+/// Waits for a started run, then prints its result and summary; the exit code. `recorded`:
+/// the run is in the run store (so `orc resume` can continue it).
 pub(crate) async fn finish_run(
     ctx: &Context,
     plan: &Plan,
     handle: RunHandle,
     printer: Option<Printer>,
     show: Show,
+    recorded: bool,
 ) -> Exit {
     let outcome = handle.wait().await;
-    let streamed = match printer {
+    let printed = match printer {
         Some(p) => tokio::task::spawn_blocking(move || p.finish())
             .await
-            .unwrap_or(false),
-        None => false,
+            .unwrap_or_default(),
+        None => Printed::default(),
     };
-    if !show.quiet {
-        report_run(ctx, &outcome);
-    }
+    report_run(ctx, plan, &outcome, &printed.reported, show.quiet, recorded);
     let written = match show.output {
-        OutputFormat::Text if streamed => Exit::Ok,
+        OutputFormat::Text if printed.streamed => Exit::Ok,
         OutputFormat::Text => write_stdout(&text_result(&outcome, &plan.sinks)),
         OutputFormat::Json => write_stdout(&json_result(&outcome)),
         OutputFormat::Jsonl => Exit::Ok,
@@ -230,27 +261,127 @@ pub(crate) async fn finish_run(
     exit_for(outcome.status)
 }
 
-/// Failures and a one-line summary on stderr.
-pub(crate) fn report_run(ctx: &Context, outcome: &RunOutcome) {
-    for agent in &outcome.agents {
-        match agent.status {
-            AgentStatus::Failed => ctx.error(&format!(
-                "agent `{}` failed after {} attempt{}: {}",
-                agent.name,
-                agent.attempts,
-                if agent.attempts == 1 { "" } else { "s" },
-                agent.error.as_deref().unwrap_or("unknown error")
-            )),
-            AgentStatus::Skipped => eprintln!(
-                "skipped: agent `{}` ({})",
-                agent.name,
-                agent
-                    .error
-                    .as_deref()
-                    .unwrap_or("a dependency did not succeed")
-            ),
-            _ => {}
+/// `label:` in its colour.
+fn styled(color: bool, label: &str, code: &str) -> String {
+    if color {
+        format!("\x1b[{code}m{label}\x1b[0m")
+    } else {
+        label.to_string()
+    }
+}
+
+/// The first line of an error, at most 200 characters: a retry line stays one line.
+fn short(error: &str) -> String {
+    let first = error.lines().next().unwrap_or("");
+    if first.chars().count() > 200 || first.len() < error.trim_end().len() {
+        let cut: String = first.chars().take(200).collect();
+        format!("{cut}...")
+    } else {
+        first.to_string()
+    }
+}
+
+/// The agent as a user finds it: nested agents under the path of the agent that ran them.
+fn agent_label(path: &[String], agent: &str) -> String {
+    if path.is_empty() {
+        format!("`{agent}`")
+    } else {
+        format!("`{}/{agent}`", path.join("/"))
+    }
+}
+
+/// The human line for a retry, a fallback, or an agent that failed or was skipped; `None`
+/// for every other event. The only place these are said: the default log leaves them out
+/// (`crate::logging`).
+pub(crate) fn event_line(color: bool, event: &Event) -> Option<String> {
+    match &event.kind {
+        EventKind::AgentRetrying {
+            agent,
+            attempt,
+            error,
+            delay_ms,
+            ..
+        } => {
+            let when = if *delay_ms == 0 {
+                "now".to_string()
+            } else {
+                format!("in {delay_ms} ms")
+            };
+            Some(format!(
+                "{}: agent {} attempt {attempt} failed: {}; retrying {when}",
+                styled(color, "retry", "1;33"),
+                agent_label(&event.path, agent),
+                short(error)
+            ))
         }
+        EventKind::AgentFallback {
+            agent,
+            from,
+            to,
+            error,
+        } => Some(format!(
+            "{}: agent {}: profile `{from}` failed: {}; trying `{to}`",
+            styled(color, "fallback", "1;33"),
+            agent_label(&event.path, agent),
+            short(error)
+        )),
+        // A nested agent's failure is its parent's error; said once, there.
+        EventKind::AgentFinished { outcome, .. } if event.path.is_empty() => {
+            agent_line(color, outcome)
+        }
+        _ => None,
+    }
+}
+
+/// `error: agent ... failed ...` or `skipped: agent ... (why)`; `None` for other statuses.
+pub(crate) fn agent_line(color: bool, agent: &AgentOutcome) -> Option<String> {
+    match agent.status {
+        AgentStatus::Failed => Some(format!(
+            "{}: agent `{}` failed after {} attempt{}: {}",
+            styled(color, "error", "1;31"),
+            agent.name,
+            agent.attempts,
+            if agent.attempts == 1 { "" } else { "s" },
+            agent.error.as_deref().unwrap_or("unknown error")
+        )),
+        AgentStatus::Skipped => Some(format!(
+            "skipped: agent `{}` ({})",
+            agent.name,
+            agent
+                .error
+                .as_deref()
+                .unwrap_or("a dependency did not succeed")
+        )),
+        _ => None,
+    }
+}
+
+/// Failures and skips not shown live, then (unless `quiet`) warnings, what stdout holds
+/// when the final agents have no output, the one-line summary and, after a run that did
+/// not succeed, how to find and continue it.
+pub(crate) fn report_run(
+    ctx: &Context,
+    plan: &Plan,
+    outcome: &RunOutcome,
+    reported: &HashSet<String>,
+    quiet: bool,
+    recorded: bool,
+) {
+    for agent in &outcome.agents {
+        if !reported.contains(&agent.name) {
+            if let Some(line) = agent_line(ctx.color, agent) {
+                errln!("{line}");
+            }
+        }
+    }
+    if quiet {
+        return;
+    }
+    for warning in crate::exec::warnings(outcome) {
+        errln!("{warning}");
+    }
+    if let Some(note) = partial_note(outcome, &plan.sinks) {
+        errln!("{note}");
     }
     let t = &outcome.totals;
     let headline = match outcome.status {
@@ -271,9 +402,6 @@ pub(crate) fn report_run(ctx: &Context, outcome: &RunOutcome) {
             parts.push(format!("{n} {what}"));
         }
     }
-    for warning in crate::exec::warnings(outcome) {
-        eprintln!("{warning}");
-    }
     let cost = t
         .cost_usd
         .map_or_else(|| "cost unknown".to_string(), |c| format!("${c:.4}"));
@@ -286,7 +414,7 @@ pub(crate) fn report_run(ctx: &Context, outcome: &RunOutcome) {
     } else {
         String::new()
     };
-    eprintln!(
+    errln!(
         "orc: {headline}: {} · {} · {}{saved} · {:.2}s · run {}",
         parts.join(", "),
         crate::exec::tokens_summary(outcome),
@@ -294,6 +422,13 @@ pub(crate) fn report_run(ctx: &Context, outcome: &RunOutcome) {
         t.wall_ms as f64 / 1000.0,
         outcome.run_id,
     );
+    // Said once, after the summary that names the run: where to look and how to go on.
+    if recorded && outcome.status != RunStatus::Succeeded {
+        errln!(
+            "  help: `orc runs show {id}` shows what happened; `orc resume {id}` continues it",
+            id = outcome.run_id
+        );
+    }
 }
 
 /// The tokio runtime of a command.

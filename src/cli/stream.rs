@@ -43,7 +43,7 @@ impl StreamPrinter {
         } else if !self.shown.starts_with(text) {
             // The retry diverged from what is printed.
             let _ = write_stdout("\n");
-            eprintln!(
+            errln!(
                 "orc: the answer of `{}` broke off and its retry differs; the new answer follows in full",
                 self.agent
             );

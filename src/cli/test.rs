@@ -1,6 +1,7 @@
 //! `orc test`: runs the `tests:` of ensemble files and checks their expectations, printing
 //! expected against actual for every failure. With `--replay` nothing leaves the machine.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -12,7 +13,9 @@ use super::output::write_stdout;
 use super::session::{self, EngineArgs};
 use crate::config::spec::{ExpectSpec, TestSpec};
 use crate::diagnostics::Exit;
-use crate::exec::{AgentOutcome, Mode, RunOptions, RunOutcome, RunSource};
+use crate::exec::{
+    AgentOutcome, AgentStatus, EventKind, Mode, PendingRun, RunOptions, RunOutcome, RunSource,
+};
 use crate::plan::Plan;
 
 pub(crate) fn test(ctx: &Context, args: TestArgs) -> Exit {
@@ -43,6 +46,7 @@ pub(crate) fn test(ctx: &Context, args: TestArgs) -> Exit {
             live_capacity: 1 << 10,
         },
     );
+    let replaying = args.replay.is_some();
     let (mut passed, mut failed, mut invalid) = (0usize, 0usize, 0usize);
     let mut out = String::new();
     for file in &files {
@@ -78,15 +82,17 @@ pub(crate) fn test(ctx: &Context, args: TestArgs) -> Exit {
                 ..RunOptions::default()
             };
             let started = Instant::now();
-            let outcome = match engine.prepare(Arc::clone(&plan), test.input.clone(), options) {
-                Ok(pending) => runtime.block_on(pending.start().wait()),
-                Err(e) => {
-                    ctx.error(&format!("{}: {e}", file.display()));
-                    invalid += 1;
-                    continue;
-                }
-            };
-            let problems = check(&outcome, &test.expect);
+            let (outcome, sent) =
+                match engine.prepare(Arc::clone(&plan), test.input.clone(), options) {
+                    Ok(pending) => runtime.block_on(run_watched(pending, replaying)),
+                    Err(e) => {
+                        ctx.error(&format!("{}: {e}", file.display()));
+                        invalid += 1;
+                        continue;
+                    }
+                };
+            let mut problems = replay_misses(&plan, &outcome, &sent);
+            problems.extend(check(&outcome, &test.expect));
             let secs = started.elapsed().as_secs_f64();
             if problems.is_empty() {
                 passed += 1;
@@ -135,7 +141,7 @@ fn files(ctx: &Context, paths: &[PathBuf]) -> Result<Vec<PathBuf>, Exit> {
             .collect();
         if found.is_empty() {
             ctx.error("no ensembles found on the search path");
-            eprintln!("  help: pass files or directories, e.g. `orc test ensembles/`");
+            errln!("  help: pass files or directories, e.g. `orc test ensembles/`");
             return Err(Exit::Invalid);
         }
         return Ok(found);
@@ -162,6 +168,161 @@ fn files(ctx: &Context, paths: &[PathBuf]) -> Result<Vec<PathBuf>, Exit> {
     Ok(files)
 }
 
+/// The request an agent's last call sent, as the recording keys it.
+#[derive(Default)]
+struct Sent {
+    profile: String,
+    model: String,
+    key: String,
+    system: Option<String>,
+    prompt: String,
+}
+
+/// Runs a test; with `--replay`, also keeps each agent's last request so a miss can be
+/// shown (the outcome names the agent, not what it asked).
+async fn run_watched(
+    pending: PendingRun,
+    replaying: bool,
+) -> (Arc<RunOutcome>, HashMap<String, Sent>) {
+    if !replaying {
+        return (pending.start().wait().await, HashMap::new());
+    }
+    let mut events = pending.subscribe();
+    let handle = pending.start();
+    let mut sent: HashMap<String, Sent> = HashMap::new();
+    while let Some(event) = events.recv().await {
+        if !event.path.is_empty() {
+            continue;
+        }
+        match &event.kind {
+            EventKind::AgentPrompt {
+                agent,
+                system,
+                prompt,
+                ..
+            } => {
+                let s = sent.entry(agent.clone()).or_default();
+                s.system.clone_from(system);
+                s.prompt.clone_from(prompt);
+            }
+            EventKind::CallStarted {
+                agent,
+                profile,
+                model,
+                request_hash,
+                ..
+            } => {
+                let s = sent.entry(agent.clone()).or_default();
+                s.profile.clone_from(profile);
+                s.model.clone_from(model);
+                s.key.clone_from(request_hash);
+            }
+            kind if kind.is_run_finished() => break,
+            _ => {}
+        }
+    }
+    (handle.wait().await, sent)
+}
+
+/// One problem per agent whose request is not in the `--replay` recording: what it asked
+/// (profile, model, key, the start of its prompts) and which agents were skipped because
+/// of it, so a miss is not reported as a mystery `actual: ""` further down (#12).
+fn replay_misses(plan: &Plan, outcome: &RunOutcome, sent: &HashMap<String, Sent>) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (i, agent) in outcome.agents.iter().enumerate() {
+        if agent.error_kind.as_deref() != Some("not_recorded") {
+            continue;
+        }
+        let mut text = format!(
+            "the recording has no response for the request of agent `{}`",
+            agent.name
+        );
+        match sent.get(&agent.name) {
+            Some(s) => {
+                text.push_str(&format!(
+                    "\n  profile `{}`, model `{}`, request key {}",
+                    s.profile, s.model, s.key
+                ));
+                if let Some(system) = &s.system {
+                    text.push_str(&format!("\n  system prompt: {:?}", clip(system, 120)));
+                }
+                text.push_str(&format!("\n  prompt: {:?}", clip(&s.prompt, 120)));
+            }
+            None => text.push_str(&format!(
+                "\n  profile `{}`, model `{}`",
+                agent.profile, agent.model
+            )),
+        }
+        let skipped = skipped_because(plan, outcome, i);
+        if !skipped.is_empty() {
+            let names: Vec<String> = skipped.iter().map(|n| format!("`{n}`")).collect();
+            text.push_str(&format!(
+                "\n  so {} {} skipped",
+                names.join(", "),
+                if names.len() == 1 { "was" } else { "were" }
+            ));
+        }
+        text.push_str(
+            "\n  help: the ensemble or the input changed since the recording was made; record it again with `--record FILE`",
+        );
+        problems.push(text);
+    }
+    problems
+}
+
+/// The agents downstream of `failed` that were skipped for a dependency that did not
+/// succeed, in declaration order.
+fn skipped_because(plan: &Plan, outcome: &RunOutcome, failed: usize) -> Vec<String> {
+    let mut seen = vec![false; outcome.agents.len()];
+    let mut todo = vec![failed];
+    while let Some(i) = todo.pop() {
+        for &d in plan.dependents.get(i).map_or(&[][..], Vec::as_slice) {
+            let a = &outcome.agents[d];
+            if !seen[d] && a.status == AgentStatus::Skipped && !a.neutral_skip {
+                seen[d] = true;
+                todo.push(d);
+            }
+        }
+    }
+    seen.iter()
+        .enumerate()
+        .filter(|(_, s)| **s)
+        .map(|(i, _)| outcome.agents[i].name.clone())
+        .collect()
+}
+
+/// At most `n` characters of `text`, marked when cut.
+fn clip(text: &str, n: usize) -> String {
+    let one: String = text.chars().take(n).collect();
+    if text.chars().count() > n {
+        format!("{one}...")
+    } else {
+        one
+    }
+}
+
+/// What an output expectation shows as `actual` for an agent: its output, or why it has
+/// none.
+fn actual_output(agent: &AgentOutcome) -> String {
+    match (agent.status, &agent.output) {
+        (AgentStatus::Succeeded, Some(output)) => format!("{:?}", clip(output, 300)),
+        (status, _) => {
+            let why = match agent.error_kind.as_deref() {
+                Some("not_recorded") => "its request is not in the recording".to_string(),
+                _ => agent
+                    .error
+                    .as_deref()
+                    .map_or_else(String::new, |e| clip(e, 300)),
+            };
+            if why.is_empty() {
+                format!("no output ({})", status.as_str())
+            } else {
+                format!("no output ({}: {why})", status.as_str())
+            }
+        }
+    }
+}
+
 /// What is wrong with the run, one entry per failed expectation, expected against actual.
 fn check(outcome: &RunOutcome, expect: &[ExpectSpec]) -> Vec<String> {
     let mut problems = Vec::new();
@@ -175,14 +336,6 @@ fn check(outcome: &RunOutcome, expect: &[ExpectSpec]) -> Vec<String> {
             continue;
         }
         let output = agent.and_then(|a| a.output.as_deref()).unwrap_or("");
-        let shown = |text: &str| {
-            let one: String = text.chars().take(300).collect();
-            if text.chars().count() > 300 {
-                format!("{one}...")
-            } else {
-                one
-            }
-        };
         if let Some(status) = &e.status {
             let actual = match agent {
                 Some(a) => a.status.as_str().to_string(),
@@ -196,10 +349,17 @@ fn check(outcome: &RunOutcome, expect: &[ExpectSpec]) -> Vec<String> {
                     .agent
                     .as_ref()
                     .map_or_else(|| "the run".to_string(), |n| format!("agent `{n}`"));
-                let why = agent
-                    .and_then(|a| a.error.as_deref())
-                    .map(|e| format!(" ({e})"))
-                    .unwrap_or_default();
+                let why = match agent {
+                    Some(a) if a.error_kind.as_deref() == Some("not_recorded") => {
+                        " (its request is not in the recording)".to_string()
+                    }
+                    Some(a) => a
+                        .error
+                        .as_deref()
+                        .map(|e| format!(" ({e})"))
+                        .unwrap_or_default(),
+                    None => String::new(),
+                };
                 problems.push(format!(
                     "{whose}: status\n  expected: {status}\n  actual:   {actual}{why}"
                 ));
@@ -208,9 +368,9 @@ fn check(outcome: &RunOutcome, expect: &[ExpectSpec]) -> Vec<String> {
         if let (Some(text), Some(a)) = (&e.contains, agent) {
             if !output.contains(text.as_str()) {
                 problems.push(format!(
-                    "agent `{}`: output should contain {text:?}\n  actual: {:?}",
+                    "agent `{}`: output should contain {text:?}\n  actual: {}",
                     a.name,
-                    shown(output)
+                    actual_output(a)
                 ));
             }
         }
@@ -218,9 +378,9 @@ fn check(outcome: &RunOutcome, expect: &[ExpectSpec]) -> Vec<String> {
             let matched = regex::Regex::new(pattern).is_ok_and(|re| re.is_match(output));
             if !matched {
                 problems.push(format!(
-                    "agent `{}`: output should match /{pattern}/\n  actual: {:?}",
+                    "agent `{}`: output should match /{pattern}/\n  actual: {}",
                     a.name,
-                    shown(output)
+                    actual_output(a)
                 ));
             }
         }
@@ -231,7 +391,8 @@ fn check(outcome: &RunOutcome, expect: &[ExpectSpec]) -> Vec<String> {
                 .and_then(|v| crate::json_path::get_dotted(v, &json.path));
             if actual != Some(&json.equals) {
                 let actual_text = match (&parsed, actual) {
-                    (None, _) => format!("output is not JSON: {:?}", shown(output)),
+                    (None, _) if a.status != AgentStatus::Succeeded => actual_output(a),
+                    (None, _) => format!("output is not JSON: {:?}", clip(output, 300)),
                     (Some(_), None) => "no such path".to_string(),
                     (Some(_), Some(v)) => v.to_string(),
                 };

@@ -17,7 +17,7 @@ pub(crate) fn worker(ctx: &Context, args: WorkerArgs) -> Exit {
         Ok(url) => url,
         Err(e) => {
             ctx.error(&e.to_string());
-            eprintln!("  help: give a URL like `redis://127.0.0.1:6379` (or set ORC_REDIS_URL)");
+            errln!("  help: give a URL like `redis://127.0.0.1:6379` (or set ORC_REDIS_URL)");
             return Exit::Invalid;
         }
     };
@@ -45,12 +45,12 @@ pub(crate) fn worker(ctx: &Context, args: WorkerArgs) -> Exit {
             Ok(w) => w,
             Err(e) => {
                 ctx.error(&e.to_string());
-                eprintln!("  help: is redis-server running there? `redis-cli -u URL ping` tells");
+                errln!("  help: is redis-server running there? `redis-cli -u URL ping` tells");
                 return Exit::Failed;
             }
         };
         if !args.quiet {
-            eprintln!(
+            errln!(
                 "orc worker `{}`: taking jobs from {url}, {concurrency} at a time",
                 worker.name()
             );
@@ -60,7 +60,7 @@ pub(crate) fn worker(ctx: &Context, args: WorkerArgs) -> Exit {
         match worker.run(shutdown).await {
             Ok(()) => {
                 if !args.quiet {
-                    eprintln!("orc worker `{}`: stopped", worker.name());
+                    errln!("orc worker `{}`: stopped", worker.name());
                 }
                 Exit::Ok
             }
@@ -92,7 +92,7 @@ fn watch_signals(shutdown: CancellationToken, quiet: bool) {
     tokio::spawn(async move {
         let first = next_signal().await;
         if !quiet {
-            eprintln!("orc worker: finishing the running jobs (signal again to exit now)");
+            errln!("orc worker: finishing the running jobs (signal again to exit now)");
         }
         shutdown.cancel();
         let _ = first;

@@ -649,7 +649,7 @@ impl std::fmt::Display for ProviderKind {
     }
 }
 
-/// A files of model profiles: `~/.config/orc/profiles/*.yaml`, `.orc/profiles/*.yaml`,
+/// A file of model profiles: `~/.config/orc/profiles/*.yaml`, `.orc/profiles/*.yaml`,
 /// `config.yaml`, or the shipped `profiles/*.yaml`.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]

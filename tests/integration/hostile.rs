@@ -1075,7 +1075,8 @@ fn generate_output_never_replaces_a_file_unasked() {
     let replaced = Test::new()
         .ensemble(&generate_with_output("    overwrite: true\n"))
         .file("items.jsonl", old)
-        .args(["invoke", ENSEMBLE, "-q"])
+        // The topic is fixed; an empty input must be given explicitly (#12).
+        .args(["invoke", ENSEMBLE, "", "-q"])
         .run()
         .success();
     let text = std::fs::read_to_string(replaced.test.path().join("items.jsonl")).unwrap();
@@ -1084,7 +1085,8 @@ fn generate_output_never_replaces_a_file_unasked() {
     let appended = Test::new()
         .ensemble(&generate_with_output("    append: true\n"))
         .file("items.jsonl", old)
-        .args(["invoke", ENSEMBLE, "-q"])
+        // The topic is fixed; an empty input must be given explicitly (#12).
+        .args(["invoke", ENSEMBLE, "", "-q"])
         .run()
         .success();
     let text = std::fs::read_to_string(appended.test.path().join("items.jsonl")).unwrap();

@@ -7,6 +7,7 @@ mod config_errors;
 mod each_line;
 mod failures;
 mod faults;
+mod first_minutes;
 mod generate;
 mod hostile;
 mod interrupt;
