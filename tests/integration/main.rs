@@ -15,6 +15,7 @@ mod plan;
 mod providers;
 mod serve;
 mod shipped;
+mod store;
 mod structured;
 mod support;
 mod testing;
