@@ -6,8 +6,11 @@
 //! Every test has a `Session`: a temp dir whose `home/` is the `HOME` of every command it
 //! runs, so they share the store at its default place (`~/.local/share/orc/orc.db`).
 
+mod cache;
+mod generate;
 mod model;
 mod resume;
+mod runs;
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -69,10 +72,13 @@ impl Session {
         self.orc(args).run()
     }
 
-    /// `orc runs list --output json` (up to 1000 runs).
+    /// `orc runs list --output json EXTRA` (up to 1000 runs unless `EXTRA` says).
     #[track_caller]
     pub(crate) fn runs(&self, extra: &[&str]) -> Vec<Value> {
-        let mut args = vec!["runs", "list", "--output", "json", "--limit", "1000"];
+        let mut args = vec!["runs", "list", "--output", "json"];
+        if !extra.contains(&"--limit") {
+            args.extend(["--limit", "1000"]);
+        }
         args.extend_from_slice(extra);
         let out = self.run(&args).success();
         out.json()
