@@ -38,16 +38,34 @@ pub enum StoreError {
 
 impl StoreError {
     pub(super) fn open(path: &Path, e: &rusqlite::Error) -> StoreError {
-        let message = match e {
-            rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::NotADatabase => {
-                "the file is not an orc store (not a SQLite database)".to_string()
-            }
-            other => other.to_string(),
-        };
         StoreError::Open {
             path: path.to_path_buf(),
-            message,
+            message: describe(e),
         }
+    }
+}
+
+/// What went wrong with the store, in words that say what to do: SQLite's own name neither
+/// the file nor a remedy.
+pub(super) fn describe(e: &rusqlite::Error) -> String {
+    use rusqlite::ErrorCode;
+    let rusqlite::Error::SqliteFailure(f, _) = e else {
+        return e.to_string();
+    };
+    match f.code {
+        ErrorCode::NotADatabase => "the file is not an orc store (not a SQLite database)".into(),
+        ErrorCode::DatabaseCorrupt => {
+            "the file is damaged (move it aside and orc starts a new store)".into()
+        }
+        ErrorCode::ReadOnly => "it cannot be written (the file or its directory is read-only)".into(),
+        ErrorCode::CannotOpen | ErrorCode::PermissionDenied => {
+            "it cannot be opened or created (is its directory writable?)".into()
+        }
+        ErrorCode::DiskFull => "the disk is full".into(),
+        ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => {
+            "another process held it locked for too long".into()
+        }
+        _ => e.to_string(),
     }
 }
 

@@ -82,17 +82,25 @@ const MIGRATIONS: &[&str] = &[
     ",
 ];
 
+fn mismatch(message: String) -> rusqlite::Error {
+    rusqlite::Error::SqliteFailure(
+        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_MISMATCH),
+        Some(message),
+    )
+}
+
+fn newer(version: usize) -> rusqlite::Error {
+    mismatch(format!(
+        "the store was written by a newer orc (schema version {version}, this orc knows {})",
+        MIGRATIONS.len()
+    ))
+}
+
 /// Applies the migrations the file has not seen yet, in one transaction each.
 pub(super) fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
     let version: usize = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     if version > MIGRATIONS.len() {
-        return Err(rusqlite::Error::SqliteFailure(
-            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_MISMATCH),
-            Some(format!(
-                "the store was written by a newer orc (schema version {version}, this orc knows {})",
-                MIGRATIONS.len()
-            )),
-        ));
+        return Err(newer(version));
     }
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
         let tx = conn.transaction()?;
@@ -101,6 +109,18 @@ pub(super) fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
         tx.commit()?;
     }
     Ok(())
+}
+
+/// Checks that a store opened read-only is at this orc's version (it cannot be migrated).
+pub(super) fn check(conn: &Connection) -> rusqlite::Result<()> {
+    let version: usize = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    match version.cmp(&MIGRATIONS.len()) {
+        std::cmp::Ordering::Equal => Ok(()),
+        std::cmp::Ordering::Greater => Err(newer(version)),
+        std::cmp::Ordering::Less => Err(mismatch(format!(
+            "the store was written by an older orc (schema version {version}) and is read-only, so it cannot be upgraded"
+        ))),
+    }
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 //! batch. A failure is reported once; the runs go on without the store.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, TryRecvError};
 
@@ -30,7 +31,12 @@ struct Blob {
     data: Vec<u8>,
 }
 
-pub(super) fn run(mut conn: Connection, rx: &Receiver<Msg>, warn: &(dyn Fn(String) + Send)) {
+pub(super) fn run(
+    mut conn: Connection,
+    path: &Path,
+    rx: &Receiver<Msg>,
+    warn: &(dyn Fn(String) + Send),
+) {
     let mut broken = false;
     let mut batch: Vec<Msg> = Vec::new();
     while let Ok(first) = rx.recv() {
@@ -46,7 +52,9 @@ pub(super) fn run(mut conn: Connection, rx: &Receiver<Msg>, warn: &(dyn Fn(Strin
             if let Err(e) = write(&mut conn, &mut batch, &mut flushes) {
                 broken = true;
                 warn(format!(
-                    "cannot write the run store: {e}; runs go on without it"
+                    "cannot write the run store `{}`: {}; runs go on without it",
+                    path.display(),
+                    super::query::describe(&e)
                 ));
             }
         }

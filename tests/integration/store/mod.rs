@@ -7,6 +7,7 @@
 //! runs, so they share the store at its default place (`~/.local/share/orc/orc.db`).
 
 mod cache;
+mod degraded;
 mod generate;
 mod model;
 mod resume;
