@@ -474,7 +474,10 @@ impl Store {
     }
 
     /// What `orc resume` starts from: the agents that succeeded, the calls completed by the
-    /// others (answered again without a call), and what `generate` nodes had found.
+    /// others (answered again without a call), and what `generate` nodes had found. The
+    /// answers of `generate` producers' calls are not among the calls: their items come back
+    /// instead, and the producers go on with new calls (which may well send the same request
+    /// again, as every call does without feedback: those are new samples, not repeats).
     pub fn resume_data(&self, id: &str) -> Result<ResumeData, StoreError> {
         let run = self.run(id)?;
         let events = self.events(id)?;
@@ -537,7 +540,8 @@ impl Store {
             let mut stmt = conn.prepare(
                 "SELECT request_hash, response, input_tokens, output_tokens, cached_input_tokens, cost_usd,
                         finish_reason, agent, path, source, finish_reason_raw, reasoning_tokens, usage_unknown
-                 FROM calls WHERE run_id = ?1 AND status = 'ok' AND response IS NOT NULL ORDER BY seq",
+                 FROM calls WHERE run_id = ?1 AND status = 'ok' AND response IS NOT NULL
+                     AND producer IS NULL ORDER BY seq",
             )?;
             let rows = stmt.query_map(params![id], |r| {
                 let path: String = r.get(8)?;
@@ -566,9 +570,10 @@ impl Store {
             let mut answers = Vec::new();
             for row in rows {
                 let (owner, source, hash, answer) = row?;
-                // Answers this run paid for, of agents that will run again.
-                let paid = source == super::writer::source_name(CallSource::Provider)
-                    || source == super::writer::source_name(CallSource::Resume);
+                // Answers this run paid for, of agents that will run again. A `resume` row
+                // repeats a `provider` row of an earlier process of this run: counted once,
+                // or a run resumed twice would hand the same answer out twice.
+                let paid = source == super::writer::source_name(CallSource::Provider);
                 if paid && !done.contains(owner.as_str()) {
                     answers.push((hash, answer));
                 }

@@ -13,7 +13,8 @@ use crate::support::agent;
 const PRODUCERS: u64 = 2;
 const ITERATIONS: u64 = 12;
 
-fn ensemble() -> String {
+/// `extra`: more keys of the node, one indented line each.
+fn ensemble(extra: &str) -> String {
     format!(
         "\
 name: gen
@@ -27,7 +28,7 @@ agents:
     producers: {PRODUCERS}
     batch_size: 5
     stop: {{iterations: {ITERATIONS}}}
-"
+{extra}"
     )
 }
 
@@ -55,8 +56,19 @@ fn normal(text: &str) -> String {
 
 #[test]
 fn a_generate_node_killed_midway_resumes_without_duplicates() {
+    killed_and_resumed("");
+}
+
+/// Without feedback every call of the node sends the same request: the answers of calls
+/// made before the kill must not be handed out again for the calls made after it.
+#[test]
+fn a_generate_node_without_feedback_resumes_with_new_calls() {
+    killed_and_resumed("    feedback: 0\n");
+}
+
+fn killed_and_resumed(extra: &str) {
     let session = Session::new();
-    session.file("gen.yaml", &ensemble());
+    session.file("gen.yaml", &ensemble(extra));
     let run = session.spawn(&["invoke", "gen.yaml", "--output", "jsonl"]);
     let id = run.run_id();
     wait_until("ten items in the store", || {
@@ -118,4 +130,13 @@ fn a_generate_node_killed_midway_resumes_without_duplicates() {
     assert_eq!(m["stop_reason"], "iterations", "{m:#}");
     assert_eq!(m["calls"], PRODUCERS * ITERATIONS, "{m:#}");
     assert_eq!(session.status_of(&id), "succeeded");
+    // Every item call was sent: the items found before the kill are restored, not their
+    // answers replayed.
+    let shown = session
+        .run(&["runs", "show", &id, "-o", "json"])
+        .success()
+        .json();
+    let calls = shown["calls"].as_array().expect("calls");
+    assert_eq!(calls.len() as u64, PRODUCERS * ITERATIONS, "{calls:#?}");
+    assert!(calls.iter().all(|c| c["source"] == "provider"), "{calls:#?}");
 }

@@ -7,7 +7,9 @@
 //! runs, so they share the store at its default place (`~/.local/share/orc/orc.db`).
 
 mod cache;
+mod concurrent;
 mod degraded;
+mod events;
 mod generate;
 mod model;
 mod resume;

@@ -51,6 +51,17 @@ fn completed_calls(session: &Session, id: &str) -> i64 {
         .unwrap_or(0)
 }
 
+/// The sequence numbers of the stored events of run `id`.
+fn stored_seqs(session: &Session, id: &str) -> Vec<u64> {
+    session
+        .run(&["runs", "show", id, "--events"])
+        .success()
+        .json_lines()
+        .iter()
+        .map(|e| e["seq"].as_u64().expect("a seq"))
+        .collect()
+}
+
 /// What a user compares between two runs of the same ensemble on the same answers.
 fn essentials(doc: &Value) -> Value {
     let agents: Vec<Value> = doc["agents"]
@@ -78,9 +89,11 @@ fn essentials(doc: &Value) -> Value {
 
 #[test]
 fn a_chain_killed_midway_resumes_without_sending_completed_requests_again() {
-    // Requests arrive a, b, x, y, ...: y (the fourth) is held until the run is killed.
+    // Requests arrive a, b, x, y, ...: y (the fourth) is held until the run is killed, and
+    // held again (the fifth) until the first resume is killed too.
     let ms = Duration::from_millis;
-    let model = Model::start(vec![ms(100), ms(100), ms(100), ms(120_000), ms(100)]);
+    let held = ms(120_000);
+    let model = Model::start(vec![ms(100), ms(100), ms(100), held, held, ms(100)]);
     let session = Session::new();
     let (outer, inner) = chain(&model);
     session.file("chain.yaml", &outer);
@@ -110,17 +123,42 @@ fn a_chain_killed_midway_resumes_without_sending_completed_requests_again() {
         "a dead run is found by its settled status"
     );
 
+    // The first resume answers x from the store, sends y, and is killed in turn.
+    let stored = stored_seqs(&session, &id);
+    let run = session.spawn(&["resume", &id, "--output", "jsonl"]);
+    wait_until("y's request again", || model.count() == 5);
+    wait_until("x's answer from the store, stored", || {
+        completed_calls(&session, &id) == 4
+    });
+    assert_eq!(session.status_of(&id), "running");
+    let (printed, stderr) = run.kill9();
+    assert!(
+        stderr.contains("2 of 5 agents already succeeded, 1 completed call on record"),
+        "{stderr}"
+    );
+    assert!(printed.iter().all(|e| e["run_id"] == id.as_str()));
+    assert_eq!(
+        printed[0]["seq"],
+        *stored.last().unwrap() + 1,
+        "the resumed run numbers its events on from the stored ones"
+    );
+    assert_eq!(session.status_of(&id), "interrupted");
+
     // A unique prefix is enough.
     let out = session
         .run(&["resume", &id[..id.len() - 2], "--output", "json"])
         .success();
     let resumed = out.json();
     assert_eq!(resumed["run_id"], id.as_str());
+    // x's answer is on record once, however often it was given again.
     assert!(
-        out.stderr.contains("2 of 5 agents already succeeded") && out.stderr.contains("1 completed call on record"),
+        out.stderr
+            .contains("2 of 5 agents already succeeded, 1 completed call on record"),
         "{}",
         out.stderr
     );
+    let seqs = stored_seqs(&session, &id);
+    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>(), "a gap in the stored events");
 
     // What a fresh invoke gives on the same answers.
     let fresh_model = Model::with_delay(Duration::ZERO);
@@ -138,15 +176,15 @@ fn a_chain_killed_midway_resumes_without_sending_completed_requests_again() {
         agent(&reference, "e")["output"]
     );
 
-    // Every completed request was sent once; y, cut off by the kill, twice.
-    for (name, times) in [("a", 1), ("b", 1), ("x", 1), ("y", 2), ("d", 1), ("e", 1)] {
+    // Every completed request was sent once; y, cut off by both kills, three times.
+    for (name, times) in [("a", 1), ("b", 1), ("x", 1), ("y", 3), ("d", 1), ("e", 1)] {
         assert_eq!(
             model.count_with(&format!("You are agent {name}.")),
             times,
             "requests of agent `{name}`"
         );
     }
-    assert_eq!(model.count(), 7);
+    assert_eq!(model.count(), 8);
 
     // The store: one run, succeeded, whose calls say where each answer came from.
     let listed = session.runs(&[]);
@@ -166,7 +204,7 @@ fn a_chain_killed_midway_resumes_without_sending_completed_requests_again() {
             .collect()
     };
     assert_eq!(sources("a"), ["provider"]);
-    assert_eq!(sources("x"), ["provider", "resume"]);
+    assert_eq!(sources("x"), ["provider", "resume", "resume"]);
     assert_eq!(sources("y"), ["provider"]);
     assert_eq!(shown["status"], "succeeded");
 
@@ -198,6 +236,14 @@ fn killed_after_a(session: &Session) -> String {
             .stdout
             .contains("\"succeeded\"")
     });
+    // While its process lives, it is running, and not to be resumed.
+    let busy = session.run(&["resume", &id]).invalid();
+    assert!(
+        busy.stderr
+            .contains(&format!("run `{id}` is still running (process ")),
+        "{}",
+        busy.stderr
+    );
     run.kill9();
     id
 }
