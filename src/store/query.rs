@@ -195,30 +195,58 @@ fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(RunRow, Option<String>, O
 }
 
 /// A `running` row whose process is gone is `interrupted`: say so, and write it down.
+/// Either way, a run that has not finished has no totals of its own yet: they are what its
+/// calls paid so far (written down with the `interrupted`, so a dead run lists what it
+/// cost).
 fn settle(conn: &Connection, row: (RunRow, Option<String>, Option<String>)) -> RunRow {
     let (mut run, host, started) = row;
-    if run.status == "running" {
-        if owner::is_alive(host.as_deref(), run.owner_pid, started.as_deref()) {
-            // Live totals of a run still going.
-            if let Ok((input, output, cost, calls)) = conn.query_row(
-                "SELECT coalesce(sum(input_tokens), 0), coalesce(sum(output_tokens), 0),
-                        sum(cost_usd), count(*) FROM calls WHERE run_id = ?1 AND source IN ('provider', 'resume')",
-                params![run.id],
-                |r| Ok((r.get::<_, u64>(0)?, r.get::<_, u64>(1)?, r.get::<_, Option<f64>>(2)?, r.get::<_, u64>(3)?)),
-            ) {
-                run.input_tokens = input;
-                run.output_tokens = output;
-                run.tokens = input + output;
-                run.cost_usd = cost;
-                run.calls = calls;
-            }
+    if run.status != "running" {
+        return run;
+    }
+    // Only `provider` rows: a `resume` row repeats one of them, and cached and coalesced
+    // answers cost nothing.
+    let paid = conn.query_row(
+        "SELECT coalesce(sum(input_tokens), 0), coalesce(sum(output_tokens), 0), sum(cost_usd),
+                count(cost_usd), count(*), coalesce(sum(source IN ('cache', 'coalesced')), 0)
+         FROM calls WHERE run_id = ?1 AND source IN ('provider', 'cache', 'coalesced')",
+        params![run.id],
+        |r| {
+            let saved: u64 = r.get(5)?;
+            let calls = r.get::<_, u64>(4)? - saved;
+            let priced: u64 = r.get(3)?;
+            let cost: Option<f64> = r.get(2)?;
+            Ok((r.get::<_, u64>(0)?, r.get::<_, u64>(1)?, cost, priced, calls, saved))
+        },
+    );
+    if let Ok((input, output, cost, priced, calls, saved)) = paid {
+        run.input_tokens = input;
+        run.output_tokens = output;
+        run.tokens = input + output;
+        // Unknown when some call had no known price: never a guessed zero.
+        run.cost_usd = if priced == calls + saved {
+            Some(cost.unwrap_or(0.0))
         } else {
-            run.status = "interrupted".into();
-            let _ = conn.execute(
-                "UPDATE runs SET status = 'interrupted' WHERE id = ?1 AND status = 'running'",
-                params![run.id],
-            );
-        }
+            None
+        };
+        run.calls = calls;
+        run.calls_saved = saved;
+    }
+    if !owner::is_alive(host.as_deref(), run.owner_pid, started.as_deref()) {
+        run.status = "interrupted".into();
+        // A store that cannot be written (read-only) still answers, unsettled on disk.
+        let _ = conn.execute(
+            "UPDATE runs SET status = 'interrupted', input_tokens = ?2, output_tokens = ?3,
+                 cost_usd = ?4, calls = ?5, calls_saved = ?6
+             WHERE id = ?1 AND status = 'running'",
+            params![
+                run.id,
+                run.input_tokens,
+                run.output_tokens,
+                run.cost_usd,
+                run.calls,
+                run.calls_saved
+            ],
+        );
     }
     run
 }
@@ -248,6 +276,9 @@ impl Store {
             let mut out = Vec::new();
             let mut skipped = 0;
             for row in rows {
+                if filter.limit.is_some_and(|l| out.len() >= l) {
+                    break;
+                }
                 let run = settle(conn, row?);
                 if filter.status.as_ref().is_some_and(|s| *s != run.status) {
                     continue;
@@ -257,9 +288,6 @@ impl Store {
                     continue;
                 }
                 out.push(run);
-                if filter.limit.is_some_and(|l| out.len() >= l) {
-                    break;
-                }
             }
             Ok(out)
         })
@@ -267,6 +295,9 @@ impl Store {
 
     /// The full id of the run that `prefix` names (a unique prefix is enough, as in git).
     pub fn resolve(&self, prefix: &str) -> Result<String, StoreError> {
+        if prefix.is_empty() {
+            return Err(StoreError::NotFound(String::new()));
+        }
         self.with_conn(|conn| {
             let exact: Option<String> = conn
                 .query_row("SELECT id FROM runs WHERE id = ?1", params![prefix], |r| {

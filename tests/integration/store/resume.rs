@@ -51,6 +51,18 @@ fn completed_calls(session: &Session, id: &str) -> i64 {
         .unwrap_or(0)
 }
 
+/// Tokens of the calls of run `id` that went to the model, from the store.
+fn paid_tokens(session: &Session, id: &str) -> u64 {
+    session
+        .sql()
+        .query_row(
+            "SELECT sum(input_tokens + output_tokens) FROM calls WHERE run_id = ?1 AND source = 'provider'",
+            [id],
+            |r| r.get(0),
+        )
+        .expect("a sum")
+}
+
 /// The sequence numbers of the stored events of run `id`.
 fn stored_seqs(session: &Session, id: &str) -> Vec<u64> {
     session
@@ -116,6 +128,12 @@ fn a_chain_killed_midway_resumes_without_sending_completed_requests_again() {
     assert_eq!(listed.len(), 1, "{listed:#?}");
     assert_eq!(listed[0]["id"], id.as_str());
     assert_eq!(listed[0]["status"], "interrupted", "{listed:#?}");
+    // It lists what its three completed calls paid.
+    let paid = paid_tokens(&session, &id);
+    assert!(paid > 0);
+    assert_eq!(listed[0]["tokens"], paid, "{listed:#?}");
+    assert!(listed[0]["cost_usd"].as_f64().is_some_and(|c| c > 0.0), "{listed:#?}");
+    assert_eq!(listed[0]["calls"], 3, "{listed:#?}");
     assert!(session.runs(&["--status", "running"]).is_empty());
     assert_eq!(
         session.runs(&["--status", "interrupted"]).len(),
@@ -143,6 +161,10 @@ fn a_chain_killed_midway_resumes_without_sending_completed_requests_again() {
         "the resumed run numbers its events on from the stored ones"
     );
     assert_eq!(session.status_of(&id), "interrupted");
+    // x's answer, given again from the store, was not paid again.
+    let listed = session.runs(&[]);
+    assert_eq!(listed[0]["tokens"], paid, "{listed:#?}");
+    assert_eq!(listed[0]["calls"], 3, "{listed:#?}");
 
     // A unique prefix is enough.
     let out = session

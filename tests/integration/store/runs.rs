@@ -109,6 +109,7 @@ fn list_is_newest_first_and_filters() {
     );
     assert!(session.runs(&["--ensemble", "gamma"]).is_empty());
     assert_eq!(ids(&session.runs(&["--limit", "2"])).len(), 2);
+    assert!(session.runs(&["--limit", "0"]).is_empty());
 
     // The table, for people: a header and one line per run, newest first.
     let table = session.run(&["runs", "list"]).success().stdout;
@@ -161,6 +162,7 @@ fn show_prints_the_run_document_with_its_calls() {
 
     let missing = session.run(&["runs", "show", "run-nope"]).invalid();
     assert!(missing.stderr.contains("no run `run-nope` in the store"), "{}", missing.stderr);
+    session.run(&["runs", "show", ""]).invalid();
     let ambiguous = session.run(&["runs", "show", "run-"]).invalid();
     assert!(ambiguous.stderr.contains("matches 3 runs"), "{}", ambiguous.stderr);
 }
