@@ -57,7 +57,9 @@ pub(super) fn describe(e: &rusqlite::Error) -> String {
         ErrorCode::DatabaseCorrupt => {
             "the file is damaged (move it aside and orc starts a new store)".into()
         }
-        ErrorCode::ReadOnly => "it cannot be written (the file or its directory is read-only)".into(),
+        ErrorCode::ReadOnly => {
+            "it cannot be written (the file or its directory is read-only)".into()
+        }
         ErrorCode::CannotOpen | ErrorCode::PermissionDenied => {
             "it cannot be opened or created (is its directory writable?)".into()
         }
@@ -215,7 +217,14 @@ fn settle(conn: &Connection, row: (RunRow, Option<String>, Option<String>)) -> R
             let calls = r.get::<_, u64>(4)? - saved;
             let priced: u64 = r.get(3)?;
             let cost: Option<f64> = r.get(2)?;
-            Ok((r.get::<_, u64>(0)?, r.get::<_, u64>(1)?, cost, priced, calls, saved))
+            Ok((
+                r.get::<_, u64>(0)?,
+                r.get::<_, u64>(1)?,
+                cost,
+                priced,
+                calls,
+                saved,
+            ))
         },
     );
     if let Ok((input, output, cost, priced, calls, saved)) = paid {

@@ -70,7 +70,10 @@ fn a_cached_answer_serves_the_next_run() {
     assert!(cached(&second, "ask"), "{again:#}");
     assert_eq!(again["status"], "succeeded");
     assert_eq!(again["output"], ask["output"]);
-    assert_eq!(again["cost_usd"], 0.0, "a cached answer costs nothing: {again:#}");
+    assert_eq!(
+        again["cost_usd"], 0.0,
+        "a cached answer costs nothing: {again:#}"
+    );
     assert_eq!(second["totals"]["calls_saved"], 1, "{:#}", second["totals"]);
     assert_eq!(model.count(), 1, "answered from the store");
     assert_eq!(sources(&session, &second), ["cache"]);
@@ -142,10 +145,11 @@ fn identical_cacheable_requests_in_flight_are_sent_once() {
     let outputs: Vec<&Value> = (1..=4)
         .map(|i| &agent(&doc, &format!("a{i}"))["output"])
         .collect();
-    assert!(outputs.iter().all(|o| *o == outputs[0] && o.is_string()), "{outputs:?}");
-    let shared = (1..=4)
-        .filter(|i| cached(&doc, &format!("a{i}")))
-        .count();
+    assert!(
+        outputs.iter().all(|o| *o == outputs[0] && o.is_string()),
+        "{outputs:?}"
+    );
+    let shared = (1..=4).filter(|i| cached(&doc, &format!("a{i}"))).count();
     assert_eq!(shared, 3, "{doc:#}");
     assert_eq!(doc["totals"]["calls_saved"], 3);
     assert_eq!(

@@ -67,7 +67,10 @@ fn two_processes_write_one_store_at_once() {
         .map(|r| r["id"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(listed_ids, ids);
-    assert!(listed.iter().all(|r| r["status"] == "succeeded"), "{listed:#?}");
+    assert!(
+        listed.iter().all(|r| r["status"] == "succeeded"),
+        "{listed:#?}"
+    );
     let conn = session.sql();
     let stored: BTreeSet<String> = conn
         .prepare("SELECT input FROM runs")
@@ -87,7 +90,11 @@ fn two_processes_write_one_store_at_once() {
             .success()
             .json_lines();
         let seqs: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
-        assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>(), "run {id}");
+        assert_eq!(
+            seqs,
+            (1..=seqs.len() as u64).collect::<Vec<_>>(),
+            "run {id}"
+        );
         assert_eq!(events.last().unwrap()["type"], "run_finished");
     }
 }

@@ -48,7 +48,11 @@ fn ignores_permissions(dir: &Path) -> bool {
 }
 
 /// Runs `orc ARGS` as a user the permissions apply to: as root, as `nobody`.
-fn run_as_user(session: &Session, args: &[&str], privileged: bool) -> (Option<i32>, String, String) {
+fn run_as_user(
+    session: &Session,
+    args: &[&str],
+    privileged: bool,
+) -> (Option<i32>, String, String) {
     let mut command = session
         .orc(args)
         .env("XDG_CONFIG_HOME", session.path().join("xdg"))
@@ -70,7 +74,10 @@ fn a_read_only_store_directory_warns_once_and_the_run_goes_on() {
     for d in [session.path(), &session.path().join("home")] {
         chmod(d, 0o755);
     }
-    for d in [dir.parent().unwrap().parent().unwrap(), dir.parent().unwrap()] {
+    for d in [
+        dir.parent().unwrap().parent().unwrap(),
+        dir.parent().unwrap(),
+    ] {
         chmod(d, 0o755);
     }
     chmod(&session.path().join("steady.yaml"), 0o644);
@@ -104,8 +111,7 @@ fn a_read_only_store_directory_warns_once_and_the_run_goes_on() {
     assert!(warned[0].contains("read-only"), "{stderr}");
 
     // It can still be read.
-    let (code, stdout, stderr) =
-        run_as_user(&session, &["runs", "list", "-o", "json"], privileged);
+    let (code, stdout, stderr) = run_as_user(&session, &["runs", "list", "-o", "json"], privileged);
     assert_eq!(code, Some(0), "{stderr}");
     let listed: serde_json::Value = serde_json::from_str(&stdout).expect("JSON");
     assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed:#}");
@@ -141,9 +147,17 @@ fn a_corrupt_store_file_warns_once_and_the_run_goes_on() {
         "{}",
         out.stderr
     );
-    assert_eq!(std::fs::read_to_string(&store).unwrap(), junk, "the file is left alone");
+    assert_eq!(
+        std::fs::read_to_string(&store).unwrap(),
+        junk,
+        "the file is left alone"
+    );
     let listed = session.run(&["runs"]).invalid();
-    assert!(listed.stderr.contains("not an orc store"), "{}", listed.stderr);
+    assert!(
+        listed.stderr.contains("not an orc store"),
+        "{}",
+        listed.stderr
+    );
 
     // A real store whose pages were overwritten: its header is right, the rest is not.
     std::fs::remove_file(&store).unwrap();
@@ -174,7 +188,10 @@ fn a_store_turned_off_records_nothing() {
     session
         .run(&["invoke", "steady.yaml", "hello", "--no-store"])
         .success();
-    assert!(!session.store().exists(), "nothing recorded, nothing created");
+    assert!(
+        !session.store().exists(),
+        "nothing recorded, nothing created"
+    );
 
     session.run(&["invoke", "steady.yaml", "hello"]).success();
     assert_eq!(session.runs(&[]).len(), 1);
@@ -186,7 +203,11 @@ fn a_store_turned_off_records_nothing() {
     session
         .run(&["invoke", "steady.yaml", "hello", "--no-store"])
         .success();
-    assert_eq!(session.runs(&[]).len(), 1, "runs with the store off are not recorded");
+    assert_eq!(
+        session.runs(&[]).len(),
+        1,
+        "runs with the store off are not recorded"
+    );
 
     let refused = session
         .orc(["runs"])

@@ -66,7 +66,9 @@ fn every_event_is_numbered_and_every_call_is_announced() {
         let ts = e["ts"].as_str().unwrap_or_else(|| panic!("no ts: {e}"));
         assert!(ts.ends_with('Z'), "not UTC: {ts}");
         humantime::parse_rfc3339(ts).unwrap_or_else(|err| panic!("`{ts}` is not RFC 3339: {err}"));
-        let ms = e["elapsed_ms"].as_u64().unwrap_or_else(|| panic!("no elapsed_ms: {e}"));
+        let ms = e["elapsed_ms"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no elapsed_ms: {e}"));
         assert!(ms >= elapsed, "elapsed_ms went back: {e}");
         elapsed = ms;
         assert!(e["type"].is_string(), "{e}");
@@ -96,7 +98,10 @@ fn every_event_is_numbered_and_every_call_is_announced() {
     for e in &events {
         match e["type"].as_str() {
             Some("call_started") => {
-                assert!(open.insert(key(e), e["seq"].as_u64().unwrap()).is_none(), "{e}");
+                assert!(
+                    open.insert(key(e), e["seq"].as_u64().unwrap()).is_none(),
+                    "{e}"
+                );
             }
             Some("call_finished") => {
                 let opened = open

@@ -83,9 +83,7 @@ fn killed_and_resumed(extra: &str) {
     let before = accepted(&stored_events(&session, &id));
     assert!(before.len() >= 10);
 
-    let out = session
-        .run(&["resume", &id, "--output", "json"])
-        .success();
+    let out = session.run(&["resume", &id, "--output", "json"]).success();
     let doc = out.json();
     assert_eq!(doc["run_id"], id.as_str());
     let node = agent(&doc, "ideas");
@@ -116,7 +114,11 @@ fn killed_and_resumed(extra: &str) {
     // The whole event log, both processes together, accepted each item once.
     let logged = accepted(&stored_events(&session, &id));
     assert_eq!(
-        logged.iter().map(|t| normal(t)).collect::<BTreeSet<_>>().len(),
+        logged
+            .iter()
+            .map(|t| normal(t))
+            .collect::<BTreeSet<_>>()
+            .len(),
         logged.len(),
         "an item accepted twice in the log"
     );
@@ -138,5 +140,8 @@ fn killed_and_resumed(extra: &str) {
         .json();
     let calls = shown["calls"].as_array().expect("calls");
     assert_eq!(calls.len() as u64, PRODUCERS * ITERATIONS, "{calls:#?}");
-    assert!(calls.iter().all(|c| c["source"] == "provider"), "{calls:#?}");
+    assert!(
+        calls.iter().all(|c| c["source"] == "provider"),
+        "{calls:#?}"
+    );
 }

@@ -172,27 +172,10 @@ impl Running {
         let status = self.child.wait().expect("reap orc");
         assert_eq!(
             std::os::unix::process::ExitStatusExt::signal(&status),
-            Some(libc_sigkill()),
+            Some(libc::SIGKILL),
             "orc had already ended: {status:?}"
         );
         self.collect()
-    }
-
-    /// Waits for the process to end on its own; its exit code, events and stderr.
-    pub(crate) fn wait(mut self) -> (Option<i32>, Vec<Value>, String) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let status = loop {
-            if let Some(status) = self.child.try_wait().expect("wait for orc") {
-                break status;
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                panic!("orc did not finish within a minute");
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        };
-        let (events, stderr) = self.collect();
-        (status.code(), events, stderr)
     }
 
     fn collect(&mut self) -> (Vec<Value>, String) {
@@ -213,10 +196,6 @@ impl Drop for Running {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-const fn libc_sigkill() -> i32 {
-    9
 }
 
 /// Polls `ready` until it holds; fails the test after 30 s.

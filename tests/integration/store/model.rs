@@ -19,8 +19,6 @@ use serde_json::{Value, json};
 /// A request as the model received it.
 #[derive(Clone, Debug)]
 pub(crate) struct Seen {
-    /// The content of the last message (the agent's prompt).
-    pub(crate) prompt: String,
     /// The request's messages, as JSON text: what identifies a request.
     pub(crate) messages: String,
 }
@@ -117,17 +115,10 @@ impl Drop for Model {
 
 async fn complete(State(shared): State<Arc<Shared>>, Json(body): Json<Value>) -> Json<Value> {
     let messages = body["messages"].to_string();
-    let prompt = body["messages"]
-        .as_array()
-        .and_then(|m| m.last())
-        .and_then(|m| m["content"].as_str())
-        .unwrap_or_default()
-        .to_string();
     let delay = {
         let mut requests = shared.requests.lock().expect("not poisoned");
         let n = requests.len();
         requests.push(Seen {
-            prompt: prompt.clone(),
             messages: messages.clone(),
         });
         shared.delays[n.min(shared.delays.len() - 1)]
@@ -135,7 +126,7 @@ async fn complete(State(shared): State<Arc<Shared>>, Json(body): Json<Value>) ->
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
-    let input = prompt.len() as u64 / 4 + 1;
+    let input = messages.len() as u64 / 4 + 1;
     Json(json!({
         "id": "chatcmpl-fake",
         "object": "chat.completion",

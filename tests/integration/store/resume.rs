@@ -132,7 +132,10 @@ fn a_chain_killed_midway_resumes_without_sending_completed_requests_again() {
     let paid = paid_tokens(&session, &id);
     assert!(paid > 0);
     assert_eq!(listed[0]["tokens"], paid, "{listed:#?}");
-    assert!(listed[0]["cost_usd"].as_f64().is_some_and(|c| c > 0.0), "{listed:#?}");
+    assert!(
+        listed[0]["cost_usd"].as_f64().is_some_and(|c| c > 0.0),
+        "{listed:#?}"
+    );
     assert_eq!(listed[0]["calls"], 3, "{listed:#?}");
     assert!(session.runs(&["--status", "running"]).is_empty());
     assert_eq!(
@@ -180,7 +183,11 @@ fn a_chain_killed_midway_resumes_without_sending_completed_requests_again() {
         out.stderr
     );
     let seqs = stored_seqs(&session, &id);
-    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>(), "a gap in the stored events");
+    assert_eq!(
+        seqs,
+        (1..=seqs.len() as u64).collect::<Vec<_>>(),
+        "a gap in the stored events"
+    );
 
     // What a fresh invoke gives on the same answers.
     let fresh_model = Model::with_delay(Duration::ZERO);
@@ -301,12 +308,18 @@ fn resume_refuses_changes_to_unfinished_agents_unless_forced() {
     );
     let refused = session.run(&["resume", &id]).invalid();
     assert!(
-        refused.stderr.contains("agent `b` changed (`model_profile`)"),
+        refused
+            .stderr
+            .contains("agent `b` changed (`model_profile`)"),
         "{}",
         refused.stderr
     );
     assert!(refused.stderr.contains("--force"), "{}", refused.stderr);
-    assert_eq!(session.status_of(&id), "timed_out", "a refusal changes nothing");
+    assert_eq!(
+        session.status_of(&id),
+        "timed_out",
+        "a refusal changes nothing"
+    );
 
     // --force resumes with the file as it is now.
     let out = session

@@ -75,7 +75,15 @@ fn list_is_newest_first_and_filters() {
         [run_id(&docs[2]), run_id(&docs[1]), run_id(&docs[0])]
     );
     for (row, doc) in all.iter().zip(docs.iter().rev()) {
-        for key in ["id", "ensemble", "status", "started_at", "finished_at", "tokens", "cost_usd"] {
+        for key in [
+            "id",
+            "ensemble",
+            "status",
+            "started_at",
+            "finished_at",
+            "tokens",
+            "cost_usd",
+        ] {
             assert!(row.get(key).is_some(), "no `{key}` in {row:#}");
         }
         assert_eq!(row["ensemble"], doc["ensemble"]);
@@ -83,7 +91,9 @@ fn list_is_newest_first_and_filters() {
         let usage = &doc["totals"]["usage"];
         assert_eq!(
             row["tokens"].as_u64(),
-            Some(usage["input_tokens"].as_u64().unwrap() + usage["output_tokens"].as_u64().unwrap()),
+            Some(
+                usage["input_tokens"].as_u64().unwrap() + usage["output_tokens"].as_u64().unwrap()
+            ),
             "{row:#}"
         );
         assert_eq!(row["cost_usd"], doc["totals"]["cost_usd"], "{row:#}");
@@ -96,13 +106,20 @@ fn list_is_newest_first_and_filters() {
         }
         assert!(row["started_at"].as_str() <= row["finished_at"].as_str());
     }
-    assert!(all[0]["cost_usd"].as_f64().unwrap() > 0.0, "priced: {:#}", all[0]);
+    assert!(
+        all[0]["cost_usd"].as_f64().unwrap() > 0.0,
+        "priced: {:#}",
+        all[0]
+    );
 
     assert_eq!(
         ids(&session.runs(&["--ensemble", "alpha"])),
         [run_id(&docs[2]), run_id(&docs[0])]
     );
-    assert_eq!(ids(&session.runs(&["--status", "failed"])), [run_id(&docs[1])]);
+    assert_eq!(
+        ids(&session.runs(&["--status", "failed"])),
+        [run_id(&docs[1])]
+    );
     assert_eq!(
         ids(&session.runs(&["--status", "succeeded", "--limit", "1"])),
         [run_id(&docs[2])]
@@ -116,13 +133,23 @@ fn list_is_newest_first_and_filters() {
     let lines: Vec<&str> = table.lines().collect();
     assert_eq!(lines.len(), 4, "{table}");
     assert!(lines[0].starts_with("RUN "), "{table}");
-    assert!(lines[1].starts_with(run_id(&docs[2])) && lines[1].contains("succeeded"), "{table}");
-    assert!(lines[2].contains("beta") && lines[2].contains("failed"), "{table}");
+    assert!(
+        lines[1].starts_with(run_id(&docs[2])) && lines[1].contains("succeeded"),
+        "{table}"
+    );
+    assert!(
+        lines[2].contains("beta") && lines[2].contains("failed"),
+        "{table}"
+    );
     // `orc runs` alone is the list.
     assert_eq!(session.run(&["runs"]).success().stdout, table);
 
     let bad = session.run(&["runs", "list", "--status", "done"]).invalid();
-    assert!(bad.stderr.contains("unknown status `done`"), "{}", bad.stderr);
+    assert!(
+        bad.stderr.contains("unknown status `done`"),
+        "{}",
+        bad.stderr
+    );
 }
 
 #[test]
@@ -147,11 +174,17 @@ fn show_prints_the_run_document_with_its_calls() {
             "{calls:#?}"
         );
         for call in calls {
-            assert!(call["request_hash"].as_str().is_some_and(|h| h.len() == 32), "{call:#}");
+            assert!(
+                call["request_hash"].as_str().is_some_and(|h| h.len() == 32),
+                "{call:#}"
+            );
             assert_eq!(call["source"], "provider");
         }
         let text = session.run(&["runs", "show", id]).success().stdout;
-        assert!(text.contains(id) && text.contains(doc["ensemble"].as_str().unwrap()), "{text}");
+        assert!(
+            text.contains(id) && text.contains(doc["ensemble"].as_str().unwrap()),
+            "{text}"
+        );
     }
     let failed = session
         .run(&["runs", "show", run_id(&docs[1]), "-o", "json"])
@@ -161,10 +194,18 @@ fn show_prints_the_run_document_with_its_calls() {
     assert!(failed["calls"][0]["error_kind"].is_string(), "{failed:#}");
 
     let missing = session.run(&["runs", "show", "run-nope"]).invalid();
-    assert!(missing.stderr.contains("no run `run-nope` in the store"), "{}", missing.stderr);
+    assert!(
+        missing.stderr.contains("no run `run-nope` in the store"),
+        "{}",
+        missing.stderr
+    );
     session.run(&["runs", "show", ""]).invalid();
     let ambiguous = session.run(&["runs", "show", "run-"]).invalid();
-    assert!(ambiguous.stderr.contains("matches 3 runs"), "{}", ambiguous.stderr);
+    assert!(
+        ambiguous.stderr.contains("matches 3 runs"),
+        "{}",
+        ambiguous.stderr
+    );
 }
 
 #[test]
@@ -212,7 +253,10 @@ fn export_writes_json_jsonl_and_csv() {
     let col = |name: &str| header.iter().position(|h| h == name).expect(name);
     for (row, call) in rows[1..].iter().zip(calls) {
         assert_eq!(row[col("agent")], call["agent"].as_str().unwrap());
-        assert_eq!(row[col("request_hash")], call["request_hash"].as_str().unwrap());
+        assert_eq!(
+            row[col("request_hash")],
+            call["request_hash"].as_str().unwrap()
+        );
         assert_eq!(row[col("seq")], call["seq"].to_string());
         assert_eq!(row[col("input_tokens")], call["input_tokens"].to_string());
     }
@@ -245,7 +289,10 @@ fn parse_csv(text: &str) -> Vec<Vec<String>> {
         }
     }
     assert!(!quoted, "an unterminated quoted field");
-    assert!(field.is_empty() && row.is_empty(), "the last row has no line break");
+    assert!(
+        field.is_empty() && row.is_empty(),
+        "the last row has no line break"
+    );
     rows
 }
 
@@ -298,10 +345,20 @@ fn rm_and_gc_remove_runs() {
         assert_eq!(left, 0, "rows of removed runs left in `{table}`");
     }
     let kept: i64 = conn
-        .query_row("SELECT count(*) FROM calls WHERE run_id = ?1", [recent], |r| r.get(0))
+        .query_row(
+            "SELECT count(*) FROM calls WHERE run_id = ?1",
+            [recent],
+            |r| r.get(0),
+        )
         .expect("count");
     assert_eq!(kept, 2);
 
-    let bad = session.run(&["runs", "gc", "--older-than", "soon"]).invalid();
-    assert!(bad.stderr.contains("`soon` is not an age"), "{}", bad.stderr);
+    let bad = session
+        .run(&["runs", "gc", "--older-than", "soon"])
+        .invalid();
+    assert!(
+        bad.stderr.contains("`soon` is not an age"),
+        "{}",
+        bad.stderr
+    );
 }
