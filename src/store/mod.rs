@@ -222,7 +222,8 @@ impl Drop for Store {
 
 impl Recorder for Store {
     fn run_started(&self, run: RunRecord) {
-        self.send(writer::Msg::RunStarted(run));
+        // Stamped here, not when the writer gets to it: a quick run can be over by then.
+        self.send(writer::Msg::RunStarted(run, crate::exec::Timestamp::now()));
     }
 
     fn event(&self, event: Arc<Event>) {

@@ -16,7 +16,8 @@ use crate::exec::{CallSource, CallStatus, Event, EventKind, RunRecord, Timestamp
 use crate::providers::FinishKind;
 
 pub(super) enum Msg {
-    RunStarted(RunRecord),
+    /// A run, and when it started.
+    RunStarted(RunRecord, Timestamp),
     Event(Arc<Event>),
     Flush(tokio::sync::oneshot::Sender<()>),
 }
@@ -78,7 +79,7 @@ fn write(
     let mut blobs: BTreeMap<Arc<str>, Blob> = BTreeMap::new();
     for m in batch.drain(..) {
         match m {
-            Msg::RunStarted(run) => run_started(&tx, &run)?,
+            Msg::RunStarted(run, at) => run_started(&tx, &run, at)?,
             Msg::Event(event) => {
                 record_event(&tx, &event)?;
                 let blob = blobs.entry(Arc::clone(&event.run_id)).or_insert(Blob {
@@ -108,7 +109,11 @@ fn write(
     tx.commit()
 }
 
-fn run_started(tx: &rusqlite::Transaction<'_>, run: &RunRecord) -> rusqlite::Result<()> {
+fn run_started(
+    tx: &rusqlite::Transaction<'_>,
+    run: &RunRecord,
+    at: Timestamp,
+) -> rusqlite::Result<()> {
     let me = this_process();
     if run.resumed {
         tx.execute(
@@ -140,7 +145,7 @@ fn run_started(tx: &rusqlite::Transaction<'_>, run: &RunRecord) -> rusqlite::Res
             run.source,
             run.input,
             run.options.to_string(),
-            Timestamp::now().0,
+            at.0,
             me.host,
             me.pid,
             me.started,

@@ -108,11 +108,20 @@ impl Session {
     }
 
     /// The store, opened directly (to look at it, or to age a run).
+    #[track_caller]
     pub(crate) fn sql(&self) -> rusqlite::Connection {
-        let conn = rusqlite::Connection::open(self.store()).expect("open the store");
-        conn.busy_timeout(Duration::from_secs(10))
-            .expect("set a busy timeout");
-        conn
+        self.try_sql().expect("open the store")
+    }
+
+    /// The store, opened directly if it exists (never created here: orc creates it).
+    pub(crate) fn try_sql(&self) -> Option<rusqlite::Connection> {
+        let conn = rusqlite::Connection::open_with_flags(
+            self.store(),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE,
+        )
+        .ok()?;
+        conn.busy_timeout(Duration::from_secs(10)).ok()?;
+        Some(conn)
     }
 }
 

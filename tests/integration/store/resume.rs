@@ -41,14 +41,15 @@ fn chain(model: &Model) -> (String, String) {
 
 /// Calls of run `id` in the store that completed.
 fn completed_calls(session: &Session, id: &str) -> i64 {
-    session
-        .sql()
-        .query_row(
-            "SELECT count(*) FROM calls WHERE run_id = ?1 AND status = 'ok'",
-            [id],
-            |r| r.get(0),
-        )
-        .unwrap_or(0)
+    let Some(conn) = session.try_sql() else {
+        return 0;
+    };
+    conn.query_row(
+        "SELECT count(*) FROM calls WHERE run_id = ?1 AND status = 'ok'",
+        [id],
+        |r| r.get(0),
+    )
+    .unwrap_or(0)
 }
 
 /// Tokens of the calls of run `id` that went to the model, from the store.
