@@ -170,11 +170,17 @@ fn a_chain_killed_midway_resumes_without_sending_completed_requests_again() {
     assert_eq!(listed[0]["tokens"], paid, "{listed:#?}");
     assert_eq!(listed[0]["calls"], 3, "{listed:#?}");
 
-    // A unique prefix is enough.
-    let out = session
-        .run(&["resume", &id[..id.len() - 2], "--output", "json"])
-        .success();
-    let resumed = out.json();
+    // A unique prefix is enough. Text output, as `invoke` prints it.
+    let out = session.run(&["resume", &id[..id.len() - 2]]).success();
+    assert!(
+        out.stderr.contains(&format!("run {id}")),
+        "the run keeps its id: {}",
+        out.stderr
+    );
+    let resumed = session
+        .run(&["runs", "show", &id, "--output", "json"])
+        .success()
+        .json();
     assert_eq!(resumed["run_id"], id.as_str());
     // x's answer is on record once, however often it was given again.
     assert!(
@@ -201,6 +207,11 @@ fn a_chain_killed_midway_resumes_without_sending_completed_requests_again() {
         .success()
         .json();
     assert_eq!(essentials(&resumed), essentials(&reference));
+    let text = fresh
+        .run(&["invoke", "chain.yaml", "hello"])
+        .success()
+        .stdout;
+    assert_eq!(out.stdout, text);
     assert_eq!(
         agent(&resumed, "e")["output"],
         agent(&reference, "e")["output"]
