@@ -285,6 +285,13 @@ fn killed_after_a(session: &Session) -> String {
         "{}",
         busy.stderr
     );
+    // Nor removed: its process would go on writing to it.
+    let kept = session.run(&["runs", "rm", &id]).invalid();
+    assert!(
+        kept.stderr.contains(&format!("run `{id}` is still running")),
+        "{}",
+        kept.stderr
+    );
     run.kill9();
     id
 }
