@@ -288,7 +288,8 @@ fn killed_after_a(session: &Session) -> String {
     // Nor removed: its process would go on writing to it.
     let kept = session.run(&["runs", "rm", &id]).invalid();
     assert!(
-        kept.stderr.contains(&format!("run `{id}` is still running")),
+        kept.stderr
+            .contains(&format!("run `{id}` is still running")),
         "{}",
         kept.stderr
     );
