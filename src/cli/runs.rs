@@ -49,7 +49,7 @@ pub(crate) fn runs(ctx: &Context, action: Option<RunsAction>, output: ListFormat
             output,
         } => show(&store, &run, events, output),
         RunsAction::Export { run, format } => export(&store, &run, format),
-        RunsAction::Rm { runs, output } => rm(&store, &runs, output),
+        RunsAction::Rm { runs, output } => rm(ctx, &store, &runs, output),
         RunsAction::Gc { older_than, output } => gc(&store, older_than, output),
     };
     match result {
@@ -293,11 +293,31 @@ fn csv_field(field: &str) -> String {
     }
 }
 
-fn rm(store: &Store, runs: &[String], output: ListFormat) -> Result<Exit, StoreError> {
+fn rm(
+    ctx: &Context,
+    store: &Store,
+    runs: &[String],
+    output: ListFormat,
+) -> Result<Exit, StoreError> {
     let ids: Vec<String> = runs
         .iter()
         .map(|r| store.resolve(r))
         .collect::<Result<_, _>>()?;
+    // A live run's process goes on writing its events and calls: removing its row would
+    // leave them behind with no run to list or collect them.
+    for id in &ids {
+        let run = store.run(id)?;
+        if run.status == "running" {
+            ctx.error(&format!(
+                "run `{id}` is still running{}",
+                run.owner_pid
+                    .map(|p| format!(" (process {p})"))
+                    .unwrap_or_default()
+            ));
+            errln!("  help: stop it first (Ctrl-C or SIGTERM keeps what it finished)");
+            return Ok(Exit::Invalid);
+        }
+    }
     for id in &ids {
         store.remove(id)?;
     }

@@ -142,7 +142,7 @@ impl Caller<'_> {
                 });
             }
         };
-        let hash = request_key(profile, &request);
+        let hash = call_identity(profile, &request);
         let policy = Cache::effective(self.agent.cache, profile.cache);
         let cacheable = !self.run.no_cache && matches!(policy, Cache::On { .. });
         let answered = |answer: StoredAnswer, source: CallSource| {
@@ -622,6 +622,20 @@ impl Caller<'_> {
         r.calls_saved = calls_saved;
         r.finish_reason = last_finish;
         r.failed(last_error)
+    }
+}
+
+/// The identity of a call for resume, the cache and coalescing: the recording key
+/// (provider, model, messages, settings), and the endpoint too, so two servers that serve a
+/// model of the same name never share answers. Recordings keep the plain key.
+fn call_identity(profile: &Profile, request: &CompletionRequest) -> String {
+    let key = request_key(profile, request);
+    match &profile.base_url {
+        Some(base) => format!(
+            "{:032x}",
+            xxhash_rust::xxh3::xxh3_128(format!("{key}\u{0}{base}").as_bytes())
+        ),
+        None => key,
     }
 }
 

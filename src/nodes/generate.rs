@@ -358,6 +358,13 @@ pub async fn run<P: CallPolicy>(
         None => None,
     };
     let resume = ctx.resume.clone().unwrap_or_default();
+    // A resumed node that replaces its file (`overwrite: true`) writes what it had found
+    // first; with `append: true` those items are in the file already.
+    if let (Some(out), false) = (&output, s.append) {
+        for item in &resume.items {
+            out.write_line(serde_json::to_string(item).expect("items serialize"));
+        }
+    }
     let resumed_items = resume.items.len() as u64;
     let mut tracker = Tracker::new(
         (s.expected_items as usize).max(resume.items.len()),

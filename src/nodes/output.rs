@@ -59,7 +59,24 @@ impl OutputFiles {
 fn write_lines(file: std::fs::File, rx: &mpsc::Receiver<Line>) {
     let mut out = std::io::BufWriter::new(file);
     let mut error: Option<String> = None;
-    while let Ok(line) = rx.recv() {
+    loop {
+        // Whatever is queued is written in one go; when the queue runs dry the file is
+        // flushed, so a process killed with -9 leaves the items found up to then.
+        let line = match rx.try_recv() {
+            Ok(line) => line,
+            Err(mpsc::TryRecvError::Empty) => {
+                if error.is_none() {
+                    if let Err(e) = out.flush() {
+                        error = Some(e.to_string());
+                    }
+                }
+                match rx.recv() {
+                    Ok(line) => line,
+                    Err(_) => break,
+                }
+            }
+            Err(mpsc::TryRecvError::Disconnected) => break,
+        };
         match line {
             Line::Text(text) => {
                 if error.is_none() {

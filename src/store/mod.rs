@@ -33,6 +33,8 @@ pub struct Store {
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// Idle read connections, reused.
     readers: Mutex<Vec<Connection>>,
+    /// Opened read-only (`orc runs` on a store it cannot write): new connections are too.
+    read_only: bool,
 }
 
 /// Where the store lives when nothing says otherwise, or `None` when `ORC_STORE=off`.
@@ -51,6 +53,47 @@ pub fn default_path() -> Option<PathBuf> {
                 .map(|h| PathBuf::from(h).join(".local/share"))
         })?;
     Some(data.join("orc").join("orc.db"))
+}
+
+/// A `file:` URI for `path` with SQLite URI parameters. Hand-written because it is one loop:
+/// every byte but unreserved ones and `/` is percent-encoded.
+fn file_uri(path: &Path, query: &str) -> String {
+    let mut uri = String::from("file:");
+    for &b in path.as_os_str().as_encoded_bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
+            uri.push(char::from(b));
+        } else {
+            uri.push_str(&format!("%{b:02X}"));
+        }
+    }
+    uri.push('?');
+    uri.push_str(query);
+    uri
+}
+
+/// Opens a store that cannot be written (a read-only file or directory), for reading only.
+/// Reading a WAL database needs its `-shm` file, which a read-only directory may not let
+/// SQLite create; then the file is opened as immutable, which is what it is to us.
+fn open_read_only(path: &Path) -> Result<Connection, StoreError> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        | OpenFlags::SQLITE_OPEN_URI;
+    let mut last = None;
+    for query in ["mode=ro", "immutable=1"] {
+        let opened = Connection::open_with_flags(file_uri(path, query), flags).and_then(|conn| {
+            conn.busy_timeout(BUSY_TIMEOUT)?;
+            schema::check(&conn)?;
+            Ok(conn)
+        });
+        match opened {
+            Ok(conn) => return Ok(conn),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(StoreError::open(
+        path,
+        &last.expect("at least one way to open was tried"),
+    ))
 }
 
 fn configure(conn: &Connection) -> rusqlite::Result<()> {
@@ -95,7 +138,10 @@ impl Store {
         let (tx, rx) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("orc-store".into())
-            .spawn(move || writer::run(conn, &rx, &*warn))
+            .spawn({
+                let path = path.to_path_buf();
+                move || writer::run(conn, &path, &rx, &*warn)
+            })
             .map_err(|e| StoreError::Open {
                 path: path.to_path_buf(),
                 message: e.to_string(),
@@ -105,23 +151,36 @@ impl Store {
             tx: Mutex::new(Some(tx)),
             thread: Mutex::new(Some(thread)),
             readers: Mutex::new(Vec::new()),
+            read_only: false,
         }))
     }
 
-    /// Opens an existing store for reading and editing (`orc runs`), without a writer.
+    /// Opens an existing store for reading and editing (`orc runs`), without a writer. A
+    /// store that cannot be written is opened for reading: runs can still be listed and
+    /// shown (removing them fails).
     pub fn open_existing(path: &Path) -> Result<Arc<Store>, StoreError> {
         if !path.exists() {
             return Err(StoreError::Missing {
                 path: path.to_path_buf(),
             });
         }
-        let mut conn = open_connection(path, false)?;
-        schema::migrate(&mut conn).map_err(|e| StoreError::open(path, &e))?;
+        let writable = open_connection(path, false).and_then(|mut conn| {
+            schema::migrate(&mut conn).map_err(|e| StoreError::open(path, &e))?;
+            Ok(conn)
+        });
+        let (conn, read_only) = match writable {
+            Ok(conn) => (conn, false),
+            Err(e) => match open_read_only(path) {
+                Ok(conn) => (conn, true),
+                Err(_) => return Err(e),
+            },
+        };
         Ok(Arc::new(Store {
             path: path.to_path_buf(),
             tx: Mutex::new(None),
             thread: Mutex::new(None),
             readers: Mutex::new(vec![conn]),
+            read_only,
         }))
     }
 
@@ -143,6 +202,7 @@ impl Store {
         let conn = self.readers.lock().expect("not poisoned").pop();
         let conn = match conn {
             Some(c) => c,
+            None if self.read_only => open_read_only(&self.path)?,
             None => open_connection(&self.path, false)?,
         };
         let result = f(&conn);
@@ -167,7 +227,8 @@ impl Drop for Store {
 
 impl Recorder for Store {
     fn run_started(&self, run: RunRecord) {
-        self.send(writer::Msg::RunStarted(run));
+        // Stamped here, not when the writer gets to it: a quick run can be over by then.
+        self.send(writer::Msg::RunStarted(run, crate::exec::Timestamp::now()));
     }
 
     fn event(&self, event: Arc<Event>) {

@@ -38,16 +38,36 @@ pub enum StoreError {
 
 impl StoreError {
     pub(super) fn open(path: &Path, e: &rusqlite::Error) -> StoreError {
-        let message = match e {
-            rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::NotADatabase => {
-                "the file is not an orc store (not a SQLite database)".to_string()
-            }
-            other => other.to_string(),
-        };
         StoreError::Open {
             path: path.to_path_buf(),
-            message,
+            message: describe(e),
         }
+    }
+}
+
+/// What went wrong with the store, in words that say what to do: SQLite's own name neither
+/// the file nor a remedy.
+pub(super) fn describe(e: &rusqlite::Error) -> String {
+    use rusqlite::ErrorCode;
+    let rusqlite::Error::SqliteFailure(f, _) = e else {
+        return e.to_string();
+    };
+    match f.code {
+        ErrorCode::NotADatabase => "the file is not an orc store (not a SQLite database)".into(),
+        ErrorCode::DatabaseCorrupt => {
+            "the file is damaged (move it aside and orc starts a new store)".into()
+        }
+        ErrorCode::ReadOnly => {
+            "it cannot be written (the file or its directory is read-only)".into()
+        }
+        ErrorCode::CannotOpen | ErrorCode::PermissionDenied => {
+            "it cannot be opened or created (is its directory writable?)".into()
+        }
+        ErrorCode::DiskFull => "the disk is full".into(),
+        ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => {
+            "another process held it locked for too long".into()
+        }
+        _ => e.to_string(),
     }
 }
 
@@ -177,30 +197,65 @@ fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(RunRow, Option<String>, O
 }
 
 /// A `running` row whose process is gone is `interrupted`: say so, and write it down.
+/// Either way, a run that has not finished has no totals of its own yet: they are what its
+/// calls paid so far (written down with the `interrupted`, so a dead run lists what it
+/// cost).
 fn settle(conn: &Connection, row: (RunRow, Option<String>, Option<String>)) -> RunRow {
     let (mut run, host, started) = row;
-    if run.status == "running" {
-        if owner::is_alive(host.as_deref(), run.owner_pid, started.as_deref()) {
-            // Live totals of a run still going.
-            if let Ok((input, output, cost, calls)) = conn.query_row(
-                "SELECT coalesce(sum(input_tokens), 0), coalesce(sum(output_tokens), 0),
-                        sum(cost_usd), count(*) FROM calls WHERE run_id = ?1 AND source IN ('provider', 'resume')",
-                params![run.id],
-                |r| Ok((r.get::<_, u64>(0)?, r.get::<_, u64>(1)?, r.get::<_, Option<f64>>(2)?, r.get::<_, u64>(3)?)),
-            ) {
-                run.input_tokens = input;
-                run.output_tokens = output;
-                run.tokens = input + output;
-                run.cost_usd = cost;
-                run.calls = calls;
-            }
+    if run.status != "running" {
+        return run;
+    }
+    // Only `provider` rows: a `resume` row repeats one of them, and cached and coalesced
+    // answers cost nothing.
+    let paid = conn.query_row(
+        "SELECT coalesce(sum(input_tokens), 0), coalesce(sum(output_tokens), 0), sum(cost_usd),
+                count(cost_usd), count(*), coalesce(sum(source IN ('cache', 'coalesced')), 0)
+         FROM calls WHERE run_id = ?1 AND source IN ('provider', 'cache', 'coalesced')",
+        params![run.id],
+        |r| {
+            let saved: u64 = r.get(5)?;
+            let calls = r.get::<_, u64>(4)? - saved;
+            let priced: u64 = r.get(3)?;
+            let cost: Option<f64> = r.get(2)?;
+            Ok((
+                r.get::<_, u64>(0)?,
+                r.get::<_, u64>(1)?,
+                cost,
+                priced,
+                calls,
+                saved,
+            ))
+        },
+    );
+    if let Ok((input, output, cost, priced, calls, saved)) = paid {
+        run.input_tokens = input;
+        run.output_tokens = output;
+        run.tokens = input + output;
+        // Unknown when some call had no known price: never a guessed zero.
+        run.cost_usd = if priced == calls + saved {
+            Some(cost.unwrap_or(0.0))
         } else {
-            run.status = "interrupted".into();
-            let _ = conn.execute(
-                "UPDATE runs SET status = 'interrupted' WHERE id = ?1 AND status = 'running'",
-                params![run.id],
-            );
-        }
+            None
+        };
+        run.calls = calls;
+        run.calls_saved = saved;
+    }
+    if !owner::is_alive(host.as_deref(), run.owner_pid, started.as_deref()) {
+        run.status = "interrupted".into();
+        // A store that cannot be written (read-only) still answers, unsettled on disk.
+        let _ = conn.execute(
+            "UPDATE runs SET status = 'interrupted', input_tokens = ?2, output_tokens = ?3,
+                 cost_usd = ?4, calls = ?5, calls_saved = ?6
+             WHERE id = ?1 AND status = 'running'",
+            params![
+                run.id,
+                run.input_tokens,
+                run.output_tokens,
+                run.cost_usd,
+                run.calls,
+                run.calls_saved
+            ],
+        );
     }
     run
 }
@@ -230,6 +285,9 @@ impl Store {
             let mut out = Vec::new();
             let mut skipped = 0;
             for row in rows {
+                if filter.limit.is_some_and(|l| out.len() >= l) {
+                    break;
+                }
                 let run = settle(conn, row?);
                 if filter.status.as_ref().is_some_and(|s| *s != run.status) {
                     continue;
@@ -239,9 +297,6 @@ impl Store {
                     continue;
                 }
                 out.push(run);
-                if filter.limit.is_some_and(|l| out.len() >= l) {
-                    break;
-                }
             }
             Ok(out)
         })
@@ -249,6 +304,9 @@ impl Store {
 
     /// The full id of the run that `prefix` names (a unique prefix is enough, as in git).
     pub fn resolve(&self, prefix: &str) -> Result<String, StoreError> {
+        if prefix.is_empty() {
+            return Err(StoreError::NotFound(String::new()));
+        }
         self.with_conn(|conn| {
             let exact: Option<String> = conn
                 .query_row("SELECT id FROM runs WHERE id = ?1", params![prefix], |r| {
@@ -301,6 +359,64 @@ impl Store {
         after: u64,
         limit: usize,
     ) -> Result<Vec<(u64, String)>, StoreError> {
+        let mut lines = self.stored_lines(id, after, limit)?;
+        self.inflate(id, &mut lines)?;
+        Ok(lines)
+    }
+
+    /// A run's `run_finished` is stored without its result's agents (their outcomes are in
+    /// the `agent_finished` events before it; see `writer.rs`). Readers get it whole again,
+    /// exactly as it was published: rebuilt from the events before it.
+    fn inflate(&self, id: &str, lines: &mut [(u64, String)]) -> Result<(), StoreError> {
+        let damaged = |e: serde_json::Error| StoreError::Damaged {
+            run: id.to_string(),
+            message: e.to_string(),
+        };
+        let mut before: Option<Vec<Event>> = None;
+        for (seq, line) in lines.iter_mut() {
+            if !line.contains("\"type\":\"run_finished\"") {
+                continue;
+            }
+            let event: Event = serde_json::from_str(line).map_err(damaged)?;
+            let EventKind::RunFinished { result } = &event.kind else {
+                continue;
+            };
+            if !event.path.is_empty() || !result.agents.is_empty() {
+                continue;
+            }
+            if before.is_none() {
+                let all = self.stored_lines(id, 0, usize::MAX)?;
+                before = Some(
+                    all.iter()
+                        .map(|(_, l)| serde_json::from_str(l))
+                        .collect::<Result<_, _>>()
+                        .map_err(damaged)?,
+                );
+            }
+            let mut state = RunState::new();
+            for e in before.iter().flatten().take_while(|e| e.seq < *seq) {
+                state.apply(e);
+            }
+            let status = result.status;
+            state.apply(&event);
+            let whole = Event {
+                kind: EventKind::RunFinished {
+                    result: std::sync::Arc::new(state.to_outcome(status)),
+                },
+                ..event.clone_header()
+            };
+            *line = serde_json::to_string(&whole).expect("events serialize");
+        }
+        Ok(())
+    }
+
+    /// The event lines as stored.
+    fn stored_lines(
+        &self,
+        id: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, String)>, StoreError> {
         self.with_conn(|conn| {
             let mut stmt = conn.prepare(
                 "SELECT data FROM events WHERE run_id = ?1 AND last_seq > ?2 ORDER BY first_seq",
@@ -326,7 +442,7 @@ impl Store {
 
     /// The stored events of a run, parsed.
     pub fn events(&self, id: &str) -> Result<Vec<Event>, StoreError> {
-        self.events_raw(id, 0)?
+        self.stored_lines(id, 0, usize::MAX)?
             .into_iter()
             .map(|(_, line)| {
                 serde_json::from_str(&line).map_err(|e| StoreError::Damaged {
@@ -456,7 +572,10 @@ impl Store {
     }
 
     /// What `orc resume` starts from: the agents that succeeded, the calls completed by the
-    /// others (answered again without a call), and what `generate` nodes had found.
+    /// others (answered again without a call), and what `generate` nodes had found. The
+    /// answers of `generate` producers' calls are not among the calls: their items come back
+    /// instead, and the producers go on with new calls (which may well send the same request
+    /// again, as every call does without feedback: those are new samples, not repeats).
     pub fn resume_data(&self, id: &str) -> Result<ResumeData, StoreError> {
         let run = self.run(id)?;
         let events = self.events(id)?;
@@ -519,7 +638,8 @@ impl Store {
             let mut stmt = conn.prepare(
                 "SELECT request_hash, response, input_tokens, output_tokens, cached_input_tokens, cost_usd,
                         finish_reason, agent, path, source, finish_reason_raw, reasoning_tokens, usage_unknown
-                 FROM calls WHERE run_id = ?1 AND status = 'ok' AND response IS NOT NULL ORDER BY seq",
+                 FROM calls WHERE run_id = ?1 AND status = 'ok' AND response IS NOT NULL
+                     AND producer IS NULL ORDER BY seq",
             )?;
             let rows = stmt.query_map(params![id], |r| {
                 let path: String = r.get(8)?;
@@ -548,9 +668,10 @@ impl Store {
             let mut answers = Vec::new();
             for row in rows {
                 let (owner, source, hash, answer) = row?;
-                // Answers this run paid for, of agents that will run again.
-                let paid = source == super::writer::source_name(CallSource::Provider)
-                    || source == super::writer::source_name(CallSource::Resume);
+                // Answers this run paid for, of agents that will run again. A `resume` row
+                // repeats a `provider` row of an earlier process of this run: counted once,
+                // or a run resumed twice would hand the same answer out twice.
+                let paid = source == super::writer::source_name(CallSource::Provider);
                 if paid && !done.contains(owner.as_str()) {
                     answers.push((hash, answer));
                 }

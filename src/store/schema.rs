@@ -1,5 +1,6 @@
 //! The store's tables, and the migrations that bring an older file up to date
-//! (`PRAGMA user_version` counts the migrations applied).
+//! (`PRAGMA user_version` counts the migrations applied; they run under the write lock, so
+//! two processes opening a new store at once create it once).
 //!
 //! - `runs`: one row per run: what ran (ensemble name, file, its hash and text), on what
 //!   input, with which options, by which process (`owner_*`, to tell a dead run from a
@@ -82,25 +83,53 @@ const MIGRATIONS: &[&str] = &[
     ",
 ];
 
-/// Applies the migrations the file has not seen yet, in one transaction each.
+fn mismatch(message: String) -> rusqlite::Error {
+    rusqlite::Error::SqliteFailure(
+        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_MISMATCH),
+        Some(message),
+    )
+}
+
+fn newer(version: usize) -> rusqlite::Error {
+    mismatch(format!(
+        "the store was written by a newer orc (schema version {version}, this orc knows {})",
+        MIGRATIONS.len()
+    ))
+}
+
+/// Applies the migrations the file has not seen yet, all in one transaction.
 pub(super) fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
     let version: usize = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     if version > MIGRATIONS.len() {
-        return Err(rusqlite::Error::SqliteFailure(
-            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_MISMATCH),
-            Some(format!(
-                "the store was written by a newer orc (schema version {version}, this orc knows {})",
-                MIGRATIONS.len()
-            )),
-        ));
+        return Err(newer(version));
     }
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
-        let tx = conn.transaction()?;
+    if version == MIGRATIONS.len() {
+        return Ok(());
+    }
+    // Two processes may find a new store at once: whoever takes the write lock first
+    // migrates, and the other, let in after it, finds the work done.
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let version: usize = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version > MIGRATIONS.len() {
+        return Err(newer(version));
+    }
+    for sql in MIGRATIONS.iter().skip(version) {
         tx.execute_batch(sql)?;
-        tx.pragma_update(None, "user_version", i + 1)?;
-        tx.commit()?;
     }
-    Ok(())
+    tx.pragma_update(None, "user_version", MIGRATIONS.len())?;
+    tx.commit()
+}
+
+/// Checks that a store opened read-only is at this orc's version (it cannot be migrated).
+pub(super) fn check(conn: &Connection) -> rusqlite::Result<()> {
+    let version: usize = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    match version.cmp(&MIGRATIONS.len()) {
+        std::cmp::Ordering::Equal => Ok(()),
+        std::cmp::Ordering::Greater => Err(newer(version)),
+        std::cmp::Ordering::Less => Err(mismatch(format!(
+            "the store was written by an older orc (schema version {version}) and is read-only, so it cannot be upgraded"
+        ))),
+    }
 }
 
 #[cfg(test)]
@@ -116,5 +145,29 @@ mod tests {
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();
         assert_eq!(version, MIGRATIONS.len());
+    }
+
+    #[test]
+    fn processes_creating_one_store_together_migrate_it_once() {
+        let dir = tempfile::tempdir().unwrap();
+        for round in 0..10 {
+            let path = dir.path().join(format!("orc-{round}.db"));
+            let start = std::sync::Arc::new(std::sync::Barrier::new(4));
+            let threads: Vec<_> = (0..4)
+                .map(|_| {
+                    let (path, start) = (path.clone(), std::sync::Arc::clone(&start));
+                    std::thread::spawn(move || {
+                        let conn = Connection::open(&path).unwrap();
+                        super::super::configure(&conn).unwrap();
+                        let mut conn = conn;
+                        start.wait();
+                        migrate(&mut conn)
+                    })
+                })
+                .collect();
+            for t in threads {
+                t.join().unwrap().unwrap();
+            }
+        }
     }
 }

@@ -4,6 +4,7 @@
 //! batch. A failure is reported once; the runs go on without the store.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, TryRecvError};
 
@@ -15,7 +16,8 @@ use crate::exec::{CallSource, CallStatus, Event, EventKind, RunRecord, Timestamp
 use crate::providers::FinishKind;
 
 pub(super) enum Msg {
-    RunStarted(RunRecord),
+    /// A run, and when it started.
+    RunStarted(RunRecord, Timestamp),
     Event(Arc<Event>),
     Flush(tokio::sync::oneshot::Sender<()>),
 }
@@ -31,7 +33,12 @@ struct Blob {
     data: Vec<u8>,
 }
 
-pub(super) fn run(mut conn: Connection, rx: &Receiver<Msg>, warn: &(dyn Fn(String) + Send)) {
+pub(super) fn run(
+    mut conn: Connection,
+    path: &Path,
+    rx: &Receiver<Msg>,
+    warn: &(dyn Fn(String) + Send),
+) {
     let mut broken = false;
     let mut batch: Vec<Msg> = Vec::new();
     while let Ok(first) = rx.recv() {
@@ -47,7 +54,9 @@ pub(super) fn run(mut conn: Connection, rx: &Receiver<Msg>, warn: &(dyn Fn(Strin
             if let Err(e) = write(&mut conn, &mut batch, &mut flushes) {
                 broken = true;
                 warn(format!(
-                    "cannot write the run store: {e}; runs go on without it"
+                    "cannot write the run store `{}`: {}; runs go on without it",
+                    path.display(),
+                    super::query::describe(&e)
                 ));
             }
         }
@@ -71,7 +80,7 @@ fn write(
     let mut blobs: BTreeMap<Arc<str>, Blob> = BTreeMap::new();
     for m in batch.drain(..) {
         match m {
-            Msg::RunStarted(run) => run_started(&tx, &run)?,
+            Msg::RunStarted(run, at) => run_started(&tx, &run, at)?,
             Msg::Event(event) => {
                 record_event(&tx, &event)?;
                 let blob = blobs.entry(Arc::clone(&event.run_id)).or_insert(Blob {
@@ -83,7 +92,9 @@ fn write(
                 match &event.kind {
                     // The result's agents are in the `agent_finished` events already; a
                     // 100,000-agent run must not write them twice (`RunState` puts them back).
-                    EventKind::RunFinished { result } if !result.agents.is_empty() => {
+                    EventKind::RunFinished { result }
+                        if event.path.is_empty() && !result.agents.is_empty() =>
+                    {
                         let slim = result.clone_without_agents();
                         let stored = Event {
                             kind: EventKind::RunFinished {
@@ -115,7 +126,11 @@ fn write(
     tx.commit()
 }
 
-fn run_started(tx: &rusqlite::Transaction<'_>, run: &RunRecord) -> rusqlite::Result<()> {
+fn run_started(
+    tx: &rusqlite::Transaction<'_>,
+    run: &RunRecord,
+    at: Timestamp,
+) -> rusqlite::Result<()> {
     let me = this_process();
     if run.resumed {
         tx.execute(
@@ -147,7 +162,7 @@ fn run_started(tx: &rusqlite::Transaction<'_>, run: &RunRecord) -> rusqlite::Res
             run.source,
             run.input,
             run.options.to_string(),
-            Timestamp::now().0,
+            at.0,
             me.host,
             me.pid,
             me.started,

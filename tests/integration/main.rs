@@ -18,6 +18,7 @@ mod providers;
 mod serve;
 mod shipped;
 mod signals;
+mod store;
 mod structured;
 mod support;
 mod testing;
