@@ -330,7 +330,8 @@ fn check(outcome: &RunOutcome, expect: &[ExpectSpec]) -> Vec<String> {
         let agent: Option<&AgentOutcome> = e
             .agent
             .as_ref()
-            .and_then(|name| outcome.agents.iter().find(|a| &a.name == name));
+            .and_then(|name| outcome.agents.iter().find(|a| &a.name == name))
+            .map(|a| &**a);
         if let (Some(name), None) = (&e.agent, agent) {
             problems.push(format!("agent `{name}` is not in the run"));
             continue;

@@ -236,7 +236,7 @@ pub struct Agent {
     pub kind: AgentKind,
     pub node: NodeKind,
     /// Run only if this holds over a dependency's output.
-    pub condition: Option<crate::nodes::condition::Condition>,
+    pub condition: Option<Box<crate::nodes::condition::Condition>>,
     /// Dotted path into a dependency's JSON output used as the input.
     pub input_key: Option<String>,
     /// One instance per element of the input array.

@@ -503,7 +503,7 @@ pub(super) fn validate(
             name: spec.name.clone(),
             kind,
             node,
-            condition,
+            condition: condition.map(Box::new),
             input_key: spec.input_key.clone(),
             fan_out,
             input_scope: spec.input_scope,

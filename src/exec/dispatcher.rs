@@ -85,6 +85,8 @@ enum Sched {
 
 struct Loop {
     out: Output,
+    /// Published, not yet handed to the store.
+    unstored: Vec<Arc<Event>>,
     state: RunState,
     run_id: Arc<str>,
     seq: u64,
@@ -110,14 +112,27 @@ impl Loop {
         match &self.out {
             Output::Root { live, store, .. } => {
                 let event = Arc::new(event);
-                if let Some(store) = store {
-                    store.event(Arc::clone(&event));
+                if store.is_some() {
+                    self.unstored.push(Arc::clone(&event));
                 }
                 if live.receiver_count() > 0 {
                     let _ = live.send(event);
                 }
             }
             Output::Nested(parent) => parent.send_nested(event.path, event.kind),
+        }
+    }
+
+    /// Hands the events published since the last call to the store, in one message: the
+    /// loop calls it before it waits, so the store hears of a burst once, not event by event.
+    fn store_events(&mut self) {
+        if let Output::Root {
+            store: Some(store), ..
+        } = &self.out
+        {
+            if !self.unstored.is_empty() {
+                store.events(std::mem::take(&mut self.unstored));
+            }
         }
     }
 
@@ -143,6 +158,7 @@ async fn dispatch_inner(mut d: Dispatch, out: Output) -> Arc<RunOutcome> {
     let mut tasks = JoinSet::new();
     let mut lp = Loop {
         out,
+        unstored: Vec::new(),
         state: RunState::new(),
         run_id: Arc::clone(&d.run_id),
         seq: d.first_seq,
@@ -257,6 +273,9 @@ async fn dispatch_inner(mut d: Dispatch, out: Output) -> Arc<RunOutcome> {
         if done == n || (running == 0 && cancel.is_cancelled()) {
             break;
         }
+        if rx.is_empty() || lp.unstored.len() >= 4096 {
+            lp.store_events();
+        }
         let msg = tokio::select! {
             biased;
             () = cancel.cancelled(), if status.is_none() => {
@@ -355,6 +374,7 @@ async fn dispatch_inner(mut d: Dispatch, out: Output) -> Arc<RunOutcome> {
     lp.emit(EventKind::RunFinished {
         result: Arc::clone(&result),
     });
+    lp.store_events();
     result
 }
 

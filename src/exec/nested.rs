@@ -44,7 +44,7 @@ pub(crate) async fn run(
     let finals: Vec<&AgentOutcome> = plan
         .sinks
         .iter()
-        .map(|&i| &outcome.agents[i])
+        .map(|&i| &*outcome.agents[i])
         .filter(|a| a.status == AgentStatus::Succeeded)
         .collect();
     let output = match finals.as_slice() {
@@ -238,7 +238,7 @@ pub(super) fn deliverable<'a>(plan: &Plan, outcome: &'a RunOutcome) -> Option<&'
 /// final agents succeeded, and some did not merely skip by their own condition. `None`
 /// when it counts as done.
 pub(super) fn terminal_failure(plan: &Plan, outcome: &RunOutcome) -> Option<String> {
-    let finals: Vec<&AgentOutcome> = plan.sinks.iter().map(|&i| &outcome.agents[i]).collect();
+    let finals: Vec<&AgentOutcome> = plan.sinks.iter().map(|&i| &*outcome.agents[i]).collect();
     if finals.iter().any(|a| a.status == AgentStatus::Succeeded) {
         return None;
     }

@@ -204,7 +204,9 @@ pub struct RunOutcome {
     pub ensemble: String,
     pub input: String,
     pub status: RunStatus,
-    pub agents: Vec<AgentOutcome>,
+    /// Shared with the run's `agent_finished` events and state: a 100,000-agent run holds
+    /// each outcome once.
+    pub agents: Vec<std::sync::Arc<AgentOutcome>>,
     pub totals: Totals,
 }
 
@@ -221,7 +223,7 @@ impl RunOutcome {
         }
     }
 
-    pub fn compute_totals(agents: &[AgentOutcome], wall_ms: u64) -> Totals {
+    pub fn compute_totals(agents: &[std::sync::Arc<AgentOutcome>], wall_ms: u64) -> Totals {
         let mut t = Totals {
             agents: agents.len(),
             wall_ms,

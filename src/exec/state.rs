@@ -298,12 +298,12 @@ impl RunState {
     /// As `to_outcome`, moving the agents' outcomes out of this state instead of copying
     /// them (the dispatcher's last use of its state: a 100,000-agent run keeps one copy).
     pub(crate) fn take_outcome(&mut self, status: RunStatus) -> RunOutcome {
-        let agents: Vec<AgentOutcome> = self
+        let agents: Vec<Arc<AgentOutcome>> = self
             .agents
             .iter_mut()
             .map(|a| match a.outcome.take() {
-                Some(o) => Arc::try_unwrap(o).unwrap_or_else(|shared| (*shared).clone()),
-                None => AgentOutcome::not_run(&a.name, AgentStatus::Cancelled),
+                Some(o) => o,
+                None => Arc::new(AgentOutcome::not_run(&a.name, AgentStatus::Cancelled)),
             })
             .collect();
         let totals = RunOutcome::compute_totals(&agents, self.elapsed_ms);
@@ -318,12 +318,12 @@ impl RunState {
     }
 
     /// Every agent's outcome in declaration order; unfinished ones as `cancelled`.
-    fn agent_outcomes(&self) -> Vec<AgentOutcome> {
+    fn agent_outcomes(&self) -> Vec<Arc<AgentOutcome>> {
         self.agents
             .iter()
             .map(|a| match &a.outcome {
-                Some(o) => (**o).clone(),
-                None => AgentOutcome::not_run(&a.name, AgentStatus::Cancelled),
+                Some(o) => Arc::clone(o),
+                None => Arc::new(AgentOutcome::not_run(&a.name, AgentStatus::Cancelled)),
             })
             .collect()
     }

@@ -167,6 +167,13 @@ async fn read_capped(response: reqwest::Response, limits: ReadLimits) -> Result<
             Ok(None) => return Ok(body),
             Ok(Some(Err(e))) => return Err(Capped::Failed(stream_broken(&e))),
             Ok(Some(Ok(chunk))) => {
+                let wanted = (body.len() + chunk.len()).min(cap);
+                if wanted > body.capacity() {
+                    // Doubling, but never past the cap: a body cut at the cap must not
+                    // hold twice the cap's memory.
+                    let target = (body.capacity() * 2).max(wanted).min(cap);
+                    body.reserve_exact(target - body.len());
+                }
                 if body.len() + chunk.len() > cap {
                     let room = cap - body.len();
                     body.extend_from_slice(&chunk[..room]);

@@ -292,6 +292,13 @@ impl Recorder for Metered {
         self.store.event(event);
     }
 
+    fn events(&self, events: Vec<Arc<Event>>) {
+        for event in &events {
+            self.metrics.observe(event);
+        }
+        Recorder::events(&*self.store, events);
+    }
+
     fn flush(&self) -> BoxFuture<'_, ()> {
         self.store.flush()
     }

@@ -18,7 +18,7 @@ use crate::providers::FinishKind;
 pub(super) enum Msg {
     /// A run, and when it started.
     RunStarted(RunRecord, Timestamp),
-    Event(Arc<Event>),
+    Events(Vec<Arc<Event>>),
     Flush(tokio::sync::oneshot::Sender<()>),
 }
 
@@ -41,11 +41,19 @@ pub(super) fn run(
 ) {
     let mut broken = false;
     let mut batch: Vec<Msg> = Vec::new();
+    let size = |m: &Msg| match m {
+        Msg::Events(events) => events.len(),
+        _ => 1,
+    };
     while let Ok(first) = rx.recv() {
+        let mut queued = size(&first);
         batch.push(first);
-        while batch.len() < BATCH {
+        while queued < BATCH {
             match rx.try_recv() {
-                Ok(m) => batch.push(m),
+                Ok(m) => {
+                    queued += size(&m);
+                    batch.push(m);
+                }
                 Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
             }
         }
@@ -81,8 +89,29 @@ fn write(
     for m in batch.drain(..) {
         match m {
             Msg::RunStarted(run, at) => run_started(&tx, &run, at)?,
-            Msg::Event(event) => {
-                record_event(&tx, &event)?;
+            Msg::Events(events) => {
+                for event in events {
+                    write_event(&tx, &mut blobs, &event)?;
+                }
+            }
+            Msg::Flush(done) => flushes.push(done),
+        }
+    }
+    store_blobs(&tx, &blobs)?;
+    tx.commit()
+}
+
+/// Records one event: its row where it has one (calls, the run's end), and its line in the
+/// run's batch of the event log.
+fn write_event(
+    tx: &rusqlite::Transaction<'_>,
+    blobs: &mut BTreeMap<Arc<str>, Blob>,
+    event: &Arc<Event>,
+) -> rusqlite::Result<()> {
+    {
+        {
+            {
+                record_event(tx, event)?;
                 let blob = blobs.entry(Arc::clone(&event.run_id)).or_insert(Blob {
                     first: event.seq,
                     last: event.seq,
@@ -104,26 +133,32 @@ fn write(
                         };
                         serde_json::to_writer(&mut blob.data, &stored).expect("events serialize");
                     }
-                    _ => serde_json::to_writer(&mut blob.data, &*event).expect("events serialize"),
+                    _ => serde_json::to_writer(&mut blob.data, event).expect("events serialize"),
                 }
                 blob.data.push(b'\n');
             }
-            Msg::Flush(done) => flushes.push(done),
         }
     }
+    Ok(())
+}
+
+fn store_blobs(
+    tx: &rusqlite::Transaction<'_>,
+    blobs: &BTreeMap<Arc<str>, Blob>,
+) -> rusqlite::Result<()> {
     {
         let mut insert = tx.prepare_cached(
             "INSERT INTO events (run_id, first_seq, last_seq, data) VALUES (?1, ?2, ?3, ?4)",
         )?;
         let mut seq =
             tx.prepare_cached("UPDATE runs SET last_seq = max(last_seq, ?2) WHERE id = ?1")?;
-        for (run_id, blob) in &blobs {
+        for (run_id, blob) in blobs {
             let data = std::str::from_utf8(&blob.data).expect("serde_json writes UTF-8");
             insert.execute(params![&**run_id, blob.first, blob.last, data])?;
             seq.execute(params![&**run_id, blob.last])?;
         }
     }
-    tx.commit()
+    Ok(())
 }
 
 fn run_started(
