@@ -12,6 +12,7 @@ against bench/fake_openai.py, a local OpenAI-compatible server started as a subp
     python3 bench/bench.py --no-http  # skip the cases against the fake HTTP server
     python3 bench/bench.py --no-generate    # skip the `type: generate` cases
     python3 bench/bench.py --only-generate  # run only the `type: generate` cases
+    python3 bench/bench.py --only-durable   # run only the store / 100k / --each-line cases
 
 See bench/README.md for what each case measures.
 """
@@ -365,6 +366,11 @@ def main():
                     help="skip the cases against the fake OpenAI-compatible server")
     ap.add_argument("--generate", action=argparse.BooleanOptionalAction, default=True,
                     help="run the `type: generate` cases (default; --no-generate skips them)")
+    ap.add_argument("--only-durable", action="store_true",
+                    help="run only the durable-run cases (store on vs off, 100k agents, "
+                         "1,000,000 --each-line inputs)")
+    ap.add_argument("--each-line-inputs", type=int, default=1_000_000, metavar="N",
+                    help="lines for the --each-line case (default 1,000,000)")
     ap.add_argument("--only-generate", action="store_true",
                     help="run only the `type: generate` cases")
     args = ap.parse_args()
@@ -407,8 +413,11 @@ def main():
             f.write(text)
         return path
 
-    # Keep orc from picking up a project/user config of the machine running the bench.
+    # Keep orc from picking up a project/user config of the machine running the bench, and
+    # give it a run store of its own (on, as by default) instead of the user's.
     env_cwd = tmp
+    os.environ["XDG_DATA_HOME"] = os.path.join(tmp, "data")
+    os.environ.pop("ORC_STORE", None)
     inp = b"benchmark input\n"
     invoke = lambda path: [orc, "invoke", path, "--quiet", "--color", "never"]
     results = []
@@ -436,12 +445,16 @@ def main():
 
     print(f"running (reps={reps}, big reps={big_reps}, help reps={help_reps}) ...", file=log)
 
-    if not args.only_generate:
-        run_invoke_cases(args, log, case, write, invoke, inp, reps, big_reps, help_reps, orc)
+    if args.only_durable:
+        run_durable_cases(args, case, write, invoke, inp, big_reps)
+    else:
+        if not args.only_generate:
+            run_invoke_cases(args, log, case, write, invoke, inp, reps, big_reps, help_reps, orc)
+            run_durable_cases(args, case, write, invoke, inp, big_reps)
 
-    # 8-9. `type: generate`: orc's own cost a call, and UAM against the physical limit
-    if args.generate:
-        run_generate_cases(case, write, orc, reps, big_reps)
+        # 8-9. `type: generate`: orc's own cost a call, and UAM against the physical limit
+        if args.generate:
+            run_generate_cases(case, write, orc, reps, big_reps)
 
     if tmp_ctx:
         tmp_ctx.cleanup()
@@ -504,6 +517,38 @@ def run_invoke_cases(args, log, case, write, invoke, inp, reps, big_reps, help_r
                  server=server, target=2000)
         finally:
             server.stop()
+
+
+def run_durable_cases(args, case, write, invoke, inp, big_reps):
+    """Cases 10-12: what the run store costs (10,000 agents, store on vs off, both measured in
+    this one bench run), 100,000 agents' time and peak RSS with the store on, and the peak
+    RSS of 1,000,000 `--each-line` inputs (one stored run each)."""
+    text, ag = gen_flat(10000, 200)
+    p = write("flat_10000.yaml", text)
+    on = case("store_on_10000", "invoke 10000 @200ms, store on", invoke(p), big_reps, inp,
+              ref=critical_path_ms(ag), agents=len(ag))
+    off = case("store_off_10000", "invoke 10000 @200ms, --no-store", invoke(p) + ["--no-store"],
+               big_reps, inp, ref=critical_path_ms(ag), agents=len(ag))
+    on["store_overhead_ratio"] = round(on["wall_ms_median"] / off["wall_ms_median"], 3)
+
+    text, ag = gen_flat(100000, 200)
+    p = write("flat_100000.yaml", text)
+    # The default --max-concurrency (10,000) alone makes 100,000 x 200 ms take 2 s: the
+    # second case lifts it to show orc's own cost.
+    case("flat_100000", "invoke 100000 @200ms, store on", invoke(p), big_reps, inp,
+         ref=critical_path_ms(ag) * 10, agents=len(ag))
+    case("flat_100000_c", "invoke 100000 @200ms, store on, -c 100000",
+         invoke(p) + ["--max-concurrency", "100000"], big_reps, inp,
+         ref=critical_path_ms(ag), agents=len(ag))
+    case("flat_100000_off", "invoke 100000 @200ms, --no-store, -c 100000",
+         invoke(p) + ["--no-store", "--max-concurrency", "100000"], big_reps, inp,
+         ref=critical_path_ms(ag), agents=len(ag))
+
+    n = args.each_line_inputs
+    lines = "".join(f"input line {i}\n" for i in range(n)).encode()
+    p = write("one_agent.yaml", "\n".join(_header("one", {"p": 0}, "p") + _agent("a")) + "\n")
+    case("each_line", f"invoke --each-line, {n} inputs @0ms, store on", invoke(p) + ["--each-line"],
+         1, lines)
 
 
 # The generate cases. Zero latency: 8 producers x 6,000 iterations = 48,000 calls, about 1 s
@@ -664,6 +709,11 @@ def report(args, results, log, orc):
               "/ whole-process wall time; limit = producers x batch_size / latency, per minute; "
               "cands/limit = candidates per minute / limit (orc's delivery, whatever the "
               "mock's duplicates).", file=log)
+
+    overhead = [r for r in results if "store_overhead_ratio" in r]
+    for r in overhead:
+        print(f"store overhead on {r['agents']} agents: {r['store_overhead_ratio']:.2f}x "
+              "(median wall, store on / --no-store)", file=log)
 
     if args.json:
         summary = {

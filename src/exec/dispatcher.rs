@@ -113,9 +113,9 @@ impl Loop {
             Output::Root { live, store, .. } => {
                 let event = Arc::new(event);
                 if store.is_some() {
-                    self.unstored.push(Arc::clone(&event));
-                }
-                if live.receiver_count() > 0 {
+                    // Published with the batch it is stored in (`store_events`).
+                    self.unstored.push(event);
+                } else if live.receiver_count() > 0 {
                     let _ = live.send(event);
                 }
             }
@@ -123,15 +123,29 @@ impl Loop {
         }
     }
 
-    /// Hands the events published since the last call to the store, in one message: the
-    /// loop calls it before it waits, so the store hears of a burst once, not event by event.
+    /// Hands the events since the last call to the store, in one message, then publishes
+    /// them: the loop calls it before it waits, so the store hears of a burst once, not event
+    /// by event. Stored before published, so a subscriber that flushes the store and reads
+    /// it has every event before the first one it is sent live (the server's gap-free
+    /// event streams rely on this).
     fn store_events(&mut self) {
         if let Output::Root {
-            store: Some(store), ..
+            live,
+            store: Some(store),
+            ..
         } = &self.out
         {
-            if !self.unstored.is_empty() {
-                store.events(std::mem::take(&mut self.unstored));
+            if self.unstored.is_empty() {
+                return;
+            }
+            let batch = std::mem::take(&mut self.unstored);
+            if live.receiver_count() > 0 {
+                store.events(batch.clone());
+                for event in batch {
+                    let _ = live.send(event);
+                }
+            } else {
+                store.events(batch);
             }
         }
     }
