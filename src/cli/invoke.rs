@@ -98,7 +98,12 @@ pub(crate) fn run_loaded(
             no_store: args.no_store,
             no_cache: args.no_cache,
             mode,
-            live_capacity: if args.output == OutputFormat::Jsonl {
+            // Every run allocates its whole event buffer up front (16,384 events are about
+            // 0.8 MB): `--each-line` runs, which nobody subscribes to, get the smallest, or
+            // 256 of them in flight would hold 200 MB for nothing.
+            live_capacity: if args.each_line {
+                16
+            } else if args.output == OutputFormat::Jsonl {
                 1 << 17
             } else {
                 1 << 14
