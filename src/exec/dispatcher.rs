@@ -9,7 +9,8 @@
 //! down with `Output::Nested`, which forwards its events to the parent's channel instead of
 //! publishing them.
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -204,7 +205,9 @@ async fn dispatch_inner(mut d: Dispatch, out: Output) -> Arc<RunOutcome> {
     let mut done = 0usize;
     let mut status: Option<RunStatus> = None;
     let deadline = d.timeout.map(|t| tokio::time::Instant::now() + t);
-    let mut ready: Vec<AgentIndex> = Vec::new();
+    // Ready agents, lowest index first; at most `max_jobs` of them run at once.
+    let mut ready: BinaryHeap<Reverse<AgentIndex>> = BinaryHeap::new();
+    let max_jobs = d.run.engine.max_jobs;
     let shared_input: Arc<str> = Arc::from(d.input.as_str());
 
     // A resumed run starts from what already succeeded.
@@ -220,67 +223,68 @@ async fn dispatch_inner(mut d: Dispatch, out: Output) -> Arc<RunOutcome> {
             release_dependents(&plan, i, &mut sched, &mut ready);
         }
     }
-    ready.extend((0..n).filter(|&i| matches!(sched[i], Sched::Waiting { remaining: 0 })));
-    ready.sort_unstable();
-    ready.dedup();
+    ready.extend(
+        (0..n)
+            .filter(|&i| matches!(sched[i], Sched::Waiting { remaining: 0 }))
+            .map(Reverse),
+    );
 
     loop {
-        // Start (or skip) everything that became ready. Skips can make more agents ready.
-        while !ready.is_empty() {
-            ready.sort_unstable();
-            for i in std::mem::take(&mut ready) {
-                if !matches!(sched[i], Sched::Waiting { .. }) || cancel.is_cancelled() {
-                    continue;
-                }
-                let agent = &plan.ensemble.agents[i];
-                let prepared = {
-                    let state = &lp.state;
-                    let outcome_of = |j: AgentIndex| {
-                        state
-                            .outcome(j)
-                            .expect("a ready agent's dependencies are done")
-                    };
-                    prepare(&plan, agent, &d.input, &outcome_of)
+        // Start (or skip) what became ready, up to `max_jobs` running. Skips can make more
+        // agents ready; one that is no longer waiting (a duplicate on resume) is passed over.
+        while running < max_jobs || cancel.is_cancelled() {
+            let Some(Reverse(i)) = ready.pop() else { break };
+            if !matches!(sched[i], Sched::Waiting { .. }) || cancel.is_cancelled() {
+                continue;
+            }
+            let agent = &plan.ensemble.agents[i];
+            let prepared = {
+                let state = &lp.state;
+                let outcome_of = |j: AgentIndex| {
+                    state
+                        .outcome(j)
+                        .expect("a ready agent's dependencies are done")
                 };
-                match prepared {
-                    Ok(work) => {
-                        sched[i] = Sched::Running;
-                        running += 1;
-                        lp.emit(EventKind::AgentQueued {
-                            agent: agent.name.clone(),
-                        });
-                        let job = Job {
-                            run_id: d.run_id.to_string(),
+                prepare(&plan, agent, &d.input, &outcome_of)
+            };
+            match prepared {
+                Ok(work) => {
+                    sched[i] = Sched::Running;
+                    running += 1;
+                    lp.emit(EventKind::AgentQueued {
+                        agent: agent.name.clone(),
+                    });
+                    let job = Job {
+                        run_id: d.run_id.to_string(),
+                        agent: i,
+                        name: agent.name.clone(),
+                        work,
+                        input: Arc::clone(&shared_input),
+                        seed: d.seed,
+                        stream: d.run.stream,
+                        resume: d.generate_resume.remove(&agent.name),
+                    };
+                    let executor = Arc::clone(&d.run.engine.executor);
+                    executor.spawn(
+                        Arc::clone(&d.run),
+                        Arc::clone(&plan),
+                        job,
+                        AgentTx {
                             agent: i,
-                            name: agent.name.clone(),
-                            work,
-                            input: Arc::clone(&shared_input),
-                            seed: d.seed,
-                            stream: d.run.stream,
-                            resume: d.generate_resume.remove(&agent.name),
-                        };
-                        let executor = Arc::clone(&d.run.engine.executor);
-                        executor.spawn(
-                            Arc::clone(&d.run),
-                            Arc::clone(&plan),
-                            job,
-                            AgentTx {
-                                agent: i,
-                                tx: tx.clone(),
-                            },
-                            &mut tasks,
-                        );
-                    }
-                    Err(not_run) => {
-                        let outcome = not_run_outcome(agent, not_run);
-                        lp.emit(EventKind::AgentFinished {
-                            agent: agent.name.clone(),
-                            outcome: Arc::new(outcome),
-                        });
-                        sched[i] = Sched::Done;
-                        done += 1;
-                        release_dependents(&plan, i, &mut sched, &mut ready);
-                    }
+                            tx: tx.clone(),
+                        },
+                        &mut tasks,
+                    );
+                }
+                Err(not_run) => {
+                    let outcome = not_run_outcome(agent, not_run);
+                    lp.emit(EventKind::AgentFinished {
+                        agent: agent.name.clone(),
+                        outcome: Arc::new(outcome),
+                    });
+                    sched[i] = Sched::Done;
+                    done += 1;
+                    release_dependents(&plan, i, &mut sched, &mut ready);
                 }
             }
         }
@@ -289,6 +293,10 @@ async fn dispatch_inner(mut d: Dispatch, out: Output) -> Arc<RunOutcome> {
         }
         if rx.is_empty() || lp.unstored.len() >= 4096 {
             lp.store_events();
+            // A finished job's task keeps its memory until it is joined: 100,000 agents
+            // would otherwise hold 170 MB of finished tasks until the run ends. (A job
+            // reports through `tx`, so the results here say nothing new.)
+            while tasks.try_join_next().is_some() {}
         }
         let msg = tokio::select! {
             biased;
@@ -432,13 +440,13 @@ fn release_dependents(
     plan: &Plan,
     i: AgentIndex,
     sched: &mut [Sched],
-    ready: &mut Vec<AgentIndex>,
+    ready: &mut BinaryHeap<Reverse<AgentIndex>>,
 ) {
     for &j in &plan.dependents[i] {
         if let Sched::Waiting { remaining } = &mut sched[j] {
             *remaining = remaining.saturating_sub(1);
             if *remaining == 0 {
-                ready.push(j);
+                ready.push(Reverse(j));
             }
         }
     }

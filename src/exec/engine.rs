@@ -58,6 +58,11 @@ impl Default for EngineConfig {
 
 pub(crate) struct EngineInner {
     pub slots: Arc<Semaphore>,
+    /// Most agents one run (or nested run) has started and not finished: as many as may
+    /// call at once, but never fewer than `MIN_JOBS` (an agent waiting out a retry's
+    /// backoff holds no call slot, and others may call meanwhile), so the rest of a huge
+    /// run waits as numbers in a queue, not as spawned tasks.
+    pub max_jobs: usize,
     pub executor: Arc<dyn Executor>,
     clients: Clients,
     pub store: Option<Arc<dyn Recorder>>,
@@ -175,6 +180,9 @@ pub struct RunHandle {
     done_tx: Arc<watch::Sender<Option<Arc<RunOutcome>>>>,
 }
 
+/// The fewest agents a run may have started at once, whatever `--max-concurrency`.
+const MIN_JOBS: usize = 1024;
+
 static RUN_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// A new run id: `run-<ms since epoch, hex>-<4 hex>`, unique across processes sharing a
@@ -191,6 +199,7 @@ impl Engine {
         Engine {
             inner: Arc::new(EngineInner {
                 slots: Arc::new(Semaphore::new(config.max_concurrency.max(1))),
+                max_jobs: config.max_concurrency.max(MIN_JOBS),
                 executor: config
                     .executor
                     .unwrap_or_else(|| Arc::new(super::run::LocalExecutor)),

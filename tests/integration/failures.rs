@@ -427,6 +427,64 @@ agents:
     );
 }
 
+/// A run starts at most max(`--max-concurrency`, 1,024) agents at once and queues the rest:
+/// every agent still runs, and each after its dependencies.
+#[test]
+fn agents_beyond_what_may_start_at_once_wait_their_turn() {
+    let mut yaml = String::from(
+        "name: many\nmodel_profiles:\n  m: {provider: mock, latency_ms: 0, jitter_ms: 0}\n\
+         defaults:\n  model_profile: m\nagents:\n",
+    );
+    for i in 0..2000 {
+        yaml.push_str(&format!("  - name: a{i}\n"));
+    }
+    for i in 0..100 {
+        yaml.push_str(&format!(
+            "  - name: b{i}\n    depends_on: [a{}]\n",
+            1999 - i
+        ));
+    }
+    let out = Test::new()
+        .ensemble(&yaml)
+        .args([
+            "invoke",
+            ENSEMBLE,
+            "x",
+            "--output",
+            "jsonl",
+            "--max-concurrency",
+            "2",
+        ])
+        .run()
+        .code(0);
+    let events = out.json_lines();
+    // Started (queued) and not yet finished, at most 1,024 at any point of the stream.
+    let (mut started, mut most) = (0i64, 0i64);
+    for e in &events {
+        match e["type"].as_str().unwrap() {
+            "agent_queued" => started += 1,
+            "agent_finished" => started -= 1,
+            _ => {}
+        }
+        most = most.max(started);
+    }
+    assert_eq!(most, 1024, "agents started at once");
+    let doc = &events.last().unwrap()["result"];
+    assert_eq!(doc["totals"]["succeeded"], 2100, "{}", doc["totals"]);
+    let agents = doc["agents"].as_array().unwrap();
+    let at = |name: &str, key: &str| {
+        agents
+            .iter()
+            .find(|a| a["name"] == name)
+            .and_then(|a| a[key].as_u64())
+            .unwrap()
+    };
+    for i in 0..100 {
+        let dep = format!("a{}", 1999 - i);
+        assert!(at(&format!("b{i}"), "started_ms") >= at(&dep, "finished_ms"));
+    }
+}
+
 #[test]
 fn max_concurrency_zero_is_a_usage_error() {
     Test::new()
