@@ -5,6 +5,8 @@
 //! problem in the text (`locate`). Owns no IO beyond reading the files it is given.
 
 pub mod bounds;
+pub mod condition;
+mod cycles;
 mod discover;
 mod error;
 mod llm_orc;
@@ -29,7 +31,7 @@ pub use load::{Document, MAX_FILE_BYTES, parse_document, read_source};
 pub use model::{
     Agent, AgentIndex, Cache, Control, DEFAULT_PROFILE, DedupSettings, DispatchSettings,
     DispatchSource, Ensemble, GenerateSettings, Limits, LoopSettings, MockSettings, Nested,
-    NodeKind, Origin, Price, Profile,
+    NodeKind, Origin, Price, Profile, ResponseFormat, Script,
 };
 pub use nested::{EnsembleLoader, LoadFailure};
 pub use profiles::{PriceTable, ProfileSet};

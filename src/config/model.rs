@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::error::SourceFile;
 use super::spec::{
     AgentKind, InputScope, MockFailure, OnDependencyFailure, OptimizerSpec, PartitionSpec,
-    ProviderKind, ResponseFormatSpec, StopSpec,
+    ProviderKind, StopSpec,
 };
 
 /// Where a profile was defined.
@@ -163,7 +163,7 @@ pub enum NodeKind {
     Llm,
     Generate(Box<GenerateSettings>),
     Dedup(DedupSettings),
-    Script(crate::nodes::script::Script),
+    Script(Script),
     /// Runs another ensemble (`ensemble: NAME|PATH`), resolved and loaded with the file.
     Nested(Nested),
 }
@@ -195,7 +195,7 @@ pub enum Control {
 #[derive(Debug, Clone)]
 pub struct LoopSettings {
     /// Holds over the body's output object; its `path` is the whole path into that object.
-    pub until: crate::nodes::condition::Condition,
+    pub until: crate::config::condition::Condition,
     pub max_iterations: u32,
     /// Path into the body's output whose value becomes the next input.
     pub carry: Option<Vec<String>>,
@@ -236,7 +236,7 @@ pub struct Agent {
     pub kind: AgentKind,
     pub node: NodeKind,
     /// Run only if this holds over a dependency's output.
-    pub condition: Option<Box<crate::nodes::condition::Condition>>,
+    pub condition: Option<Box<crate::config::condition::Condition>>,
     /// Dotted path into a dependency's JSON output used as the input.
     pub input_key: Option<String>,
     /// One instance per element of the input array.
@@ -254,7 +254,7 @@ pub struct Agent {
     pub temperature: Option<f64>,
     pub max_tokens: Option<u32>,
     pub options: BTreeMap<String, serde_json::Value>,
-    pub response_format: Option<ResponseFormatSpec>,
+    pub response_format: Option<ResponseFormat>,
     pub cache: Option<Cache>,
     pub timeout: Duration,
     pub retries: u32,
@@ -279,3 +279,92 @@ pub(super) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 pub(super) const DEFAULT_RETRIES: u32 = 2;
 pub(super) const DEFAULT_RETRY_BACKOFF: Duration = Duration::from_millis(500);
 pub const DEFAULT_PROFILE: &str = "mock";
+
+/// What a script node runs.
+#[derive(Debug, Clone)]
+pub struct Script {
+    pub argv: Vec<String>,
+    /// Where it runs, decided at load: the project root in a project with `.llm-orc/` (as
+    /// llm-orc runs scripts), else the ensemble file's folder.
+    pub cwd: Option<PathBuf>,
+}
+
+/// An agent's `response_format`: JSON, or JSON that satisfies a schema compiled once, when
+/// the ensemble is loaded.
+#[derive(Clone)]
+pub struct ResponseFormat {
+    schema: Option<Arc<(serde_json::Value, jsonschema::Validator)>>,
+}
+
+impl ResponseFormat {
+    /// Any JSON.
+    pub fn json() -> ResponseFormat {
+        ResponseFormat { schema: None }
+    }
+
+    /// JSON that satisfies `schema`, or why the schema is not a valid JSON Schema.
+    pub fn with_schema(schema: serde_json::Value) -> Result<ResponseFormat, String> {
+        let validator = jsonschema::validator_for(&schema).map_err(|e| e.to_string())?;
+        Ok(ResponseFormat {
+            schema: Some(Arc::new((schema, validator))),
+        })
+    }
+
+    /// The JSON Schema, when one is given.
+    pub fn schema(&self) -> Option<&serde_json::Value> {
+        self.schema.as_deref().map(|(schema, _)| schema)
+    }
+
+    /// Checks a model's answer: JSON (a surrounding code fence is tolerated) that satisfies
+    /// the schema. Returns the JSON in compact form, or what is wrong, in words a model can
+    /// act on.
+    pub fn check(&self, text: &str) -> Result<String, String> {
+        let mut body = text.trim();
+        if let Some(rest) = body.strip_prefix("```") {
+            body = rest.split_once('\n').map_or("", |(_, b)| b);
+            body = body.trim_end().strip_suffix("```").unwrap_or(body).trim();
+        }
+        let value: serde_json::Value =
+            serde_json::from_str(body).map_err(|e| format!("it is not JSON ({e})"))?;
+        if let Some((_, validator)) = self.schema.as_deref() {
+            let errors: Vec<String> = validator
+                .iter_errors(&value)
+                .take(3)
+                .map(|e| {
+                    let at = e.instance_path().to_string();
+                    if at.is_empty() {
+                        e.to_string()
+                    } else {
+                        format!("at `{at}`: {e}")
+                    }
+                })
+                .collect();
+            if !errors.is_empty() {
+                return Err(format!(
+                    "it does not match the schema: {}",
+                    errors.join("; ")
+                ));
+            }
+        }
+        Ok(serde_json::to_string(&value).expect("JSON values serialize"))
+    }
+}
+
+impl std::fmt::Debug for ResponseFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.schema() {
+            None => f.write_str("json"),
+            Some(schema) => write!(f, "{schema}"),
+        }
+    }
+}
+
+/// As written: `json`, or the schema (request hashes of recordings depend on this form).
+impl serde::Serialize for ResponseFormat {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self.schema() {
+            None => serializer.serialize_str("json"),
+            Some(schema) => schema.serialize(serializer),
+        }
+    }
+}

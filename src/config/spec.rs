@@ -445,42 +445,6 @@ impl ResponseFormatSpec {
             )),
         }
     }
-
-    /// Checks a model's answer: JSON (a surrounding code fence is tolerated) that satisfies
-    /// the schema. Returns the JSON in compact form, or what is wrong, in words a model can
-    /// act on.
-    pub fn check(&self, text: &str) -> Result<String, String> {
-        let mut body = text.trim();
-        if let Some(rest) = body.strip_prefix("```") {
-            body = rest.split_once('\n').map_or("", |(_, b)| b);
-            body = body.trim_end().strip_suffix("```").unwrap_or(body).trim();
-        }
-        let value: serde_json::Value =
-            serde_json::from_str(body).map_err(|e| format!("it is not JSON ({e})"))?;
-        if let Some(schema) = self.schema() {
-            let validator = jsonschema::validator_for(&schema)
-                .map_err(|e| format!("the response_format schema is invalid: {e}"))?;
-            let errors: Vec<String> = validator
-                .iter_errors(&value)
-                .take(3)
-                .map(|e| {
-                    let at = e.instance_path().to_string();
-                    if at.is_empty() {
-                        e.to_string()
-                    } else {
-                        format!("at `{at}`: {e}")
-                    }
-                })
-                .collect();
-            if !errors.is_empty() {
-                return Err(format!(
-                    "it does not match the schema: {}",
-                    errors.join("; ")
-                ));
-            }
-        }
-        Ok(serde_json::to_string(&value).expect("JSON values serialize"))
-    }
 }
 
 /// Keyword forms of `response_format`.

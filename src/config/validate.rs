@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::bounds;
+use super::cycles::find_cycles;
 use super::error::{ConfigError, ConfigErrorKind, ConfigReport, SourceFile};
 use super::load::{Document, MAX_ERRORS_PER_FILE};
 use super::locate::{Locator, PathSeg};
@@ -18,14 +19,15 @@ use super::model::{
     Agent, DEFAULT_PROFILE, DEFAULT_RETRIES, DEFAULT_RETRY_BACKOFF, DEFAULT_TIMEOUT, DedupSettings,
     Ensemble, GenerateSettings, NodeKind, Origin, Profile,
 };
-use super::model::{Control, DispatchSettings, DispatchSource, LoopSettings, Nested};
+use super::model::{
+    Control, DispatchSettings, DispatchSource, LoopSettings, Nested, ResponseFormat,
+};
 use super::profiles::{ProfileSet, lower};
 use super::scripts::{ScriptSearch, shown};
 use super::spec::{
     AgentKind, AgentSpec, BudgetSpec, DefaultsSpec, InputScope, PartitionSpec, ProfileSpec,
 };
 use crate::path;
-use crate::plan::find_cycles;
 use crate::suggest::closest;
 use crate::template::{self, TemplateProblem};
 
@@ -343,7 +345,7 @@ pub(super) fn validate(
         let condition = spec
             .when
             .as_ref()
-            .and_then(|w| match crate::nodes::condition::parse(w) {
+            .and_then(|w| match crate::config::condition::parse(w) {
                 Ok(cond) => {
                     let known = spec.depends_on.iter().any(|d| d.name() == cond.agent);
                     if !known {
@@ -401,17 +403,23 @@ pub(super) fn validate(
                 );
             }
         }
-        if let Some(schema) = spec.response_format.as_ref().and_then(|f| f.schema()) {
-            if let Err(e) = jsonschema::validator_for(&schema) {
-                c.error_at_key(
-                    ConfigErrorKind::OutOfRange {
-                        key: "response_format".into(),
-                        problem: format!("is not a valid JSON Schema: {e}"),
-                    },
-                    &path!["agents", i, "response_format"],
-                );
-            }
-        }
+        let response_format = match spec.response_format.as_ref().map(|f| f.schema()) {
+            None => None,
+            Some(None) => Some(ResponseFormat::json()),
+            Some(Some(schema)) => match ResponseFormat::with_schema(schema) {
+                Ok(format) => Some(format),
+                Err(e) => {
+                    c.error_at_key(
+                        ConfigErrorKind::OutOfRange {
+                            key: "response_format".into(),
+                            problem: format!("is not a valid JSON Schema: {e}"),
+                        },
+                        &path!["agents", i, "response_format"],
+                    );
+                    None
+                }
+            },
+        };
         let profile = resolve_profile(&mut c, i, &spec, &profiles, default_profile.as_ref());
         let node = match kind {
             AgentKind::Generate => {
@@ -522,7 +530,7 @@ pub(super) fn validate(
             temperature: spec.temperature.or(defaults.temperature),
             max_tokens: spec.max_tokens.or(defaults.max_tokens),
             options: spec.options.clone().unwrap_or_default(),
-            response_format: spec.response_format.clone(),
+            response_format,
             cache,
             timeout,
             retries: spec.retries.or(defaults.retries).unwrap_or(DEFAULT_RETRIES),
@@ -801,7 +809,7 @@ fn runs_ensemble(c: &mut Checker<'_>, i: usize, spec: &AgentSpec) -> Option<Node
     };
     if let Some(l) = &spec.loop_spec {
         let parsed = if l.until.trim().starts_with("${") {
-            crate::nodes::condition::parse(&l.until)
+            crate::config::condition::parse(&l.until)
         } else {
             Err(format!(
                 "`{}` reads nothing from the body's output; write `${{path}}`",
@@ -910,7 +918,7 @@ fn reference(text: &str) -> Result<(String, Vec<String>), String> {
             "`{text}` is not a reference; write `${{name.path}}`"
         ));
     }
-    let cond = crate::nodes::condition::parse(text)?;
+    let cond = crate::config::condition::parse(text)?;
     if cond.compare.is_some() {
         return Err(format!(
             "`{}` compares; write the reference alone, `${{...}}`",
@@ -968,7 +976,7 @@ fn script_settings(
     spec: &AgentSpec,
     file: &SourceFile,
     search: &ScriptSearch,
-) -> Option<crate::nodes::script::Script> {
+) -> Option<crate::config::Script> {
     let parent = file
         .path
         .parent()
@@ -977,7 +985,7 @@ fn script_settings(
     let base = std::path::absolute(parent).unwrap_or_else(|_| parent.to_path_buf());
     let cwd = Some(search.working_dir(&base));
     if let Some(argv) = &spec.run {
-        return Some(crate::nodes::script::Script {
+        return Some(crate::config::Script {
             argv: argv.clone(),
             cwd,
         });
@@ -1045,7 +1053,7 @@ fn script_settings(
             return None;
         }
     };
-    Some(crate::nodes::script::Script { argv, cwd })
+    Some(crate::config::Script { argv, cwd })
 }
 
 /// Validates the keys of a `generate` node.

@@ -3,7 +3,7 @@
 //! functions over provider and outcome types: no IO, no run state.
 
 use super::outcome::{AgentStatus, RunOutcome};
-use crate::config::spec::ResponseFormatSpec;
+use crate::config::ResponseFormat;
 use crate::providers::{Completion, Usage};
 
 /// Checks an answer against the agent's `response_format`. A cut-off answer cannot be the
@@ -11,7 +11,7 @@ use crate::providers::{Completion, Usage};
 /// arrived happens to parse. On rejection: why (in words a model can act on), and the usage
 /// the rejected call spent.
 pub(crate) fn check_answer(
-    format: Option<&ResponseFormatSpec>,
+    format: Option<&ResponseFormat>,
     completion: Completion,
 ) -> Result<Completion, (String, Usage)> {
     let Some(format) = format else {
@@ -99,7 +99,7 @@ mod tests {
 
     #[test]
     fn a_cut_off_answer_is_rejected_for_response_format() {
-        let format = ResponseFormatSpec::Keyword(crate::config::spec::ResponseFormatKeyword::Json);
+        let format = ResponseFormat::json();
         let (why, usage) = check_answer(
             Some(&format),
             completion("{\"a\": 1}", FinishKind::Length, "MAX_TOKENS"),

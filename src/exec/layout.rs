@@ -21,8 +21,7 @@ use serde::Serialize;
 use super::outcome::AgentStatus;
 use crate::template;
 
-/// Starts each dependency section of the default layout.
-pub const DEPENDENCY_HEADER: &str = "Output of `";
+pub use crate::providers::DEPENDENCY_HEADER;
 
 /// A finished dependency as templates see it.
 #[derive(Debug, Clone, Serialize)]

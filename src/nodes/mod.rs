@@ -2,7 +2,6 @@
 //! exploration), `dedup`, and the optimizer that routes calls among candidate profiles.
 //! One file per kind; nodes return values and never print.
 
-pub mod condition;
 pub mod dedup;
 pub mod generate;
 pub mod normalize;

@@ -4,21 +4,13 @@
 //! stderr in the message. The program gets its own process group, which is killed on timeout
 //! and on cancellation, so nothing it started outlives the run.
 
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
-/// What a script node runs.
-#[derive(Debug, Clone)]
-pub struct Script {
-    pub argv: Vec<String>,
-    /// Where it runs, decided at load: the project root in a project with `.llm-orc/` (as
-    /// llm-orc runs scripts), else the ensemble file's folder.
-    pub cwd: Option<PathBuf>,
-}
+use crate::config::Script;
 
 /// How a script run ended badly.
 #[derive(Debug)]

@@ -4,5 +4,5 @@
 mod graph;
 mod render;
 
-pub use graph::{Plan, find_cycles};
+pub use graph::Plan;
 pub use render::{PlanFormat, render};

@@ -56,7 +56,7 @@ impl Gemini {
         if let Some(format) = &request.response_format {
             config.insert("responseMimeType".into(), json!("application/json"));
             if let Some(schema) = format.schema() {
-                config.insert("responseJsonSchema".into(), schema);
+                config.insert("responseJsonSchema".into(), schema.clone());
             }
         }
         if !config.is_empty() {

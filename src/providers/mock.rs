@@ -12,6 +12,7 @@ use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 use std::collections::HashSet;
 
+use super::DEPENDENCY_HEADER;
 use super::vocab::{FACETS, Vocabulary};
 use super::{
     Completion, CompletionRequest, FinishKind, FinishReason, GenerationHint, Provider,
@@ -19,7 +20,6 @@ use super::{
 };
 use crate::config::Profile;
 use crate::config::spec::MockFailure;
-use crate::exec::layout::DEPENDENCY_HEADER;
 
 pub struct MockProvider {
     profile: Arc<Profile>,
@@ -341,7 +341,7 @@ impl Provider for MockProvider {
                 let (text, _) = self.compose(&request);
                 let mut rng = fastrand::Rng::with_seed(self.hash(&request, "json"));
                 let value = match format.schema() {
-                    Some(schema) => sample_json(&schema, &text, &mut rng, 0),
+                    Some(schema) => sample_json(schema, &text, &mut rng, 0),
                     None => serde_json::json!({ "answer": text }),
                 };
                 (value.to_string(), false)

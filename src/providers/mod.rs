@@ -28,6 +28,10 @@ pub use mock::MockProvider;
 
 use crate::config::{Profile, spec::ProviderKind};
 
+/// Starts each dependency section of the default prompt layout: `exec::layout` writes it,
+/// the mock provider reads it to answer about the dependencies.
+pub const DEPENDENCY_HEADER: &str = "Output of `";
+
 /// One request to a model.
 #[derive(Debug, Clone)]
 pub struct CompletionRequest {
@@ -46,7 +50,7 @@ pub struct CompletionRequest {
     pub deltas: Option<tokio::sync::mpsc::UnboundedSender<String>>,
     /// The agent's `response_format`: ask for JSON (matching the schema) where the provider
     /// supports it.
-    pub response_format: Option<crate::config::spec::ResponseFormatSpec>,
+    pub response_format: Option<crate::config::ResponseFormat>,
     /// What a `generate` node asks for, in structured form. Real providers read only the
     /// prompt; the offline mock answers from this.
     pub generation: Option<GenerationHint>,

@@ -60,7 +60,7 @@ impl Ollama {
             "options": options,
         });
         if let Some(format) = &request.response_format {
-            body["format"] = format.schema().unwrap_or_else(|| json!("json"));
+            body["format"] = format.schema().cloned().unwrap_or_else(|| json!("json"));
         }
         apply_options(&mut body, &request.options);
         body

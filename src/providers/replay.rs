@@ -58,7 +58,7 @@ pub fn request_key(profile: &Profile, request: &CompletionRequest) -> String {
         temperature: Option<f64>,
         max_tokens: Option<u32>,
         options: &'a std::collections::BTreeMap<String, serde_json::Value>,
-        response_format: &'a Option<crate::config::spec::ResponseFormatSpec>,
+        response_format: &'a Option<crate::config::ResponseFormat>,
     }
     struct Hashing(xxhash_rust::xxh3::Xxh3);
     impl std::io::Write for Hashing {
