@@ -537,6 +537,9 @@ def run_durable_cases(args, case, write, invoke, inp, big_reps):
     # second case lifts it to show orc's own cost.
     case("flat_100000", "invoke 100000 @200ms, store on", invoke(p), big_reps, inp,
          ref=critical_path_ms(ag) * 10, agents=len(ag))
+    case("flat_100000_default_off", "invoke 100000 @200ms, --no-store",
+         invoke(p) + ["--no-store"], big_reps, inp, ref=critical_path_ms(ag) * 10,
+         agents=len(ag))
     case("flat_100000_c", "invoke 100000 @200ms, store on, -c 100000",
          invoke(p) + ["--max-concurrency", "100000"], big_reps, inp,
          ref=critical_path_ms(ag), agents=len(ag))

@@ -354,6 +354,59 @@ fn read_input(ctx: &Context, args: &InvokeArgs, ensemble: &Ensemble) -> Result<S
     }
 }
 
+/// `--each-line`'s results go to stdout from a thread of their own, so a slow reader of
+/// stdout holds up the results (a bounded queue), never the runtime's threads.
+struct Stdout {
+    tx: Option<tokio::sync::mpsc::Sender<String>>,
+    thread: Option<std::thread::JoinHandle<Exit>>,
+}
+
+impl Stdout {
+    fn start() -> Stdout {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<String>(EACH_LINE_RUNS);
+        let thread = std::thread::spawn(move || {
+            while let Some(text) = rx.blocking_recv() {
+                if write_stdout(&text) != Exit::Ok {
+                    return Exit::Failed;
+                }
+            }
+            Exit::Ok
+        });
+        Stdout {
+            tx: Some(tx),
+            thread: Some(thread),
+        }
+    }
+
+    /// Queues `text`; false once stdout cannot be written (the error is said).
+    async fn write(&mut self, text: String) -> bool {
+        match &self.tx {
+            Some(tx) => tx.send(text).await.is_ok(),
+            None => false,
+        }
+    }
+
+    /// Waits until everything queued is written (off the runtime's thread: the last
+    /// results may still be on their way to a slow reader).
+    fn finish(&mut self) -> Exit {
+        self.tx = None;
+        let Some(thread) = self.thread.take() else {
+            return Exit::Ok;
+        };
+        match tokio::task::block_in_place(|| thread.join()) {
+            Ok(exit) => exit,
+            Err(_) => Exit::Failed,
+        }
+    }
+}
+
+/// An early return still writes every result already queued.
+impl Drop for Stdout {
+    fn drop(&mut self) {
+        let _ = self.finish();
+    }
+}
+
 /// Runs in flight at once with `--each-line`: enough to keep the slots busy, few enough that
 /// a million-line input runs in bounded memory.
 const EACH_LINE_RUNS: usize = 256;
@@ -395,6 +448,7 @@ async fn each_line(
         bar.enable_steady_tick(Duration::from_millis(100));
         bar
     });
+    let mut stdout = Stdout::start();
     let base = crate::exec::new_run_id();
     let mut running: tokio::task::JoinSet<(usize, Result<Arc<RunOutcome>, String>)> =
         tokio::task::JoinSet::new();
@@ -466,7 +520,7 @@ async fn each_line(
         if args.output == OutputFormat::Jsonl {
             let mut line = serde_json::to_string(&*outcome).expect("outcomes serialize");
             line.push('\n');
-            if write_stdout(&line) != Exit::Ok {
+            if !stdout.write(line).await {
                 return Exit::Failed;
             }
             continue;
@@ -483,7 +537,7 @@ async fn each_line(
                 }
                 _ => text_result(&o, &plan.sinks),
             };
-            if write_stdout(&text) != Exit::Ok {
+            if !stdout.write(text).await {
                 return Exit::Failed;
             }
             next_out += 1;
@@ -493,8 +547,13 @@ async fn each_line(
         bar.finish_and_clear();
     }
     if args.output == OutputFormat::Json
-        && write_stdout(if json_started { "\n]\n" } else { "[]\n" }) != Exit::Ok
+        && !stdout
+            .write(if json_started { "\n]\n" } else { "[]\n" }.to_string())
+            .await
     {
+        return Exit::Failed;
+    }
+    if stdout.finish() != Exit::Ok {
         return Exit::Failed;
     }
     if let Some(e) = read_error {

@@ -249,12 +249,13 @@ pub(crate) async fn finish_run(
         None => Printed::default(),
     };
     report_run(ctx, plan, &outcome, &printed.reported, show.quiet, recorded);
-    let written = match show.output {
+    // The result (tens of MB for a huge run) is written off the runtime's thread.
+    let written = tokio::task::block_in_place(|| match show.output {
         OutputFormat::Text if printed.streamed => Exit::Ok,
         OutputFormat::Text => write_stdout(&text_result(&outcome, &plan.sinks)),
         OutputFormat::Json => write_stdout(&json_result(&outcome)),
         OutputFormat::Jsonl => Exit::Ok,
-    };
+    });
     if written != Exit::Ok {
         return written;
     }

@@ -114,6 +114,27 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// Runs `f` again while the database is busy, until `BUSY_TIMEOUT`. The busy timeout alone
+/// is not enough while two processes create one store at once: where waiting could deadlock
+/// (both hold a read lock and want to write, as switching to WAL does), SQLite answers
+/// busy at once instead of waiting.
+fn retry_busy<T>(mut f: impl FnMut() -> rusqlite::Result<T>) -> rusqlite::Result<T> {
+    let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+    let mut wait = Duration::from_millis(2);
+    loop {
+        match f() {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(wait);
+                wait = (wait * 2).min(Duration::from_millis(100));
+            }
+            result => return result,
+        }
+    }
+}
+
 fn open_connection(path: &Path, create: bool) -> Result<Connection, StoreError> {
     let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE
         | OpenFlags::SQLITE_OPEN_NO_MUTEX
@@ -122,7 +143,7 @@ fn open_connection(path: &Path, create: bool) -> Result<Connection, StoreError> 
         flags |= OpenFlags::SQLITE_OPEN_CREATE;
     }
     let conn = Connection::open_with_flags(path, flags).map_err(|e| StoreError::open(path, &e))?;
-    configure(&conn).map_err(|e| StoreError::open(path, &e))?;
+    retry_busy(|| configure(&conn)).map_err(|e| StoreError::open(path, &e))?;
     Ok(conn)
 }
 
@@ -137,7 +158,7 @@ impl Store {
             })?;
         }
         let mut conn = open_connection(path, true)?;
-        schema::migrate(&mut conn).map_err(|e| StoreError::open(path, &e))?;
+        retry_busy(|| schema::migrate(&mut conn)).map_err(|e| StoreError::open(path, &e))?;
         let (tx, rx) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("orc-store".into())
@@ -168,7 +189,7 @@ impl Store {
             });
         }
         let writable = open_connection(path, false).and_then(|mut conn| {
-            schema::migrate(&mut conn).map_err(|e| StoreError::open(path, &e))?;
+            retry_busy(|| schema::migrate(&mut conn)).map_err(|e| StoreError::open(path, &e))?;
             Ok(conn)
         });
         let (conn, read_only) = match writable {
