@@ -6,7 +6,8 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, TryRecvError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
+use std::time::Duration;
 
 use rusqlite::{Connection, params};
 use xxhash_rust::xxh3::xxh3_128;
@@ -25,6 +26,13 @@ pub(super) enum Msg {
 /// Most messages written in one transaction: enough to keep commits rare, few enough that a
 /// batch's buffers stay a few MB.
 const BATCH: usize = 4_096;
+
+/// How long the writer waits with nothing to do before it checkpoints the log into the
+/// database: checkpoints happen while runs wait on their providers, rather than in the
+/// burst when agents finish together, and what is left to copy when the store closes
+/// (SQLite checkpoints then, so `orc.db` alone holds everything after orc exits) is only
+/// what came after the last pause.
+const IDLE_CHECKPOINT: Duration = Duration::from_millis(50);
 
 /// Consecutive events of one run, as JSON lines.
 struct Blob {
@@ -45,7 +53,23 @@ pub(super) fn run(
         Msg::Events(events) => events.len(),
         _ => 1,
     };
-    while let Ok(first) = rx.recv() {
+    // Frames written since the last checkpoint may be in the log (a previous process's too).
+    let mut unchecked = true;
+    loop {
+        let first = match rx.recv_timeout(IDLE_CHECKPOINT) {
+            Ok(m) => m,
+            Err(RecvTimeoutError::Timeout) => {
+                if unchecked && !broken {
+                    // PASSIVE: never waits for readers; what it cannot copy now, a later
+                    // checkpoint will (and the log's own autocheckpoint bounds it).
+                    let _ = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+                    unchecked = false;
+                }
+                continue;
+            }
+            Err(RecvTimeoutError::Disconnected) => return,
+        };
+        unchecked = true;
         let mut queued = size(&first);
         batch.push(first);
         while queued < BATCH {
@@ -108,37 +132,29 @@ fn write_event(
     blobs: &mut BTreeMap<Arc<str>, Blob>,
     event: &Arc<Event>,
 ) -> rusqlite::Result<()> {
-    {
-        {
-            {
-                record_event(tx, event)?;
-                let blob = blobs.entry(Arc::clone(&event.run_id)).or_insert(Blob {
-                    first: event.seq,
-                    last: event.seq,
-                    data: Vec::new(),
-                });
-                blob.last = event.seq;
-                match &event.kind {
-                    // The result's agents are in the `agent_finished` events already; a
-                    // 100,000-agent run must not write them twice (`RunState` puts them back).
-                    EventKind::RunFinished { result }
-                        if event.path.is_empty() && !result.agents.is_empty() =>
-                    {
-                        let slim = result.clone_without_agents();
-                        let stored = Event {
-                            kind: EventKind::RunFinished {
-                                result: Arc::new(slim),
-                            },
-                            ..(*event).clone_header()
-                        };
-                        serde_json::to_writer(&mut blob.data, &stored).expect("events serialize");
-                    }
-                    _ => serde_json::to_writer(&mut blob.data, event).expect("events serialize"),
-                }
-                blob.data.push(b'\n');
-            }
+    record_event(tx, event)?;
+    let blob = blobs.entry(Arc::clone(&event.run_id)).or_insert(Blob {
+        first: event.seq,
+        last: event.seq,
+        data: Vec::new(),
+    });
+    blob.last = event.seq;
+    match &event.kind {
+        // The result's agents are in the `agent_finished` events already; a 100,000-agent
+        // run must not write them twice (`RunState` puts them back).
+        EventKind::RunFinished { result } if event.path.is_empty() && !result.agents.is_empty() => {
+            let slim = result.clone_without_agents();
+            let stored = Event {
+                kind: EventKind::RunFinished {
+                    result: Arc::new(slim),
+                },
+                ..(*event).clone_header()
+            };
+            serde_json::to_writer(&mut blob.data, &stored).expect("events serialize");
         }
+        _ => serde_json::to_writer(&mut blob.data, event).expect("events serialize"),
     }
+    blob.data.push(b'\n');
     Ok(())
 }
 
@@ -146,17 +162,15 @@ fn store_blobs(
     tx: &rusqlite::Transaction<'_>,
     blobs: &BTreeMap<Arc<str>, Blob>,
 ) -> rusqlite::Result<()> {
-    {
-        let mut insert = tx.prepare_cached(
-            "INSERT INTO events (run_id, first_seq, last_seq, data) VALUES (?1, ?2, ?3, ?4)",
-        )?;
-        let mut seq =
-            tx.prepare_cached("UPDATE runs SET last_seq = max(last_seq, ?2) WHERE id = ?1")?;
-        for (run_id, blob) in blobs {
-            let data = std::str::from_utf8(&blob.data).expect("serde_json writes UTF-8");
-            insert.execute(params![&**run_id, blob.first, blob.last, data])?;
-            seq.execute(params![&**run_id, blob.last])?;
-        }
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO events (run_id, first_seq, last_seq, data) VALUES (?1, ?2, ?3, ?4)",
+    )?;
+    let mut seq =
+        tx.prepare_cached("UPDATE runs SET last_seq = max(last_seq, ?2) WHERE id = ?1")?;
+    for (run_id, blob) in blobs {
+        let data = std::str::from_utf8(&blob.data).expect("serde_json writes UTF-8");
+        insert.execute(params![&**run_id, blob.first, blob.last, data])?;
+        seq.execute(params![&**run_id, blob.last])?;
     }
     Ok(())
 }
