@@ -7,7 +7,7 @@ use std::time::Instant;
 use super::Context;
 use super::args::AuthAction;
 use super::output::write_stdout;
-use crate::config::spec::ProviderKind;
+use crate::config::ProviderKind;
 use crate::diagnostics::Exit;
 use crate::providers::credentials::{self, ApiKey};
 use crate::providers::{CompletionRequest, Factory, ProviderError};

@@ -31,12 +31,13 @@ pub use load::{Document, MAX_FILE_BYTES, parse_document, read_source};
 pub use model::{
     Agent, AgentIndex, Cache, Control, DEFAULT_PROFILE, DedupSettings, DispatchSettings,
     DispatchSource, Ensemble, GenerateSettings, Limits, LoopSettings, MockSettings, Nested,
-    NodeKind, Origin, Price, Profile, ResponseFormat, Script,
+    NodeKind, OptimizerSettings, Origin, Partition, Price, Profile, ResponseFormat, Script, Stop,
 };
 pub use nested::{EnsembleLoader, LoadFailure};
 pub use profiles::{PriceTable, ProfileSet};
 pub use read::{MAX_RECORDING_BYTES, ReadError, human_bytes, read_capped};
 pub use schema::{SchemaKind, schema, schema_text};
+pub use spec::{InputScope, MockFailure, OnDependencyFailure, OptimizerStrategy, ProviderKind};
 
 /// Loads and validates an ensemble file against `profiles`, with the ensembles it runs
 /// (`ensemble:` agents) found next to it. Warnings come back with the ensemble; any error

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use super::error::SourceFile;
 use super::spec::{
-    AgentKind, InputScope, MockFailure, OnDependencyFailure, OptimizerSpec, PartitionSpec,
-    ProviderKind, StopSpec,
+    AgentKind, InputScope, MockFailure, OnDependencyFailure, OptimizerSpec, OptimizerStrategy,
+    PartitionSpec, ProviderKind, StopSpec,
 };
 
 /// Where a profile was defined.
@@ -135,8 +135,8 @@ pub struct GenerateSettings {
     /// Template overriding the built-in prompt.
     pub prompt: Option<String>,
     pub feedback: u32,
-    pub partition: PartitionSpec,
-    pub stop: StopSpec,
+    pub partition: Partition,
+    pub stop: Stop,
     pub normalize: bool,
     pub output: Option<PathBuf>,
     /// `output` may replace an existing file (checked at load: without this or `append`,
@@ -144,7 +144,7 @@ pub struct GenerateSettings {
     pub overwrite: bool,
     /// `output` is appended to rather than replaced.
     pub append: bool,
-    pub optimizer: Option<OptimizerSpec>,
+    pub optimizer: Option<OptimizerSettings>,
     pub expected_items: u64,
     pub false_positive_rate: f64,
 }
@@ -365,6 +365,71 @@ impl serde::Serialize for ResponseFormat {
         match self.schema() {
             None => serializer.serialize_str("json"),
             Some(schema) => schema.serialize(serializer),
+        }
+    }
+}
+
+/// When a `generate` node stops: the first limit reached (load makes sure one is set).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Stop {
+    /// Calls per producer.
+    pub iterations: Option<u32>,
+    /// Unique items in all.
+    pub unique: Option<u64>,
+    pub seconds: Option<f64>,
+    pub cost_usd: Option<f64>,
+    /// Diminishing returns: fewer new items a call than this, `patience` calls in a row.
+    pub min_new_per_call: Option<f64>,
+    pub patience: Option<u32>,
+}
+
+impl From<StopSpec> for Stop {
+    fn from(spec: StopSpec) -> Stop {
+        Stop {
+            iterations: spec.iterations,
+            unique: spec.unique,
+            seconds: spec.seconds,
+            cost_usd: spec.cost_usd,
+            min_new_per_call: spec.min_new_per_call,
+            patience: spec.patience,
+        }
+    }
+}
+
+/// How a `generate` topic is split among its producers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Partition {
+    /// Every producer works on the whole topic.
+    None,
+    /// An LLM call splits the topic into subtopics.
+    Semantic,
+    /// One attribute type (physical, functional, contextual, ...) a producer.
+    AttributeType,
+}
+
+impl From<PartitionSpec> for Partition {
+    fn from(spec: PartitionSpec) -> Partition {
+        match spec {
+            PartitionSpec::None => Partition::None,
+            PartitionSpec::Semantic => Partition::Semantic,
+            PartitionSpec::AttributeType => Partition::AttributeType,
+        }
+    }
+}
+
+/// How a `generate` node with several candidate profiles picks the next call's profile.
+#[derive(Debug, Clone)]
+pub struct OptimizerSettings {
+    pub strategy: OptimizerStrategy,
+    /// `weighted`'s weights by objective (`uam`, `cost`, `efficiency`); none is 0.
+    pub weights: BTreeMap<String, f64>,
+}
+
+impl From<&OptimizerSpec> for OptimizerSettings {
+    fn from(spec: &OptimizerSpec) -> OptimizerSettings {
+        OptimizerSettings {
+            strategy: spec.strategy,
+            weights: spec.weights.clone().unwrap_or_default(),
         }
     }
 }

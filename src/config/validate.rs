@@ -20,7 +20,8 @@ use super::model::{
     Ensemble, GenerateSettings, NodeKind, Origin, Profile,
 };
 use super::model::{
-    Control, DispatchSettings, DispatchSource, LoopSettings, Nested, ResponseFormat,
+    Control, DispatchSettings, DispatchSource, LoopSettings, Nested, OptimizerSettings,
+    ResponseFormat,
 };
 use super::profiles::{ProfileSet, lower};
 use super::scripts::{ScriptSearch, shown};
@@ -1139,13 +1140,13 @@ fn generate_settings(
         profiles: candidates,
         prompt: spec.prompt.clone(),
         feedback: spec.feedback.unwrap_or(20),
-        partition: spec.partition.unwrap_or(PartitionSpec::None),
-        stop,
+        partition: spec.partition.unwrap_or(PartitionSpec::None).into(),
+        stop: stop.into(),
         normalize: spec.normalize.unwrap_or(true),
         output: spec.output.as_ref().map(std::path::PathBuf::from),
         overwrite: spec.overwrite.unwrap_or(false),
         append: spec.append.unwrap_or(false),
-        optimizer: spec.optimizer.clone(),
+        optimizer: spec.optimizer.as_ref().map(OptimizerSettings::from),
         expected_items: tracker.expected_items.unwrap_or(100_000),
         false_positive_rate: tracker.false_positive_rate.unwrap_or(0.01),
     })

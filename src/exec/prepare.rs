@@ -7,8 +7,8 @@ use super::error::AgentError;
 use super::job::Work;
 use super::layout::{DepView, default_prompt, render_prompt};
 use super::outcome::{AgentOutcome, AgentStatus};
-use crate::config::spec::{InputScope, OnDependencyFailure};
 use crate::config::{Agent, AgentIndex, Control, DispatchSource, NodeKind};
+use crate::config::{InputScope, OnDependencyFailure};
 use crate::plan::Plan;
 
 /// Why a ready agent does not run.

@@ -19,7 +19,7 @@ use super::output::{OutputFile, OutputFiles};
 use super::parse::parse_items;
 use super::shared::{CallDone, NodeTotals, SharedNode};
 use super::tracker::{Tracker, TrackerStats};
-use crate::config::spec::PartitionSpec;
+use crate::config::Partition;
 use crate::config::{GenerateSettings, Profile};
 use crate::providers::{Completion, CompletionRequest, GenerationHint, ProviderError, Usage};
 
@@ -548,9 +548,9 @@ fn round(x: f64, digits: i32) -> f64 {
     (x * f).round() / f
 }
 
-fn fixed_subtopics(partition: PartitionSpec) -> Vec<Option<String>> {
+fn fixed_subtopics(partition: Partition) -> Vec<Option<String>> {
     match partition {
-        PartitionSpec::AttributeType => ATTRIBUTE_TYPES
+        Partition::AttributeType => ATTRIBUTE_TYPES
             .iter()
             .map(|t| Some((*t).to_string()))
             .collect(),
@@ -566,7 +566,7 @@ async fn partition<P: CallPolicy>(
     ctx: &Context<'_, P>,
     call: u64,
 ) -> (Vec<Option<String>>, Option<CallAnswer>) {
-    if !matches!(ctx.settings.partition, PartitionSpec::Semantic) {
+    if !matches!(ctx.settings.partition, Partition::Semantic) {
         return (fixed_subtopics(ctx.settings.partition), None);
     }
     let count = ctx.settings.producers.max(4);
@@ -618,7 +618,7 @@ async fn shared_partition<P: CallPolicy>(
     ctx: &Context<'_, P>,
     shared: &dyn SharedNode,
 ) -> (Vec<Option<String>>, Option<CallAnswer>, Option<String>) {
-    if !matches!(ctx.settings.partition, PartitionSpec::Semantic) {
+    if !matches!(ctx.settings.partition, Partition::Semantic) {
         return (fixed_subtopics(ctx.settings.partition), None, None);
     }
     if !shared.asks_partition() {

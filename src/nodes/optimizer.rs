@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::spec::{OptimizerSpec, OptimizerStrategy};
+use crate::config::{OptimizerSettings, OptimizerStrategy};
 
 /// How strongly the bandit explores; rewards are normalised to [0, 1].
 const EXPLORATION: f64 = 0.35;
@@ -54,7 +54,11 @@ pub struct Optimizer {
 }
 
 impl Optimizer {
-    pub fn new(spec: &OptimizerSpec, names: Vec<String>, price_known: Vec<bool>) -> Optimizer {
+    pub fn new(
+        settings: &OptimizerSettings,
+        names: Vec<String>,
+        price_known: Vec<bool>,
+    ) -> Optimizer {
         let arms = price_known
             .into_iter()
             .map(|price_known| ArmStats {
@@ -63,8 +67,8 @@ impl Optimizer {
             })
             .collect();
         Optimizer {
-            strategy: spec.strategy,
-            weights: spec.weights.clone().unwrap_or_default(),
+            strategy: settings.strategy,
+            weights: settings.weights.clone(),
             names,
             arms,
             decisions: std::collections::VecDeque::new(),
@@ -215,12 +219,12 @@ mod tests {
         costs: [Option<f64>; 3],
         fails: [bool; 3],
     ) -> Vec<u64> {
-        let spec = OptimizerSpec {
+        let settings = OptimizerSettings {
             strategy,
-            weights: None,
+            weights: Default::default(),
         };
         let mut o = Optimizer::new(
-            &spec,
+            &settings,
             vec!["a".into(), "b".into(), "c".into()],
             costs.iter().map(Option::is_some).collect(),
         );

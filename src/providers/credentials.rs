@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use super::ProviderError;
 use crate::config::Profile;
-use crate::config::spec::ProviderKind;
+use crate::config::ProviderKind;
 
 /// A secret. Read it only with `expose`, only where it goes into a request header.
 #[derive(Clone, PartialEq, Eq)]

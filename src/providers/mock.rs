@@ -18,8 +18,8 @@ use super::{
     Completion, CompletionRequest, FinishKind, FinishReason, GenerationHint, Provider,
     ProviderError, Usage,
 };
+use crate::config::MockFailure;
 use crate::config::Profile;
-use crate::config::spec::MockFailure;
 
 pub struct MockProvider {
     profile: Arc<Profile>,

@@ -26,7 +26,7 @@ pub use error::ProviderError;
 pub use limits::{Lease, LimitBackend, Limiter, SharedLimits};
 pub use mock::MockProvider;
 
-use crate::config::{Profile, spec::ProviderKind};
+use crate::config::{Profile, ProviderKind};
 
 /// Starts each dependency section of the default prompt layout: `exec::layout` writes it,
 /// the mock provider reads it to answer about the dependencies.
