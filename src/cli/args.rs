@@ -507,6 +507,13 @@ pub struct ResumeArgs {
     /// Send every request, even for agents and profiles with `cache:`.
     #[arg(long)]
     pub no_cache: bool,
+    /// Run the remaining agents on `orc worker`s through this Redis (as `invoke --redis`;
+    /// a run invoked with --redis may be resumed without it, and the other way round).
+    #[arg(long, value_name = "URL")]
+    pub redis: Option<String>,
+    /// With --redis: fail outstanding agents after Redis has been unreachable this long.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60.0, value_parser = parse_seconds, requires = "redis")]
+    pub redis_timeout: f64,
 }
 
 #[derive(Debug, Args)]

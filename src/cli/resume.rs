@@ -101,7 +101,19 @@ pub(crate) fn resume(ctx: &Context, args: ResumeArgs) -> Exit {
         Err(exit) => return exit,
     };
     let _guard = runtime.enter();
-    let engine = session::engine(
+    let remote = match &args.redis {
+        Some(url) => match runtime.block_on(super::invoke::connect_redis_with(
+            ctx,
+            url,
+            args.redis_timeout,
+            &args.profile_map,
+        )) {
+            Ok(remote) => Some(Arc::new(remote)),
+            Err(exit) => return exit,
+        },
+        None => None,
+    };
+    let engine = session::engine_with(
         ctx,
         EngineArgs {
             max_concurrency: args.max_concurrency,
@@ -110,6 +122,9 @@ pub(crate) fn resume(ctx: &Context, args: ResumeArgs) -> Exit {
             mode: Mode::Live,
             live_capacity: 1 << 17,
         },
+        remote
+            .as_ref()
+            .map(|r| Arc::clone(r) as Arc<dyn crate::exec::Executor>),
     );
     let restored = data.succeeded.len();
     let answers = data.answers.len();
@@ -138,6 +153,9 @@ pub(crate) fn resume(ctx: &Context, args: ResumeArgs) -> Exit {
         run_one(ctx, &engine, plan, row.input.clone(), options, show).await
     });
     runtime.block_on(engine.flush());
+    if let Some(remote) = remote {
+        runtime.block_on(remote.close());
+    }
     exit
 }
 

@@ -119,3 +119,70 @@ fn a_redis_that_comes_back_empty_gets_the_outstanding_jobs_again() {
     assert_eq!(doc["totals"]["usage"]["input_tokens"], 5 * AGENTS);
     assert_eq!(requests_per_agent(&fake).len(), AGENTS);
 }
+
+#[test]
+fn orc_resume_with_redis_runs_the_rest_on_the_workers() {
+    let mut redis = redis_or_skip!(false);
+    const AGENTS: usize = 20;
+    let fake = Fake::always(answer("ok", 5, 5).delay(Duration::from_millis(150)));
+    let first = WorkerProc::start(&redis, "w1", 2, &[]);
+    let test = Test::new().ensemble(&agents_yaml(&fake, AGENTS, ""));
+    let child = invoke(&test, &redis, &["--redis-timeout", "2"]);
+    wait_until("six requests arrived", || fake.count() >= 6);
+    redis.stop(true);
+    let (code, doc, stderr) = finish(child);
+    drop(first);
+    assert_eq!(code, Some(1), "{stderr}");
+    let run_id = doc["run_id"].as_str().expect("a run id").to_string();
+    let succeeded: Vec<String> = doc["agents"]
+        .as_array()
+        .expect("agents")
+        .iter()
+        .filter(|a| a["status"] == "succeeded")
+        .map(|a| a["name"].as_str().expect("name").to_string())
+        .collect();
+    assert!(succeeded.len() < AGENTS, "{succeeded:?}");
+    let before = requests_per_agent(&fake);
+
+    // Redis is back (empty); `orc resume --redis` hands the rest to a new worker.
+    redis.restart();
+    let second = WorkerProc::start(&redis, "w2", 4, &[]);
+    let out = crate::support::wait_with_limit(
+        {
+            let mut command = test.command();
+            command.args([
+                "resume",
+                &run_id,
+                "--output",
+                "json",
+                "--redis",
+                &redis.url(),
+            ]);
+            command.spawn().expect("start orc resume")
+        },
+        Duration::from_secs(60),
+    );
+    assert_eq!(out.0, Some(0), "{}", out.2);
+    let doc: serde_json::Value = serde_json::from_str(&out.1).expect("JSON");
+    assert_eq!(doc["totals"]["succeeded"], AGENTS, "{:#}", doc["totals"]);
+    let after = requests_per_agent(&fake);
+    for name in &succeeded {
+        assert_eq!(
+            after.get(name),
+            before.get(name),
+            "agent `{name}` succeeded before and was called again"
+        );
+    }
+    let ran: Vec<String> = second
+        .stderr()
+        .lines()
+        .filter(|l| l.contains(" running") && l.contains("agent="))
+        .map(String::from)
+        .collect();
+    assert_eq!(
+        ran.len(),
+        AGENTS - succeeded.len(),
+        "the worker ran exactly the agents left:\n{}",
+        ran.join("\n")
+    );
+}
