@@ -77,6 +77,24 @@ pub fn load_ensemble_in(
     )
 }
 
+/// As `load_ensemble_with`, for text that is no file (`POST /api/validate`): the ensembles
+/// its agents run are loaded too, relative paths from `base`.
+pub fn load_ensemble_text_with(
+    file: SourceFile,
+    base: &Path,
+    profiles: &ProfileSet,
+    find: &dyn Fn(&str) -> Option<std::path::PathBuf>,
+) -> (Option<Ensemble>, ConfigReport) {
+    let path = base.join(&file.name);
+    let mut stack = Vec::new();
+    nested::load_source(
+        file,
+        &path,
+        &nested::Loading::new(profiles, find, None),
+        &mut stack,
+    )
+}
+
 /// As `load_ensemble`, from text already read.
 pub fn load_ensemble_source(
     file: SourceFile,

@@ -109,7 +109,7 @@ pub(super) fn load(
     load_source(file, path, loading, stack)
 }
 
-fn load_source(
+pub(super) fn load_source(
     file: SourceFile,
     path: &Path,
     loading: &Loading<'_>,

@@ -141,7 +141,11 @@ pub(crate) async fn validate(
                 return (None, report);
             }
         };
-        config::load_ensemble_source(file, &state.catalog.profiles)
+        // Relative references resolve from the server's folder, names as `/api/ensembles`.
+        let base = std::env::current_dir().unwrap_or_default();
+        config::load_ensemble_text_with(file, &base, &state.catalog.profiles, &|name| {
+            state.catalog.find(name).map(|entry| entry.path)
+        })
     })
     .await?;
     let (ensemble, report) = doc;

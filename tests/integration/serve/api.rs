@@ -117,6 +117,28 @@ async fn validates_yaml_with_lines_and_columns() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validate_loads_the_ensembles_an_agent_runs() {
+    let server = serve(&[(".orc/ensembles/pair.yaml", PAIR)], &[]);
+    let post = |yaml: &'static str| {
+        let request = server.http.post(server.url("/api/validate")).body(yaml);
+        async move { super::status_json(request.send().await.unwrap()).await }
+    };
+    let (status, body) = post("name: outer\nagents:\n  - name: inner\n    ensemble: pair\n").await;
+    assert_eq!(status, 200);
+    assert_eq!(body["valid"], true, "{body}");
+
+    let (_, body) = post("name: outer\nagents:\n  - name: inner\n    ensemble: nowhere\n").await;
+    assert_eq!(body["valid"], false, "{body}");
+    let d = &body["diagnostics"][0];
+    assert!(d["message"].as_str().unwrap().contains("nowhere"), "{body}");
+    assert_eq!(
+        (d["line"].as_u64(), d["column"].as_u64()),
+        (Some(4), Some(15)),
+        "{body}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runs_start_list_show_and_filter() {
     let server = serve(&[(".orc/ensembles/pair.yaml", PAIR)], &[]);
     let r = server
