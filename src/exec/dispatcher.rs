@@ -323,7 +323,11 @@ async fn dispatch_inner(mut d: Dispatch, out: Output) -> Arc<RunOutcome> {
                     let mut full = Vec::with_capacity(path.len() + 1);
                     full.push(plan.ensemble.agents[agent].name.clone());
                     full.extend(path);
+                    let is_call = matches!(kind, EventKind::CallFinished(_));
                     lp.emit_at(full, kind);
+                    if is_call {
+                        check_budget(&plan, &lp.state, &mut status, &cancel, done < n);
+                    }
                 } else {
                     if matches!(kind, EventKind::AgentStarted { .. }) {
                         first_start[agent].get_or_insert_with(Instant::now);

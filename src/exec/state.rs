@@ -97,6 +97,11 @@ impl RunState {
         self.last_seq = self.last_seq.max(event.seq);
         self.elapsed_ms = self.elapsed_ms.max(event.elapsed_ms);
         if !event.path.is_empty() {
+            // A nested ensemble's calls are this run's spending as they happen (the budget
+            // and the live totals count them); the rest is the agent's own business.
+            if let EventKind::CallFinished(call) = &event.kind {
+                self.count_call(call);
+            }
             return;
         }
         match &event.kind {
@@ -170,18 +175,7 @@ impl RunState {
                     a.streamed_chars = 0;
                 }
             }
-            EventKind::CallFinished(call) => {
-                if call.source.is_paid() {
-                    self.live.calls += 1;
-                    self.live.usage += call.usage;
-                    match call.cost_usd {
-                        Some(c) => self.live.cost_usd += c,
-                        None => self.live.cost_unknown = true,
-                    }
-                } else {
-                    self.live.calls_saved += 1;
-                }
-            }
+            EventKind::CallFinished(call) => self.count_call(call),
             EventKind::NodeProgress(p) => {
                 if let Some(a) = self.agent_mut(&p.agent) {
                     a.progress = Some(p.clone());
@@ -208,6 +202,19 @@ impl RunState {
             EventKind::CallStarted { .. }
             | EventKind::ItemAccepted { .. }
             | EventKind::Lagged { .. } => {}
+        }
+    }
+
+    fn count_call(&mut self, call: &super::event::CallFinished) {
+        if call.source.is_paid() {
+            self.live.calls += 1;
+            self.live.usage += call.usage;
+            match call.cost_usd {
+                Some(c) => self.live.cost_usd += c,
+                None => self.live.cost_unknown = true,
+            }
+        } else {
+            self.live.calls_saved += 1;
         }
     }
 

@@ -121,3 +121,52 @@ fn an_unknown_nested_ensemble_is_a_load_error() {
         .invalid()
         .stderr_contains("runs ensemble `nowhere`, which cannot be found");
 }
+
+#[test]
+fn the_budget_counts_a_nested_ensembles_calls_as_they_happen() {
+    let child = "\
+name: child
+model_profiles:
+  pricey: {provider: mock, price: {input_per_mtok: 1000, output_per_mtok: 1000}}
+defaults: {model_profile: pricey}
+agents:
+  - name: c1
+  - name: c2
+    depends_on: [c1]
+  - name: c3
+    depends_on: [c2]
+  - name: c4
+    depends_on: [c3]
+";
+    let parent = "\
+name: parent
+budget: {max_cost_usd: 0.001}
+agents:
+  - name: sub
+    ensemble: child
+";
+    let out = Test::new()
+        .ensemble(parent)
+        .file("child.yaml", child)
+        .args(["invoke", ENSEMBLE, "hello", "--output", "json"])
+        .run()
+        .code(1);
+    let doc = out.json();
+    assert_eq!(doc["status"], "budget_exceeded", "{doc:#}");
+    // The first inner call spent the budget: the nested run stopped there, not after all
+    // four calls.
+    let inner = &agent(&doc, "sub")["metrics"]["run"]["agents"];
+    let status = |name: &str| {
+        inner
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["name"] == name)
+            .map(|a| a["status"].clone())
+    };
+    assert_eq!(status("c1"), Some("succeeded".into()), "{doc:#}");
+    for name in ["c2", "c3", "c4"] {
+        assert_ne!(status(name), Some("succeeded".into()), "{name}: {doc:#}");
+    }
+    assert!(out.stderr.contains("budget.max_cost_usd"), "{}", out.stderr);
+}
