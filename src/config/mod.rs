@@ -78,19 +78,18 @@ pub fn load_ensemble_in(
 }
 
 /// As `load_ensemble_with`, for text that is no file (`POST /api/validate`): the ensembles
-/// its agents run are loaded too, relative paths from `base`.
+/// its agents run are loaded too, found by name only (`find`), never as paths.
 pub fn load_ensemble_text_with(
     file: SourceFile,
-    base: &Path,
     profiles: &ProfileSet,
     find: &dyn Fn(&str) -> Option<std::path::PathBuf>,
 ) -> (Option<Ensemble>, ConfigReport) {
-    let path = base.join(&file.name);
+    let path = std::path::PathBuf::from(&file.name);
     let mut stack = Vec::new();
     nested::load_source(
         file,
         &path,
-        &nested::Loading::new(profiles, find, None),
+        &nested::Loading::names_only(profiles, find),
         &mut stack,
     )
 }

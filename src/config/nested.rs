@@ -42,6 +42,9 @@ pub(super) struct Loading<'a> {
     profiles: &'a ProfileSet,
     find: &'a dyn Fn(&str) -> Option<PathBuf>,
     dirs: Option<&'a Dirs>,
+    /// The top file's references are names only (`find`), never paths: text that is no
+    /// file (`POST /api/validate`) must not probe the server's files.
+    names_only: bool,
     /// Made once, when the first run-time `dispatch` needs it.
     runtime: OnceLock<Arc<Runtime>>,
 }
@@ -56,7 +59,19 @@ impl<'a> Loading<'a> {
             profiles,
             find,
             dirs,
+            names_only: false,
             runtime: OnceLock::new(),
+        }
+    }
+
+    /// As `new`, for text that is no file: its own references are names only.
+    pub(super) fn names_only(
+        profiles: &'a ProfileSet,
+        find: &'a dyn Fn(&str) -> Option<PathBuf>,
+    ) -> Loading<'a> {
+        Loading {
+            names_only: true,
+            ..Loading::new(profiles, find, None)
         }
     }
 
@@ -158,7 +173,12 @@ pub(super) fn load_source(
             at.extend(key.iter().map(|k| PathSeg::Key((*k).into())));
             ConfigError::new(kind, &e.source, locator.value_span(&at))
         };
-        let Some(target) = resolve(&base, &reference, loading.find) else {
+        let target = if loading.names_only && stack.len() == 1 {
+            (loading.find)(&reference)
+        } else {
+            resolve(&base, &reference, loading.find)
+        };
+        let Some(target) = target else {
             report.push(locate(
                 ConfigErrorKind::UnknownEnsemble { agent, reference },
                 &ensemble,
@@ -370,6 +390,7 @@ impl EnsembleLoader {
             profiles: &runtime.profiles,
             find: &find,
             dirs: runtime.dirs.as_ref(),
+            names_only: false,
             runtime: OnceLock::from(Arc::clone(runtime)),
         };
         let file = screen(&target).map_err(|problem| LoadFailure::Invalid {

@@ -38,17 +38,28 @@ pub struct StoredAnswer {
 #[derive(Debug, Default)]
 pub struct ResumeAnswers {
     by_hash: Mutex<HashMap<String, VecDeque<StoredAnswer>>>,
+    /// The (top-level) agents those calls belong to.
+    agents: std::collections::HashSet<String>,
 }
 
 impl ResumeAnswers {
-    pub fn new(answers: impl IntoIterator<Item = (String, StoredAnswer)>) -> ResumeAnswers {
+    /// From (agent, request hash, answer) triples.
+    pub fn new(answers: impl IntoIterator<Item = (String, String, StoredAnswer)>) -> ResumeAnswers {
         let mut by_hash: HashMap<String, VecDeque<StoredAnswer>> = HashMap::new();
-        for (hash, answer) in answers {
+        let mut agents = std::collections::HashSet::new();
+        for (agent, hash, answer) in answers {
             by_hash.entry(hash).or_default().push_back(answer);
+            agents.insert(agent);
         }
         ResumeAnswers {
             by_hash: Mutex::new(by_hash),
+            agents,
         }
+    }
+
+    /// Whether calls of `agent` are on record (it must run where these answers are).
+    pub fn holds_answers_of(&self, agent: &str) -> bool {
+        self.agents.contains(agent)
     }
 
     fn take(&self, hash: &str) -> Option<StoredAnswer> {
@@ -67,6 +78,7 @@ impl ResumeAnswers {
             by_hash: Mutex::new(std::mem::take(
                 &mut *self.by_hash.lock().expect("not poisoned"),
             )),
+            agents: self.agents.clone(),
         }
     }
 

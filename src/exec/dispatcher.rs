@@ -94,6 +94,14 @@ struct Loop {
     started: Instant,
 }
 
+/// Events still buffered when the loop ends early (a panic, an aborted task) go to the store
+/// all the same: a `call_finished` there is an answer a resume need not pay for again.
+impl Drop for Loop {
+    fn drop(&mut self) {
+        self.store_events();
+    }
+}
+
 impl Loop {
     fn emit(&mut self, kind: EventKind) {
         self.emit_at(Vec::new(), kind);
@@ -140,13 +148,13 @@ impl Loop {
                 return;
             }
             let batch = std::mem::take(&mut self.unstored);
+            // Handed over first, whoever is subscribed: one who subscribes right now and
+            // reads the store must find this batch there.
+            store.events(batch.clone());
             if live.receiver_count() > 0 {
-                store.events(batch.clone());
                 for event in batch {
                     let _ = live.send(event);
                 }
-            } else {
-                store.events(batch);
             }
         }
     }

@@ -673,7 +673,7 @@ impl Store {
                 // or a run resumed twice would hand the same answer out twice.
                 let paid = source == super::writer::source_name(CallSource::Provider);
                 if paid && !done.contains(owner.as_str()) {
-                    answers.push((hash, answer));
+                    answers.push((owner, hash, answer));
                 }
             }
             Ok(answers)

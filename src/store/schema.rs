@@ -77,8 +77,9 @@ const MIGRATIONS: &[&str] = &[
         response TEXT,
         created_at INTEGER NOT NULL,
         PRIMARY KEY (run_id, seq)
-    ) WITHOUT ROWID;
+    );
     CREATE INDEX calls_request ON calls (request_hash, created_at);
+    CREATE INDEX calls_created_at ON calls (created_at);
     ",
 ];
 

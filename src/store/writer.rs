@@ -56,7 +56,13 @@ pub(super) fn run(
     // Frames written since the last checkpoint may be in the log (a previous process's too).
     let mut unchecked = true;
     loop {
-        let first = match rx.recv_timeout(IDLE_CHECKPOINT) {
+        let next = if unchecked {
+            rx.recv_timeout(IDLE_CHECKPOINT)
+        } else {
+            // Nothing new since the last checkpoint: sleep until there is.
+            rx.recv().map_err(|_| RecvTimeoutError::Disconnected)
+        };
+        let first = match next {
             Ok(m) => m,
             Err(RecvTimeoutError::Timeout) => {
                 if unchecked && !broken {

@@ -178,7 +178,13 @@ impl Executor for RedisExecutor {
         tx: AgentTx,
         tasks: &mut tokio::task::JoinSet<()>,
     ) {
-        if runs_here(&job.work) {
+        // An agent with calls on record from before a resume runs here, where those
+        // answers are: a worker would pay for them again.
+        let answered_here = run
+            .resume
+            .as_ref()
+            .is_some_and(|r| r.holds_answers_of(&job.name));
+        if runs_here(&job.work) || answered_here {
             LocalExecutor.spawn(run, plan, job, tx, tasks);
             return;
         }

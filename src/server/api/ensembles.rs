@@ -141,9 +141,9 @@ pub(crate) async fn validate(
                 return (None, report);
             }
         };
-        // Relative references resolve from the server's folder, names as `/api/ensembles`.
-        let base = std::env::current_dir().unwrap_or_default();
-        config::load_ensemble_text_with(file, &base, &state.catalog.profiles, &|name| {
+        // References are names the server serves, never paths: a request must not probe
+        // the server's files.
+        config::load_ensemble_text_with(file, &state.catalog.profiles, &|name| {
             state.catalog.find(name).map(|entry| entry.path)
         })
     })

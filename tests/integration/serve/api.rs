@@ -136,6 +136,16 @@ async fn validate_loads_the_ensembles_an_agent_runs() {
         (Some(4), Some(15)),
         "{body}"
     );
+
+    // Names only, never paths: a request cannot probe the server's files.
+    let unknown = d["message"]
+        .as_str()
+        .unwrap()
+        .replace("nowhere", "/etc/passwd");
+    let (_, body) =
+        post("name: outer\nagents:\n  - name: inner\n    ensemble: /etc/passwd\n").await;
+    assert_eq!(body["valid"], false, "{body}");
+    assert_eq!(body["diagnostics"][0]["message"], unknown, "{body}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

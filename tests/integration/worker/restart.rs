@@ -44,27 +44,37 @@ fn a_run_goes_on_after_redis_restarts() {
     );
 }
 
-#[test]
-fn a_run_fails_cleanly_when_redis_stays_away_and_resumes_later() {
-    let mut redis = redis_or_skip!(false);
-    const AGENTS: usize = 20;
+/// A run that failed because Redis stayed away: its ensemble, the fake server, its id and the
+/// agents that had succeeded, with the requests the fake had seen by then.
+struct Stranded {
+    test: Test,
+    fake: Fake,
+    run_id: String,
+    succeeded: Vec<String>,
+    before: std::collections::BTreeMap<String, usize>,
+}
+
+const STRANDED_AGENTS: usize = 20;
+
+/// Invokes 20 agents through one worker and stops Redis (for good) six requests in.
+fn strand(redis: &mut super::Redis) -> Stranded {
     let fake = Fake::always(answer("ok", 5, 5).delay(Duration::from_millis(150)));
-    let worker = WorkerProc::start(&redis, "w1", 2, &[]);
-    let test = Test::new().ensemble(&agents_yaml(&fake, AGENTS, ""));
-    let child = invoke(&test, &redis, &["--redis-timeout", "2"]);
+    let worker = WorkerProc::start(redis, "w1", 2, &[]);
+    let test = Test::new().ensemble(&agents_yaml(&fake, STRANDED_AGENTS, ""));
+    let child = invoke(&test, redis, &["--redis-timeout", "2"]);
     wait_until("six requests arrived", || fake.count() >= 6);
     redis.stop(true);
     let (code, doc, stderr) = finish(child);
     drop(worker);
     assert_eq!(code, Some(1), "{stderr}");
     let agents = doc["agents"].as_array().expect("agents");
-    let succeeded: Vec<&str> = agents
+    let succeeded: Vec<String> = agents
         .iter()
         .filter(|a| a["status"] == "succeeded")
-        .map(|a| a["name"].as_str().expect("name"))
+        .map(|a| a["name"].as_str().expect("name").to_string())
         .collect();
     assert!(
-        !succeeded.is_empty() && succeeded.len() < AGENTS,
+        !succeeded.is_empty() && succeeded.len() < STRANDED_AGENTS,
         "{succeeded:?}"
     );
     for a in agents.iter().filter(|a| a["status"] != "succeeded") {
@@ -74,29 +84,53 @@ fn a_run_fails_cleanly_when_redis_stays_away_and_resumes_later() {
             "{a:#}"
         );
     }
-    // What completed is in the store: `orc resume` runs only the rest (here, in-process).
-    let run_id = doc["run_id"].as_str().expect("a run id").to_string();
-    let before = requests_per_agent(&fake);
-    let out = crate::support::wait_with_limit(
-        {
-            let mut command = test.command();
-            command.args(["resume", &run_id, "--output", "json"]);
-            command.spawn().expect("start orc resume")
-        },
-        Duration::from_secs(60),
-    );
-    assert_eq!(out.0, Some(0), "{}", out.2);
-    let doc: serde_json::Value = serde_json::from_str(&out.1).expect("JSON");
-    assert_eq!(doc["totals"]["succeeded"], AGENTS, "{:#}", doc["totals"]);
-    let after = requests_per_agent(&fake);
-    for name in &succeeded {
-        assert_eq!(
-            after.get(*name),
-            before.get(*name),
-            "agent `{name}` succeeded before and was called again"
-        );
+    Stranded {
+        run_id: doc["run_id"].as_str().expect("a run id").to_string(),
+        before: requests_per_agent(&fake),
+        test,
+        fake,
+        succeeded,
     }
-    assert_eq!(after.len(), AGENTS);
+}
+
+impl Stranded {
+    /// `orc resume RUN` with `extra` arguments: every agent succeeds, and none that had
+    /// succeeded is called again.
+    fn resume(&self, extra: &[&str]) {
+        let out = crate::support::wait_with_limit(
+            {
+                let mut command = self.test.command();
+                command
+                    .args(["resume", &self.run_id, "--output", "json"])
+                    .args(extra);
+                command.spawn().expect("start orc resume")
+            },
+            Duration::from_secs(60),
+        );
+        assert_eq!(out.0, Some(0), "{}", out.2);
+        let doc: serde_json::Value = serde_json::from_str(&out.1).expect("JSON");
+        assert_eq!(
+            doc["totals"]["succeeded"], STRANDED_AGENTS,
+            "{:#}",
+            doc["totals"]
+        );
+        let after = requests_per_agent(&self.fake);
+        for name in &self.succeeded {
+            assert_eq!(
+                after.get(name),
+                self.before.get(name),
+                "agent `{name}` succeeded before and was called again"
+            );
+        }
+        assert_eq!(after.len(), STRANDED_AGENTS);
+    }
+}
+
+#[test]
+fn a_run_fails_cleanly_when_redis_stays_away_and_resumes_later() {
+    let mut redis = redis_or_skip!(false);
+    // What completed is in the store: `orc resume` runs only the rest (here, in-process).
+    strand(&mut redis).resume(&[]);
 }
 
 #[test]
@@ -123,57 +157,12 @@ fn a_redis_that_comes_back_empty_gets_the_outstanding_jobs_again() {
 #[test]
 fn orc_resume_with_redis_runs_the_rest_on_the_workers() {
     let mut redis = redis_or_skip!(false);
-    const AGENTS: usize = 20;
-    let fake = Fake::always(answer("ok", 5, 5).delay(Duration::from_millis(150)));
-    let first = WorkerProc::start(&redis, "w1", 2, &[]);
-    let test = Test::new().ensemble(&agents_yaml(&fake, AGENTS, ""));
-    let child = invoke(&test, &redis, &["--redis-timeout", "2"]);
-    wait_until("six requests arrived", || fake.count() >= 6);
-    redis.stop(true);
-    let (code, doc, stderr) = finish(child);
-    drop(first);
-    assert_eq!(code, Some(1), "{stderr}");
-    let run_id = doc["run_id"].as_str().expect("a run id").to_string();
-    let succeeded: Vec<String> = doc["agents"]
-        .as_array()
-        .expect("agents")
-        .iter()
-        .filter(|a| a["status"] == "succeeded")
-        .map(|a| a["name"].as_str().expect("name").to_string())
-        .collect();
-    assert!(succeeded.len() < AGENTS, "{succeeded:?}");
-    let before = requests_per_agent(&fake);
-
+    let stranded = strand(&mut redis);
     // Redis is back (empty); `orc resume --redis` hands the rest to a new worker.
     redis.restart();
-    let second = WorkerProc::start(&redis, "w2", 4, &[]);
-    let out = crate::support::wait_with_limit(
-        {
-            let mut command = test.command();
-            command.args([
-                "resume",
-                &run_id,
-                "--output",
-                "json",
-                "--redis",
-                &redis.url(),
-            ]);
-            command.spawn().expect("start orc resume")
-        },
-        Duration::from_secs(60),
-    );
-    assert_eq!(out.0, Some(0), "{}", out.2);
-    let doc: serde_json::Value = serde_json::from_str(&out.1).expect("JSON");
-    assert_eq!(doc["totals"]["succeeded"], AGENTS, "{:#}", doc["totals"]);
-    let after = requests_per_agent(&fake);
-    for name in &succeeded {
-        assert_eq!(
-            after.get(name),
-            before.get(name),
-            "agent `{name}` succeeded before and was called again"
-        );
-    }
-    let ran: Vec<String> = second
+    let worker = WorkerProc::start(&redis, "w2", 4, &[]);
+    stranded.resume(&["--redis", &redis.url()]);
+    let ran: Vec<String> = worker
         .stderr()
         .lines()
         .filter(|l| l.contains(" running") && l.contains("agent="))
@@ -181,7 +170,7 @@ fn orc_resume_with_redis_runs_the_rest_on_the_workers() {
         .collect();
     assert_eq!(
         ran.len(),
-        AGENTS - succeeded.len(),
+        STRANDED_AGENTS - stranded.succeeded.len(),
         "the worker ran exactly the agents left:\n{}",
         ran.join("\n")
     );
