@@ -30,13 +30,8 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// store's own, which must not lose an event.
 pub trait Recorder: Send + Sync {
     fn run_started(&self, run: RunRecord);
-    fn event(&self, event: Arc<Event>);
-    /// Several events, in order (one message where the store can take them at once).
-    fn events(&self, events: Vec<Arc<Event>>) {
-        for event in events {
-            self.event(event);
-        }
-    }
+    /// Events of runs, in order, as a batch (the dispatcher hands over a burst at once).
+    fn events(&self, events: Vec<Arc<Event>>);
     /// Resolves once everything recorded so far is written.
     fn flush(&self) -> BoxFuture<'_, ()>;
     /// An earlier successful response to the request with this hash, no older than `ttl`.

@@ -287,11 +287,6 @@ impl Recorder for Metered {
         self.store.run_started(run);
     }
 
-    fn event(&self, event: Arc<Event>) {
-        self.metrics.observe(&event);
-        self.store.event(event);
-    }
-
     fn events(&self, events: Vec<Arc<Event>>) {
         for event in &events {
             self.metrics.observe(event);

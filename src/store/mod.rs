@@ -255,10 +255,6 @@ impl Recorder for Store {
         self.send(writer::Msg::RunStarted(run, crate::exec::Timestamp::now()));
     }
 
-    fn event(&self, event: Arc<Event>) {
-        self.send(writer::Msg::Events(vec![event]));
-    }
-
     fn events(&self, events: Vec<Arc<Event>>) {
         self.send(writer::Msg::Events(events));
     }

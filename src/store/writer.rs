@@ -65,7 +65,8 @@ pub(super) fn run(
         let first = match next {
             Ok(m) => m,
             Err(RecvTimeoutError::Timeout) => {
-                if unchecked && !broken {
+                // Only waited for with something unchecked.
+                if !broken {
                     // PASSIVE: never waits for readers; what it cannot copy now, a later
                     // checkpoint will (and the log's own autocheckpoint bounds it).
                     let _ = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
